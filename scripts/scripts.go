@@ -1,0 +1,249 @@
+package scripts
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"text/template"
+)
+
+// Platforms Setup and the other scripts support.
+const (
+	Debian = "debian" // Debian 12 (bookworm) and later; default user admin
+	Ubuntu = "ubuntu" // Ubuntu 22.04 and later; default user ubuntu
+)
+
+// Paths the scripts use on the instance.
+const (
+	// WorkersDir holds one directory per worker, as in Debian's package.
+	WorkersDir = "/var/lib/buildbot/workers"
+	// VenvDir is where Setup installs buildbot-worker with pip when the
+	// distribution has no package for it.
+	VenvDir = "/opt/buildbot-worker"
+)
+
+// ErrUnknownPlatform is returned (wrapped) for a platform other than Debian
+// or Ubuntu.
+var ErrUnknownPlatform = errors.New("unknown platform")
+
+// ErrInvalidKey is returned (wrapped) by Generalize for a public key that is
+// not a single OpenSSH public key line.
+var ErrInvalidKey = errors.New("invalid SSH public key")
+
+// Platforms returns the supported platforms, sorted.
+func Platforms() []string {
+	return []string{Debian, Ubuntu}
+}
+
+// DefaultUser returns the login user of the platform's cloud images ("admin"
+// for Debian, "ubuntu" for Ubuntu), or "" for an unknown platform.
+func DefaultUser(platform string) string {
+	switch platform {
+	case Debian:
+		return "admin"
+	case Ubuntu:
+		return "ubuntu"
+	}
+	return ""
+}
+
+// buildDeps is the CPython devguide's list of build dependencies for
+// Debian/Ubuntu ("Install dependencies" in the setup guide), with the
+// current names: libncurses-dev replaces libncurses5-dev, libreadline-dev
+// replaces libreadline6-dev. BuildDeps skips a name the release lacks
+// (libmpdec-dev is absent from Debian 12).
+var buildDeps = []string{
+	"build-essential", "gdb", "lcov", "pkg-config",
+	"libbz2-dev", "libffi-dev", "libgdbm-dev", "libgdbm-compat-dev", "liblzma-dev",
+	"libncurses-dev", "libreadline-dev", "libsqlite3-dev", "libssl-dev",
+	"lzma", "lzma-dev", "tk-dev", "uuid-dev", "zlib1g-dev", "libmpdec-dev", "libzstd-dev",
+}
+
+// BuildDepsPackages returns the package names BuildDeps tries to install.
+func BuildDepsPackages() []string {
+	return append([]string(nil), buildDeps...)
+}
+
+// Setup renders the script that installs buildbot-worker (the distribution
+// package, or pip into VenvDir when there is none), creates or refreshes the
+// worker w in WorkerDir, writes its info files and enables and starts
+// buildbot-worker@NAME.service. The script reads the worker password as the
+// first line of its stdin. Running it again converges: a changed master,
+// password or info is written and the service restarted.
+func Setup(platform string, w Worker) ([]byte, error) {
+	if err := w.Validate(); err != nil {
+		return nil, fmt.Errorf("setup script: %w", err)
+	}
+	host, port, err := w.MasterHostPort()
+	if err != nil {
+		return nil, fmt.Errorf("setup script: %w", err)
+	}
+	return render("setup.sh.tmpl", platform, map[string]any{
+		"Name":       w.Name,
+		"MasterArg":  w.Master,
+		"MasterHost": host,
+		"MasterPort": strconv.Itoa(port),
+		"InfoAdmin":  w.InfoAdmin(),
+		"HostInfo":   w.HostInfo,
+		"WorkersDir": WorkersDir,
+		"WorkerDir":  w.WorkerDir(),
+		"VenvDir":    VenvDir,
+	})
+}
+
+// Verify renders the script that prints key=value facts about worker w on
+// stdout (see Facts). It reads the expected password as the first line of
+// its stdin and prints only whether it matches. Only w.Name is used by the
+// script; the whole Worker is validated so that Verify and Check agree.
+func Verify(platform string, w Worker) ([]byte, error) {
+	if err := w.Validate(); err != nil {
+		return nil, fmt.Errorf("verify script: %w", err)
+	}
+	return render("verify.sh.tmpl", platform, map[string]any{
+		"Name":      w.Name,
+		"WorkerDir": w.WorkerDir(),
+	})
+}
+
+// Updates renders the script that applies all pending updates
+// (apt-get update, dist-upgrade keeping existing configuration files, clean).
+func Updates(platform string) ([]byte, error) {
+	return render("updates.sh.tmpl", platform, nil)
+}
+
+// RebootRequired renders the script that says through its exit status
+// whether a reboot is needed: 0 = required, 10 = not required, any other
+// status = the check failed. It looks at /var/run/reboot-required, whether
+// the default kernel is the running one, and needrestart when installed.
+func RebootRequired(platform string) ([]byte, error) {
+	return render("reboot-required.sh.tmpl", platform, nil)
+}
+
+// Exit statuses of the RebootRequired script.
+const (
+	RebootRequiredExit    = 0
+	RebootNotRequiredExit = 10
+)
+
+// Generalize renders the script that prepares the instance for imaging: it
+// removes tempPublicKey (an OpenSSH public key line, matched on its type and
+// key material) from the default user's and root's authorized_keys, deletes
+// the SSH host keys, empties /etc/machine-id, removes
+// /var/lib/dbus/machine-id, runs "cloud-init clean --logs" where cloud-init
+// exists, trims logs, removes shell history and runs apt-get clean. The
+// worker service stays enabled.
+func Generalize(platform string, tempPublicKey string) ([]byte, error) {
+	keyType, blob, err := parsePublicKey(tempPublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("generalize script: %w", err)
+	}
+	return render("generalize.sh.tmpl", platform, map[string]any{
+		"DefaultUser": DefaultUser(platform),
+		"KeyType":     keyType,
+		"KeyBlob":     blob,
+	})
+}
+
+// BuildDeps renders the opt-in script that installs the packages CPython's
+// build needs (BuildDepsPackages), skipping those the release does not have.
+func BuildDeps(platform string) ([]byte, error) {
+	return render("builddeps.sh.tmpl", platform, map[string]any{
+		"Packages": buildDeps,
+	})
+}
+
+var keyTypes = map[string]bool{
+	"ssh-ed25519":                        true,
+	"ssh-rsa":                            true,
+	"ecdsa-sha2-nistp256":                true,
+	"ecdsa-sha2-nistp384":                true,
+	"ecdsa-sha2-nistp521":                true,
+	"sk-ssh-ed25519@openssh.com":         true,
+	"sk-ecdsa-sha2-nistp256@openssh.com": true,
+}
+
+// parsePublicKey accepts one authorized_keys-style line without options,
+// "TYPE BASE64 [COMMENT]", and returns its type and key material. The
+// material must decode and name the same type.
+func parsePublicKey(line string) (string, string, error) {
+	line = strings.TrimRight(line, "\r\n")
+	if strings.ContainsAny(line, "\r\n\x00") {
+		return "", "", fmt.Errorf("%w: must be a single line", ErrInvalidKey)
+	}
+	f := strings.Fields(line)
+	if len(f) < 2 {
+		return "", "", fmt.Errorf("%w: want \"TYPE BASE64 [COMMENT]\"", ErrInvalidKey)
+	}
+	if !keyTypes[f[0]] {
+		return "", "", fmt.Errorf("%w: unsupported key type %q", ErrInvalidKey, f[0])
+	}
+	raw, err := base64.StdEncoding.Strict().DecodeString(f[1])
+	if err != nil {
+		return "", "", fmt.Errorf("%w: key material is not base64: %w", ErrInvalidKey, err)
+	}
+	if len(raw) < 4 || int(binary.BigEndian.Uint32(raw)) > len(raw)-4 ||
+		string(raw[4:4+binary.BigEndian.Uint32(raw)]) != f[0] {
+		return "", "", fmt.Errorf("%w: key material is not a %s key", ErrInvalidKey, f[0])
+	}
+	return f[0], f[1], nil
+}
+
+// shQuote quotes s as one single-quoted POSIX shell word. It is the only way
+// a value enters a script (the "sh" template function). NUL cannot be
+// represented in a shell word and is refused.
+func shQuote(s string) (string, error) {
+	if strings.IndexByte(s, 0) >= 0 {
+		return "", errors.New("shell quoting: value contains NUL")
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'", nil
+}
+
+// include returns the raw content of an embedded helper (linux/NAME), for
+// quoted here-documents. It refuses a helper containing the here-document
+// delimiter.
+func include(name string) (string, error) {
+	b, err := files.ReadFile("linux/" + name)
+	if err != nil {
+		return "", fmt.Errorf("include %s: %w", name, err)
+	}
+	s := strings.TrimRight(string(b), "\n")
+	for _, l := range strings.Split(s, "\n") {
+		if l == heredocDelimiter {
+			return "", fmt.Errorf("include %s: contains the here-document delimiter", name)
+		}
+	}
+	return s, nil
+}
+
+const heredocDelimiter = "LATENTWORKER_PY"
+
+var parsed = sync.OnceValues(func() (*template.Template, error) {
+	return template.New("scripts").
+		Option("missingkey=error").
+		Funcs(template.FuncMap{"sh": shQuote, "include": include}).
+		ParseFS(files, "linux/*.sh.tmpl")
+})
+
+func render(name, platform string, data map[string]any) ([]byte, error) {
+	if DefaultUser(platform) == "" {
+		return nil, fmt.Errorf("%s: %w %q (want %s)", name, ErrUnknownPlatform, platform, strings.Join(Platforms(), " or "))
+	}
+	t, err := parsed()
+	if err != nil {
+		return nil, fmt.Errorf("parse script templates: %w", err)
+	}
+	d := map[string]any{"Platform": platform}
+	for k, v := range data {
+		d[k] = v
+	}
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, name, d); err != nil {
+		return nil, fmt.Errorf("render %s for %s: %w", name, platform, err)
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,465 @@
+package scripts
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"text/template/parse"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// A real ed25519 public key (its private half was thrown away).
+const testKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINhQ3llHUYiRm7zq7HnQVjvopgMF5x2hEugitmx+B6om latentworker-temp"
+
+var goldenWorker = Worker{
+	Name:       "cpython-debian12-aws",
+	Master:     "buildbot.example.org:9020",
+	AdminName:  "Jane Doe",
+	AdminEmail: "jane@example.org",
+	HostInfo:   "Debian 12 on EC2 t3.medium (latentworker)",
+}
+
+// hostileWorker passes Validate but is full of shell metacharacters: after
+// quoting they must be plain text.
+var hostileWorker = Worker{
+	Name:       "w_1.x-y",
+	Master:     "[2001:db8::1]:9989",
+	AdminName:  `O'Brien $(touch /tmp/lw-pwned) ` + "`id`" + ` "x" \ ; & | * ? ~ # ${HOME}`,
+	AdminEmail: `o'b$(id)` + "`x`" + `@example.org`,
+	HostInfo:   `'; rm -rf / #' "$(reboot)" ` + "`halt`" + ` $((1+1)) \n %s ! Łódź`,
+}
+
+type rendered struct {
+	name string
+	body []byte
+}
+
+// renderAll renders every script for platform with w.
+func renderAll(t *testing.T, platform string, w Worker) []rendered {
+	t.Helper()
+	var out []rendered
+	for _, s := range []struct {
+		name string
+		fn   func() ([]byte, error)
+	}{
+		{"setup", func() ([]byte, error) { return Setup(platform, w) }},
+		{"verify", func() ([]byte, error) { return Verify(platform, w) }},
+		{"updates", func() ([]byte, error) { return Updates(platform) }},
+		{"reboot-required", func() ([]byte, error) { return RebootRequired(platform) }},
+		{"generalize", func() ([]byte, error) { return Generalize(platform, testKey) }},
+		{"builddeps", func() ([]byte, error) { return BuildDeps(platform) }},
+	} {
+		b, err := s.fn()
+		if err != nil {
+			t.Fatalf("render %s for %s: %v", s.name, platform, err)
+		}
+		out = append(out, rendered{platform + "-" + s.name, b})
+	}
+	return out
+}
+
+func TestGolden(t *testing.T) {
+	for _, p := range Platforms() {
+		for _, r := range renderAll(t, p, goldenWorker) {
+			t.Run(r.name, func(t *testing.T) {
+				path := filepath.Join("testdata", r.name+".sh.golden")
+				if *update {
+					if err := os.WriteFile(path, r.body, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					return
+				}
+				want, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatalf("%v (run go test ./scripts -update)", err)
+				}
+				if !bytes.Equal(r.body, want) {
+					t.Errorf("%s differs from %s; run go test ./scripts -update and review the diff", r.name, path)
+				}
+			})
+		}
+	}
+}
+
+func TestScriptsBasics(t *testing.T) {
+	for _, p := range Platforms() {
+		for _, r := range renderAll(t, p, goldenWorker) {
+			s := string(r.body)
+			if !strings.HasPrefix(s, "#!/bin/sh\n") {
+				t.Errorf("%s: does not start with #!/bin/sh", r.name)
+			}
+			if !strings.Contains(s, "\nset -eu\n") {
+				t.Errorf("%s: no set -eu", r.name)
+			}
+			if strings.Contains(s, "su buildbot") {
+				t.Errorf("%s: uses su buildbot (its shell is /bin/false)", r.name)
+			}
+			if strings.Contains(s, "<no value>") {
+				t.Errorf("%s: rendered <no value>", r.name)
+			}
+		}
+	}
+	deb, _ := Setup(Debian, goldenWorker)
+	ubu, _ := Setup(Ubuntu, goldenWorker)
+	if strings.Contains(string(deb), "universe") || !strings.Contains(string(ubu), "ensure_universe") {
+		t.Errorf("only the Ubuntu setup script should enable universe")
+	}
+}
+
+// requireTool returns the path of a tool, skipping the test when it is
+// missing, except under CI=true, where a missing tool fails the test.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required when CI=true: %v", name, err)
+		}
+		t.Skipf("%s not installed", name)
+	}
+	return path
+}
+
+func TestShellcheck(t *testing.T) {
+	shellcheck := requireTool(t, "shellcheck")
+	for _, p := range Platforms() {
+		for _, tc := range []struct {
+			label string
+			w     Worker
+			args  []string
+		}{
+			{"golden", goldenWorker, nil},
+			// SC2016 ("expressions don't expand in single quotes") is
+			// exactly what quoting hostile values is for.
+			{"hostile", hostileWorker, []string{"--exclude=SC2016"}},
+		} {
+			for _, r := range renderAll(t, p, tc.w) {
+				t.Run(tc.label+"/"+r.name, func(t *testing.T) {
+					t.Parallel()
+					args := append([]string{"-s", "sh", "-f", "gcc"}, tc.args...)
+					cmd := exec.Command(shellcheck, append(args, "-")...)
+					cmd.Stdin = bytes.NewReader(r.body)
+					if out, err := cmd.CombinedOutput(); err != nil {
+						t.Errorf("shellcheck %s: %v\n%s", r.name, err, out)
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestOnlyQuotedActions walks the templates: every {{...}} that prints
+// something must end in the sh quoting function (or include a fixed helper
+// file), so no value can reach a script unquoted.
+func TestOnlyQuotedActions(t *testing.T) {
+	tmpl, err := parsed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walk func(name string, n parse.Node)
+	walk = func(name string, n parse.Node) {
+		switch n := n.(type) {
+		case *parse.ListNode:
+			if n == nil {
+				return
+			}
+			for _, c := range n.Nodes {
+				walk(name, c)
+			}
+		case *parse.ActionNode:
+			if len(n.Pipe.Decl) > 0 {
+				t.Errorf("%s: %s: variable declarations are not allowed", name, n)
+				return
+			}
+			last := n.Pipe.Cmds[len(n.Pipe.Cmds)-1]
+			id, ok := last.Args[0].(*parse.IdentifierNode)
+			if !ok || (id.Ident != "sh" && id.Ident != "include") {
+				t.Errorf("%s: action %s does not end in sh", name, n)
+			}
+			if ok && id.Ident == "include" {
+				if len(last.Args) != 2 || last.Args[1].Type() != parse.NodeString {
+					t.Errorf("%s: include needs a constant file name: %s", name, n)
+				}
+			}
+		case *parse.IfNode:
+			walk(name, n.List)
+			walk(name, n.ElseList)
+		case *parse.RangeNode:
+			walk(name, n.List)
+			walk(name, n.ElseList)
+		case *parse.WithNode:
+			walk(name, n.List)
+			walk(name, n.ElseList)
+		case *parse.TextNode, *parse.TemplateNode, *parse.CommentNode:
+		default:
+			t.Errorf("%s: unexpected template node %T: %s", name, n, n)
+		}
+	}
+	count := 0
+	for _, tt := range tmpl.Templates() {
+		if tt.Tree == nil {
+			continue
+		}
+		count++
+		walk(tt.Name(), tt.Tree.Root)
+	}
+	if count < 8 {
+		t.Errorf("walked %d templates; want all of them", count)
+	}
+}
+
+func TestShQuote(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", "''"},
+		{"plain", "'plain'"},
+		{"it's", `'it'\''s'`},
+		{"''", `''\'''\'''`},
+		{"$(id) `id` ${x} \\ \" ;&|<>*?~#", "'$(id) `id` ${x} \\ \" ;&|<>*?~#'"},
+		{"a\nb", "'a\nb'"},
+	} {
+		got, err := shQuote(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("shQuote(%q) = %q, %v; want %q, nil", tc.in, got, err, tc.want)
+		}
+	}
+	if _, err := shQuote("a\x00b"); err == nil {
+		t.Errorf("shQuote(%q) = nil error; want an error", "a\x00b")
+	}
+}
+
+// TestQuotingInert feeds quoted hostile strings to a real sh and checks
+// that they come back unchanged and that nothing ran.
+func TestQuotingInert(t *testing.T) {
+	sh := requireTool(t, "sh")
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "pwned")
+	inputs := []string{
+		"$(touch " + marker + ")",
+		"`touch " + marker + "`",
+		"'; touch " + marker + "; '",
+		"'\"'\"'$(touch " + marker + ")",
+		"a\nb; touch " + marker,
+		"${HOME} $((1+1)) \\ ! * ~",
+		"Łódź – naïve",
+	}
+	for _, in := range inputs {
+		q, err := shQuote(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(sh, "-c", "v="+q+"; printf '%s' \"$v\"").Output()
+		if err != nil {
+			t.Errorf("sh -c with %q: %v", q, err)
+			continue
+		}
+		if string(out) != in {
+			t.Errorf("sh round trip of %q = %q", in, out)
+		}
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatalf("a quoted value was executed: %s exists", marker)
+	}
+}
+
+// TestRenderedValuesInert runs the value assignments of a Setup script
+// rendered with hostileWorker and checks that the shell sees the values
+// verbatim.
+func TestRenderedValuesInert(t *testing.T) {
+	sh := requireTool(t, "sh")
+	if err := hostileWorker.Validate(); err != nil {
+		t.Fatalf("hostileWorker should be valid: %v", err)
+	}
+	body, err := Setup(Debian, hostileWorker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var assigns []string
+	for _, l := range strings.Split(string(body), "\n") {
+		for _, v := range []string{"WORKER_NAME=", "MASTER_ARG=", "MASTER_HOST=", "MASTER_PORT=", "INFO_ADMIN=", "INFO_HOST="} {
+			if strings.HasPrefix(l, v) {
+				assigns = append(assigns, l)
+			}
+		}
+	}
+	if len(assigns) != 6 {
+		t.Fatalf("found %d value assignments, want 6: %q", len(assigns), assigns)
+	}
+	script := strings.Join(assigns, "\n") + "\nprintf '%s\\0' \"$WORKER_NAME\" \"$MASTER_ARG\" \"$MASTER_HOST\" \"$MASTER_PORT\" \"$INFO_ADMIN\" \"$INFO_HOST\"\n"
+	cmd := exec.Command(sh, "-c", script)
+	cmd.Dir = t.TempDir()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sh: %v", err)
+	}
+	got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
+	want := []string{hostileWorker.Name, hostileWorker.Master, "2001:db8::1", "9989", hostileWorker.InfoAdmin(), hostileWorker.HostInfo}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("values after sh = %q; want %q", got, want)
+	}
+	if _, err := os.Stat("/tmp/lw-pwned"); err == nil {
+		t.Errorf("/tmp/lw-pwned exists: a value was executed")
+	}
+}
+
+// TestInjectionRejected: values that quoting could carry but that have no
+// business in a script (newlines, control characters) are refused before
+// rendering, by field.
+func TestInjectionRejected(t *testing.T) {
+	for _, tc := range []struct {
+		field string
+		mod   func(*Worker)
+	}{
+		{"Name", func(w *Worker) { w.Name = "w1';reboot;'" }},
+		{"Name", func(w *Worker) { w.Name = "w1$(id)" }},
+		{"Name", func(w *Worker) { w.Name = "w1\nreboot" }},
+		{"Master", func(w *Worker) { w.Master = "host$(id):9989" }},
+		{"Master", func(w *Worker) { w.Master = "host:9989\nreboot" }},
+		{"Master", func(w *Worker) { w.Master = "`id`:1" }},
+		{"AdminName", func(w *Worker) { w.AdminName = "Jane\nreboot" }},
+		{"AdminName", func(w *Worker) { w.AdminName = "Jane\x1b[2J" }},
+		{"AdminEmail", func(w *Worker) { w.AdminEmail = "j@x\n.org" }},
+		{"HostInfo", func(w *Worker) { w.HostInfo = "x\r\nreboot" }},
+		{"HostInfo", func(w *Worker) { w.HostInfo = "x\x00y" }},
+	} {
+		w := goldenWorker
+		tc.mod(&w)
+		for _, p := range Platforms() {
+			if _, err := Setup(p, w); !hasFieldError(err, tc.field) {
+				t.Errorf("Setup(%s, %+v) error = %v; want a %s FieldError", p, w, err, tc.field)
+			}
+			if _, err := Verify(p, w); !hasFieldError(err, tc.field) {
+				t.Errorf("Verify(%s, %+v) error = %v; want a %s FieldError", p, w, err, tc.field)
+			}
+		}
+	}
+}
+
+func hasFieldError(err error, field string) bool {
+	for _, f := range fieldErrors(err) {
+		if f.Field == field {
+			return true
+		}
+	}
+	return false
+}
+
+func fieldErrors(err error) []*FieldError {
+	var out []*FieldError
+	var walk func(error)
+	walk = func(e error) {
+		if e == nil {
+			return
+		}
+		if fe, ok := e.(*FieldError); ok {
+			out = append(out, fe)
+			return
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, c := range u.Unwrap() {
+				walk(c)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	walk(err)
+	return out
+}
+
+func TestUnknownPlatform(t *testing.T) {
+	for name, fn := range map[string]func() ([]byte, error){
+		"Setup":          func() ([]byte, error) { return Setup("fedora", goldenWorker) },
+		"Verify":         func() ([]byte, error) { return Verify("fedora", goldenWorker) },
+		"Updates":        func() ([]byte, error) { return Updates("fedora") },
+		"RebootRequired": func() ([]byte, error) { return RebootRequired("") },
+		"Generalize":     func() ([]byte, error) { return Generalize("Debian", testKey) },
+		"BuildDeps":      func() ([]byte, error) { return BuildDeps("ubuntu ") },
+	} {
+		if _, err := fn(); !errors.Is(err, ErrUnknownPlatform) {
+			t.Errorf("%s(unknown platform) error = %v; want ErrUnknownPlatform", name, err)
+		}
+	}
+}
+
+func TestDefaultUser(t *testing.T) {
+	for _, tc := range []struct{ platform, want string }{
+		{Debian, "admin"}, {Ubuntu, "ubuntu"}, {"centos", ""}, {"", ""},
+	} {
+		if got := DefaultUser(tc.platform); got != tc.want {
+			t.Errorf("DefaultUser(%q) = %q; want %q", tc.platform, got, tc.want)
+		}
+	}
+	if got := fmt.Sprint(Platforms()); got != "[debian ubuntu]" {
+		t.Errorf("Platforms() = %s; want [debian ubuntu]", got)
+	}
+}
+
+func TestGeneralizeKey(t *testing.T) {
+	ecdsa := "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBBp/MsaT1k5L747SjZAFqRaTnmlMvXj/W/LdjoZBPqjGi97IhDhuN1knGBobncwGZTOQOnGHRwV57TtchN4j7WQ="
+	for _, tc := range []struct {
+		key      string
+		wantType string
+		ok       bool
+	}{
+		{testKey, "ssh-ed25519", true},
+		{testKey + "\n", "ssh-ed25519", true},
+		{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINhQ3llHUYiRm7zq7HnQVjvopgMF5x2hEugitmx+B6om", "ssh-ed25519", true},
+		{ecdsa + " me@host", "ecdsa-sha2-nistp256", true},
+		{"", "", false},
+		{"ssh-ed25519", "", false},
+		{"ssh-dss AAAAB3NzaC1kc3M=", "", false},
+		{"ssh-ed25519 not*base64", "", false},
+		{"ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAINhQ3llHUYiRm7zq7HnQVjvopgMF5x2hEugitmx+B6om", "", false}, // type mismatch
+		{`from="1.2.3.4" ` + testKey, "", false},
+		{testKey + "\nssh-ed25519 AAAA", "", false},
+		{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINhQ3llHUYiRm7zq7HnQVjvopgMF5x2hEugitmx+B6om';reboot;'", "", false},
+	} {
+		typ, _, err := parsePublicKey(tc.key)
+		if (err == nil) != tc.ok || typ != tc.wantType {
+			t.Errorf("parsePublicKey(%q) = %q, %v; want %q, ok=%v", tc.key, typ, err, tc.wantType, tc.ok)
+		}
+		_, gerr := Generalize(Debian, tc.key)
+		if tc.ok != (gerr == nil) || (!tc.ok && !errors.Is(gerr, ErrInvalidKey)) {
+			t.Errorf("Generalize(debian, %q) error = %v; want ok=%v", tc.key, gerr, tc.ok)
+		}
+	}
+	body, _ := Generalize(Ubuntu, testKey)
+	if !strings.Contains(string(body), "DEFAULT_USER='ubuntu'") {
+		t.Errorf("Ubuntu generalize script does not target user ubuntu")
+	}
+	if strings.Contains(string(body), "latentworker-temp") {
+		t.Errorf("generalize script carries the key comment; only type and material are needed")
+	}
+}
+
+func TestBuildDepsPackages(t *testing.T) {
+	got := BuildDepsPackages()
+	for _, want := range []string{"build-essential", "libssl-dev", "libmpdec-dev", "libzstd-dev", "tk-dev"} {
+		if !strings.Contains(" "+strings.Join(got, " ")+" ", " "+want+" ") {
+			t.Errorf("BuildDepsPackages() lacks %s", want)
+		}
+	}
+	got[0] = "changed"
+	if BuildDepsPackages()[0] == "changed" {
+		t.Errorf("BuildDepsPackages returns the package's own slice")
+	}
+}
+
+func TestIncludeRefusesDelimiter(t *testing.T) {
+	for _, name := range []string{"tacedit.py", "facts.py"} {
+		if _, err := include(name); err != nil {
+			t.Errorf("include(%q): %v", name, err)
+		}
+	}
+	if _, err := include("missing.py"); err == nil {
+		t.Errorf("include(missing.py) = nil error")
+	}
+}

@@ -122,6 +122,7 @@ type MismatchError struct {
 	Mismatches []string // one "key: got X, want Y" per problem
 }
 
+// Error lists every mismatch on one line.
 func (e *MismatchError) Error() string {
 	return fmt.Sprintf("worker %s: %d problem(s): %s", e.Worker, len(e.Mismatches), strings.Join(e.Mismatches, "; "))
 }

@@ -37,6 +37,7 @@ type FieldError struct {
 	Rule  string // what the field allows
 }
 
+// Error says which field is wrong and what it allows.
 func (e *FieldError) Error() string {
 	v := e.Value
 	if utf8.RuneCountInString(v) > 80 {

@@ -60,12 +60,34 @@ type Build struct {
 	BuildRequestID int    `json:"buildrequestid"`
 	WorkerID       int    `json:"workerid"`
 	Complete       bool   `json:"complete"`
-	Results        *int   `json:"results"` // nil until complete
+	Results        int    `json:"results"` // a result code (Success...); NoResults until complete
 	StateString    string `json:"state_string"`
 }
 
+// NoResults is Build.Results of a build that has not finished.
+const NoResults = -1
+
+// UnmarshalJSON decodes a build, mapping the null results of an unfinished
+// build to NoResults (not 0, which is Success).
+func (b *Build) UnmarshalJSON(data []byte) error {
+	type plain Build
+	var v struct {
+		plain
+		Results *int `json:"results"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	*b = Build(v.plain)
+	b.Results = NoResults
+	if v.Results != nil {
+		b.Results = *v.Results
+	}
+	return nil
+}
+
 // Succeeded reports whether the build finished with SUCCESS.
-func (b Build) Succeeded() bool { return b.Complete && b.Results != nil && *b.Results == Success }
+func (b Build) Succeeded() bool { return b.Complete && b.Results == Success }
 
 func (c *Client) httpClient() *http.Client {
 	if c.HTTP != nil {
@@ -174,7 +196,7 @@ func (c *Client) WorkerConnected(ctx context.Context, name string) (bool, error)
 // timeout passes or ctx ends. Errors while polling (e.g. a master still
 // starting) are retried and reported with the timeout.
 func (c *Client) WaitWorkerConnected(ctx context.Context, name string, timeout time.Duration) error {
-	return poll(ctx, timeout, fmt.Sprintf("wait for worker %q to connect", name), func() (bool, error) {
+	return poll(ctx, timeout, fmt.Sprintf("wait for worker %q to connect", name), func(ctx context.Context) (bool, error) {
 		return c.WorkerConnected(ctx, name)
 	})
 }
@@ -269,7 +291,7 @@ func (c *Client) ForceBuild(ctx context.Context, scheduler, builder, reason stri
 func (c *Client) WaitBuild(ctx context.Context, buildRequestID int, timeout time.Duration) (Build, error) {
 	op := fmt.Sprintf("wait for build request %d", buildRequestID)
 	var results *int
-	err := poll(ctx, timeout, op, func() (bool, error) {
+	err := poll(ctx, timeout, op, func(ctx context.Context) (bool, error) {
 		var r struct {
 			BuildRequests []struct {
 				Complete bool `json:"complete"`
@@ -305,16 +327,43 @@ func (c *Client) WaitBuild(ctx context.Context, buildRequestID int, timeout time
 	return r.Builds[len(r.Builds)-1], nil
 }
 
+// StepOutput returns what the command of the step called step printed in
+// the build with ID buildID: the stdout and stderr lines of the step's stdio
+// log, without buildbot's header lines. For the lab builder's step "hello"
+// that is "hello from HOSTNAME\n", naming the machine the worker runs on.
+func (c *Client) StepOutput(ctx context.Context, buildID int, step string) (string, error) {
+	var r struct {
+		LogChunks []struct {
+			Content string `json:"content"`
+		} `json:"logchunks"`
+	}
+	p := "builds/" + strconv.Itoa(buildID) + "/steps/" + url.PathEscape(step) + "/logs/stdio/contents"
+	if err := c.get(ctx, p, nil, &r); err != nil {
+		return "", fmt.Errorf("get output of step %q of build %d: %w", step, buildID, err)
+	}
+	// Each line of a stream log starts with its stream: 'o'ut, 'e'rr or
+	// 'h'eader.
+	var out strings.Builder
+	for _, chunk := range r.LogChunks {
+		for _, line := range strings.SplitAfter(chunk.Content, "\n") {
+			if line != "" && (line[0] == 'o' || line[0] == 'e') {
+				out.WriteString(line[1:])
+			}
+		}
+	}
+	return out.String(), nil
+}
+
 // poll calls check every pollInterval until it returns true, timeout passes
 // or ctx ends. Errors from check are retried; the last one is reported.
-func poll(ctx context.Context, timeout time.Duration, op string, check func() (bool, error)) error {
+func poll(ctx context.Context, timeout time.Duration, op string, check func(context.Context) (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	var lastErr error
 	for {
-		ok, err := check()
+		ok, err := check(ctx)
 		if err == nil && ok {
 			return nil
 		}

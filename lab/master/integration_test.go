@@ -122,6 +122,18 @@ func TestMasterRunsBuild(t *testing.T) {
 		t.Errorf("build %+v did not succeed\n%s", b, m.LogTail())
 	}
 
+	stepOut, err := c.StepOutput(ctx, b.BuildID, "hello")
+	if err != nil {
+		t.Fatalf("StepOutput: %v", err)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "hello from " + host + "\n"; stepOut != want {
+		t.Errorf("StepOutput(%d, hello) = %q; want %q", b.BuildID, stepOut, want)
+	}
+
 	// A username not of the form "Name <email>" is refused.
 	bad := *c
 	bad.User = "nobody"
@@ -155,10 +167,19 @@ func TestMasterRunsBuild(t *testing.T) {
 	}
 }
 
-// assertLoopbackOnly checks that the master's ports are not reachable on a
-// non-loopback address of this host, if it has one.
+// assertLoopbackOnly checks that the master's PB port accepts connections
+// from another loopback address (as from an instance's 127.0.0.N) and that
+// its ports are not reachable on a non-loopback address of this host, if it
+// has one.
 func assertLoopbackOnly(t *testing.T, m *Master) {
 	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 7)}, Timeout: time.Second}
+	conn, err := d.Dial("tcp4", m.PBAddr())
+	if err != nil {
+		t.Errorf("connect to PB port %s from 127.0.0.7: %v", m.PBAddr(), err)
+	} else {
+		conn.Close()
+	}
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		t.Fatal(err)
@@ -186,6 +207,8 @@ func startWorker(t *testing.T, dir string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(buildbotWorker, "start", "--nodaemon", dir)
 	cmd.Dir = dir
+	// Not the test's environment: the build log would show it.
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir, "LANG=C.UTF-8"}
 	log, err := os.Create(filepath.Join(dir, "worker.out"))
 	if err != nil {
 		t.Fatal(err)
@@ -271,6 +294,23 @@ func TestStartFailures(t *testing.T) {
 			t.Fatal(err)
 		}
 		assertNoProcesses(t, dir)
+	})
+
+	t.Run("cancel", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		_, err := Start(ctx, Config{Dir: dir, Workers: workers})
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Start with a 300ms deadline = %v; want context.DeadlineExceeded", err)
+		}
+		assertNoProcesses(t, dir)
+	})
+
+	t.Run("not installed", func(t *testing.T) {
+		_, err := Start(ctx, Config{Dir: dir, Workers: workers, Buildbot: "/nonexistent/buildbot"})
+		if !errors.Is(err, ErrNotInstalled) {
+			t.Errorf("Start with a missing buildbot = %v; want ErrNotInstalled", err)
+		}
 	})
 
 	t.Run("taken port given", func(t *testing.T) {

@@ -96,6 +96,10 @@ type Config struct {
 	pickPorts func(host string, pb, www int) (int, int, error)
 }
 
+// ErrNotInstalled is returned by Start when the buildbot command is missing
+// (apt-get install buildbot).
+var ErrNotInstalled = errors.New("buildbot is not installed")
+
 // Master is a running buildbot master process.
 type Master struct {
 	cfg     Config // with defaults and the ports actually used
@@ -112,6 +116,7 @@ type Master struct {
 const (
 	cfgFile    = "master.cfg"
 	tacFile    = "buildbot.tac"
+	dbFile     = "state.sqlite"
 	twistdLog  = "twistd.log"
 	processLog = "master.log" // the process's stdout and stderr
 )
@@ -125,7 +130,12 @@ const maxPortAttempts = 3
 //
 // ctx and cfg.StartTimeout bound only the start; the master keeps running
 // until Stop. On error (including cancel) no master process is left running
-// and the error includes the tail of the master's logs.
+// and the error includes the tail of the master's logs. Invalid
+// configurations wrap ErrInvalidConfig, a missing buildbot ErrNotInstalled.
+//
+// The master runs as the calling user; buildbot 3.7 and twistd do not object
+// to root. It is killed (SIGKILL) if the thread that started it exits, which
+// in Go means when this process dies without calling Stop.
 func Start(ctx context.Context, cfg Config) (*Master, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Buildbot == "" {
@@ -149,7 +159,7 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 	}
 	cfg.Dir = dir
 	if _, err := exec.LookPath(cfg.Buildbot); err != nil {
-		return nil, fmt.Errorf("start master: buildbot not installed: %w", err)
+		return nil, fmt.Errorf("start master: %w: %w", ErrNotInstalled, err)
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
@@ -164,12 +174,12 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 	}
 	env := masterEnv(os.Environ(), cfg.Env, pylib)
 
-	if _, err := os.Stat(filepath.Join(dir, tacFile)); errors.Is(err, os.ErrNotExist) {
+	// A master is created once (buildbot.tac, then the database); an
+	// interrupted creation is finished on the next Start.
+	if !exists(filepath.Join(dir, tacFile)) || !exists(filepath.Join(dir, dbFile)) {
 		if err := createMaster(ctx, cfg.Buildbot, dir, env); err != nil {
 			return nil, fmt.Errorf("start master: %w", err)
 		}
-	} else if err != nil {
-		return nil, fmt.Errorf("start master: %w", err)
 	}
 
 	if cfg.pickPorts == nil {
@@ -251,7 +261,10 @@ func start(ctx context.Context, cfg Config, env []string) (*Master, error) {
 
 	if err := m.waitReady(ctx); err != nil {
 		// Kill at once: a master that failed to start has nothing to save.
-		m.kill()
+		if kerr := m.kill(); kerr != nil {
+			err = errors.Join(err, kerr)
+		}
+		logFile.Close()
 		tail := logTail(filepath.Join(cfg.Dir, twistdLog), logStart) +
 			logTail(filepath.Join(cfg.Dir, processLog), procStart)
 		err = fmt.Errorf("start master in %s: %w\n--- log tail ---\n%s", cfg.Dir, err, tail)
@@ -310,7 +323,7 @@ func exitStatus(err error) string {
 // creates the sqlite database.
 func createMaster(ctx context.Context, buildbot, dir string, env []string) error {
 	cmd := exec.CommandContext(ctx, buildbot, "create-master", "--relocatable",
-		"--db", "sqlite:///state.sqlite", dir)
+		"--db", "sqlite:///"+dbFile, dir)
 	cmd.Dir = dir
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -476,6 +489,12 @@ func (m *Master) Client() *Client { return &Client{BaseURL: m.URL()} }
 
 // LogTail returns the last lines of the master's twistd.log.
 func (m *Master) LogTail() string { return logTail(filepath.Join(m.cfg.Dir, twistdLog), 0) }
+
+// exists reports whether path exists.
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
 
 // fileSize is the size of path, or 0 if it cannot be read.
 func fileSize(path string) int64 {

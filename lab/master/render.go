@@ -206,7 +206,7 @@ func Render(cfg Config) ([]byte, error) {
 	p("c['title'] = 'latentworker lab'\n")
 	p("c['buildbotURL'] = %s\n", pyStr(httpURL(cfg.Host, cfg.WWWPort)))
 	p("c['www'] = {'port': %s, 'plugins': {}}\n", pyStr(strport(cfg.Host, cfg.WWWPort)))
-	p("c['db'] = {'db_url': 'sqlite:///state.sqlite'}\n")
+	p("c['db'] = {'db_url': %s}\n", pyStr("sqlite:///"+dbFile))
 	p("# Never phone home.\n")
 	p("c['buildbotNetUsageData'] = None\n")
 	return []byte(b.String()), nil

@@ -1,0 +1,146 @@
+// Package lab runs the local EC2 that latentworker is proved in: moto for the
+// API, a front endpoint that gives instances a body (systemd-nspawn on
+// overlayfs), an image store, and a real buildbot master. `latentlab up`
+// starts it as a daemon, `latentlab down` removes every trace of it, even
+// after a crash, from the state it keeps on disk.
+//
+// The product never imports this package; tests and `make demo` use it
+// through its endpoint, like any AWS client.
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/latentworker/latentworker/lab/master"
+)
+
+// Config is the lab file (TOML). Every field has a working default.
+type Config struct {
+	// Listen is the EC2 endpoint's address (loopback only).
+	Listen string `toml:"listen"`
+	// Addresses is the loopback range instances get their addresses from.
+	Addresses string `toml:"addresses"`
+	// ImagePending is the least time a new AMI stays pending, so clients'
+	// progress reporting is exercised (AWS takes minutes; the lab's copy a
+	// fraction of a second).
+	ImagePending Duration     `toml:"image_pending"`
+	Master       MasterConfig `toml:"master"`
+}
+
+// MasterConfig configures the lab's buildbot master.
+type MasterConfig struct {
+	Enabled *bool          `toml:"enabled"`
+	PBPort  int            `toml:"pb_port"`
+	WWWPort int            `toml:"www_port"`
+	Workers []WorkerConfig `toml:"workers"`
+	// Extra is Python appended to master.cfg (e.g. an EC2LatentWorker
+	// definition); ExtraWorkers names the workers it defines.
+	Extra        string   `toml:"extra"`
+	ExtraWorkers []string `toml:"extra_workers"`
+}
+
+// WorkerConfig is a worker the master accepts.
+type WorkerConfig struct {
+	Name         string `toml:"name"`
+	Password     string `toml:"password"`
+	PasswordFile string `toml:"password_file"`
+}
+
+// Duration is a time.Duration written as "5s" in TOML.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", b, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes a Go duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Defaults.
+const (
+	DefaultListen    = "127.0.0.1:4570"
+	DefaultAddresses = "127.0.10.0/24"
+)
+
+// MasterEnabled reports whether the lab runs a buildbot master.
+func (c Config) MasterEnabled() bool { return c.Master.Enabled == nil || *c.Master.Enabled }
+
+// LoadConfig reads a lab file; an empty path gives the defaults.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	if path != "" {
+		md, err := toml.DecodeFile(path, &c)
+		if err != nil {
+			return c, fmt.Errorf("lab file %s: %w", path, err)
+		}
+		if un := md.Undecoded(); len(un) > 0 {
+			keys := make([]string, len(un))
+			for i, k := range un {
+				keys[i] = k.String()
+			}
+			return c, fmt.Errorf("lab file %s: unknown keys: %s", path, strings.Join(keys, ", "))
+		}
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Addresses == "" {
+		c.Addresses = DefaultAddresses
+	}
+	if c.ImagePending.Duration == 0 {
+		c.ImagePending.Duration = 3 * time.Second
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	ap, err := netip.ParseAddrPort(c.Listen)
+	if err != nil || !ap.Addr().IsLoopback() {
+		return fmt.Errorf("lab file: listen %q: must be a loopback address and port, like %s", c.Listen, DefaultListen)
+	}
+	p, err := netip.ParsePrefix(c.Addresses)
+	if err != nil || !p.Addr().Is4() || !p.Addr().IsLoopback() || p.Bits() < 16 || p.Bits() > 28 {
+		return fmt.Errorf("lab file: addresses %q: must be an IPv4 loopback range from /16 to /28, like %s", c.Addresses, DefaultAddresses)
+	}
+	for i, w := range c.Master.Workers {
+		if w.Name == "" {
+			return fmt.Errorf("lab file: master.workers[%d].name is empty", i)
+		}
+		if (w.Password == "") == (w.PasswordFile == "") {
+			return fmt.Errorf("lab file: master.workers[%d] (%s): set exactly one of password and password_file", i, w.Name)
+		}
+	}
+	return nil
+}
+
+// masterWorkers resolves worker passwords.
+func (c Config) masterWorkers() ([]master.Worker, error) {
+	var out []master.Worker
+	for _, w := range c.Master.Workers {
+		pw := w.Password
+		if w.PasswordFile != "" {
+			b, err := os.ReadFile(w.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("lab file: worker %s: password_file: %w", w.Name, err)
+			}
+			pw = strings.TrimRight(string(b), "\r\n")
+			if pw == "" {
+				return nil, errors.New("lab file: worker " + w.Name + ": password_file is empty")
+			}
+		}
+		out = append(out, master.Worker{Name: w.Name, Password: pw})
+	}
+	return out, nil
+}

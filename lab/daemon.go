@@ -1,0 +1,293 @@
+package lab
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	"github.com/latentworker/latentworker/lab/ec2front"
+	"github.com/latentworker/latentworker/lab/image"
+	"github.com/latentworker/latentworker/lab/machine"
+	"github.com/latentworker/latentworker/lab/master"
+	"github.com/latentworker/latentworker/lab/moto"
+)
+
+// DefaultRegion is the region `latentlab env` exports. The lab answers in
+// every region; its catalogue AMIs are in all of them.
+const DefaultRegion = "us-east-1"
+
+// Dummy credentials moto accepts while IAM enforcement is off.
+const (
+	DummyAccessKeyID     = "AKIALATENTLAB0000000"
+	DummySecretAccessKey = "latentlab-dummy-secret"
+)
+
+// Options locate a lab on disk.
+type Options struct {
+	StateDir   string // runtime state: lab.json, logs, layers, instances
+	CacheDir   string // the base image cache
+	ConfigPath string // lab file; "" for defaults
+}
+
+// Default directories, overridden by LATENTLAB_STATE and LATENTLAB_CACHE.
+const (
+	DefaultStateDir = "/var/lib/latentlab"
+	DefaultCacheDir = "/var/cache/latentlab"
+)
+
+// DefaultOptions reads the environment.
+func DefaultOptions() Options {
+	o := Options{StateDir: DefaultStateDir, CacheDir: DefaultCacheDir, ConfigPath: os.Getenv("LATENTLAB_CONFIG")}
+	if v := os.Getenv("LATENTLAB_STATE"); v != "" {
+		o.StateDir = v
+	}
+	if v := os.Getenv("LATENTLAB_CACHE"); v != "" {
+		o.CacheDir = v
+	}
+	return o
+}
+
+// State is what a running lab records in lab.json, for `env`, `status` and
+// for `down` to find everything again, also after a crash.
+type State struct {
+	PID        int       `json:"pid"`
+	PIDStart   uint64    `json:"pid_start"`
+	Started    time.Time `json:"started"`
+	Ready      bool      `json:"ready"`
+	Endpoint   string    `json:"endpoint"`
+	Region     string    `json:"region"`
+	Addresses  string    `json:"addresses"`
+	MotoURL    string    `json:"moto_url,omitempty"`
+	MotoPID    int       `json:"moto_pid,omitempty"`
+	MotoStart  uint64    `json:"moto_pid_start,omitempty"`
+	MasterURL  string    `json:"master_url,omitempty"`
+	MasterPB   string    `json:"master_pb,omitempty"`
+	MasterPID  int       `json:"master_pid,omitempty"`
+	MasterPIDS uint64    `json:"master_pid_start,omitempty"`
+	StateDir   string    `json:"state_dir"`
+	RequestLog string    `json:"request_log"`
+}
+
+func statePath(dir string) string { return filepath.Join(dir, "lab.json") }
+
+// ReadState reads a lab's state file.
+func ReadState(dir string) (State, error) {
+	var s State
+	b, err := os.ReadFile(statePath(dir))
+	if err != nil {
+		return s, err
+	}
+	return s, json.Unmarshal(b, &s)
+}
+
+func writeState(dir string, s State) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := statePath(dir) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, statePath(dir))
+}
+
+// Serve runs the lab in the foreground until ctx ends, then takes it all
+// down. `latentlab up` runs it as a detached daemon.
+func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
+	cfg, err := LoadConfig(o.ConfigPath)
+	if err != nil {
+		return err
+	}
+	var logMu sync.Mutex
+	logf := func(format string, args ...any) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		fmt.Fprintf(log, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
+	}
+	base, err := image.EnsureBase(ctx, o.CacheDir, log)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
+		return err
+	}
+	// Whatever a crashed lab left in this state directory goes first.
+	if err := reap(o.StateDir); err != nil {
+		return err
+	}
+	st := State{PID: os.Getpid(), PIDStart: procStart(os.Getpid()), Started: time.Now().UTC(),
+		Region: DefaultRegion, Addresses: cfg.Addresses, StateDir: o.StateDir,
+		RequestLog: filepath.Join(o.StateDir, "requests.log")}
+	if err := writeState(o.StateDir, st); err != nil {
+		return err
+	}
+	var cleanups []func()
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+		if rerr := reap(o.StateDir); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		_ = os.Remove(statePath(o.StateDir))
+		logf("lab down")
+	}()
+
+	amis := make([]moto.AMI, 0)
+	for _, e := range catalogue() {
+		amis = append(amis, e.AMI)
+	}
+	ms, err := moto.Start(ctx, filepath.Join(o.StateDir, "moto"), 0, amis)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, ms.Stop)
+	st.MotoURL, st.MotoPID, st.MotoStart = ms.URL, ms.PID(), procStart(ms.PID())
+	if err := writeState(o.StateDir, st); err != nil {
+		return err
+	}
+	logf("moto at %s (pid %d)", ms.URL, ms.PID())
+
+	client := ec2.New(ec2.Options{
+		Region:       DefaultRegion,
+		BaseEndpoint: aws.String(ms.URL),
+		Credentials:  credentials.NewStaticCredentialsProvider(DummyAccessKeyID, DummySecretAccessKey, ""),
+	})
+	fl, err := newFleet(o.StateDir, base, client, cfg, logf)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, fl.shutdown)
+
+	reqLog, err := ec2front.OpenLog(st.RequestLog)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() { reqLog.Close() })
+	front := ec2front.New(ms.URL, fl, reqLog)
+	front.Credentials = aws.Credentials{AccessKeyID: DummyAccessKeyID, SecretAccessKey: DummySecretAccessKey}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("EC2 endpoint: listen on %s: %w (is another lab up? set listen in the lab file)", cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: front, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	cleanups = append(cleanups, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	})
+	st.Endpoint = "http://" + ln.Addr().String()
+	logf("EC2 endpoint at %s", st.Endpoint)
+
+	if cfg.MasterEnabled() {
+		workers, err := cfg.masterWorkers()
+		if err != nil {
+			return err
+		}
+		if len(workers) == 0 && len(cfg.Master.ExtraWorkers) == 0 {
+			// A builder needs a worker: a default one with a fresh
+			// password, readable by root only.
+			w, err := defaultWorker(o.StateDir)
+			if err != nil {
+				return err
+			}
+			workers = append(workers, w)
+		}
+		m, err := master.Start(ctx, master.Config{
+			Dir:              filepath.Join(o.StateDir, "master"),
+			PBPort:           cfg.Master.PBPort,
+			WWWPort:          cfg.Master.WWWPort,
+			Workers:          workers,
+			Extra:            cfg.Master.Extra,
+			ExtraWorkerNames: cfg.Master.ExtraWorkers,
+			Env:              labEnv(st.Endpoint),
+		})
+		if err != nil {
+			return fmt.Errorf("buildbot master: %w", err)
+		}
+		cleanups = append(cleanups, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = m.Stop(sctx)
+		})
+		st.MasterURL, st.MasterPB, st.MasterPID, st.MasterPIDS = m.URL(), m.PBAddr(), m.PID(), procStart(m.PID())
+		logf("buildbot master at %s, workers connect to %s (pid %d)", m.URL(), m.PBAddr(), m.PID())
+	}
+	st.Ready = true
+	if err := writeState(o.StateDir, st); err != nil {
+		return err
+	}
+	logf("lab ready")
+	<-ctx.Done()
+	logf("lab going down: %v", context.Cause(ctx))
+	return nil
+}
+
+// labEnv is the environment that points AWS clients at the lab.
+func labEnv(endpoint string) []string {
+	return []string{
+		"AWS_ENDPOINT_URL=" + endpoint,
+		"AWS_REGION=" + DefaultRegion,
+		"AWS_DEFAULT_REGION=" + DefaultRegion,
+		"AWS_ACCESS_KEY_ID=" + DummyAccessKeyID,
+		"AWS_SECRET_ACCESS_KEY=" + DummySecretAccessKey,
+		"AWS_EC2_METADATA_DISABLED=true",
+	}
+}
+
+// reap removes every trace of machines under the state directory: processes
+// rooted there, mounts, nspawn propagation directories, instance and layer
+// directories. It is safe to run on a clean directory.
+func reap(stateDir string) error {
+	if old, err := ReadState(stateDir); err == nil {
+		killRecorded(old.MasterPID, old.MasterPIDS)
+		killRecorded(old.MotoPID, old.MotoStart)
+	}
+	var names []string
+	ids, _ := filepath.Glob(filepath.Join(stateDir, "i", "*"))
+	for _, d := range ids {
+		names = append(names, machineName(filepath.Base(d)))
+	}
+	err := machine.Reap(stateDir, names)
+	for _, sub := range []string{"i", "l", "moto", "master", DefaultWorkerPasswordFile} {
+		if rerr := os.RemoveAll(filepath.Join(stateDir, sub)); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
+	return err
+}
+
+// DefaultWorkerName is the worker the lab's master accepts when the lab file
+// names none; its password is in DefaultWorkerPasswordFile in the state dir.
+const (
+	DefaultWorkerName         = "lab-worker"
+	DefaultWorkerPasswordFile = "lab-worker.password"
+)
+
+func defaultWorker(stateDir string) (master.Worker, error) {
+	var b [18]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return master.Worker{}, err
+	}
+	pw := base64.RawURLEncoding.EncodeToString(b[:])
+	if err := os.WriteFile(filepath.Join(stateDir, DefaultWorkerPasswordFile), []byte(pw+"\n"), 0o600); err != nil {
+		return master.Worker{}, err
+	}
+	return master.Worker{Name: DefaultWorkerName, Password: pw}, nil
+}

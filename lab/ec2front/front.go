@@ -1,0 +1,347 @@
+// Package ec2front is the lab's EC2-compatible endpoint. Every request goes
+// to moto; for the EC2 calls whose answers depend on a real machine (instance
+// and image states, addresses, console output) the front asks its Backend and
+// rewrites moto's XML answer, so that any AWS client pointed at it with
+// AWS_ENDPOINT_URL sees EC2 behave as EC2 does. IAM and STS pass through.
+//
+// It owns request routing, request/response rewriting and the request log. It
+// does not own machines or images: the Backend (package lab) does.
+package ec2front
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/beevik/etree"
+)
+
+// InstanceView is what the lab knows of an instance that moto does not.
+type InstanceView struct {
+	State string // EC2 state name: pending, running, stopping, stopped, shutting-down, terminated
+	Addr  string // the instance's loopback address, reported as every IP and DNS name
+}
+
+// ImageView is what the lab knows of an image that moto does not.
+type ImageView struct {
+	State            string    // pending, available, failed
+	CreationDate     time.Time // zero: keep moto's
+	DeprecationTime  time.Time // zero: none
+	Protection       string    // deregistration protection: "" or enabled-with(out)-cooldown
+	SnapshotProgress int       // 0..100 while pending
+}
+
+// LaunchSpec is one instance moto has just created in RunInstances.
+type LaunchSpec struct {
+	Region       string
+	InstanceID   string
+	ImageID      string
+	KeyName      string
+	InstanceType string
+}
+
+// Backend gives instances and images their bodies. Methods that change
+// things return quickly; the work goes on in the background and shows in the
+// views.
+type Backend interface {
+	// CheckLaunch says whether an image can be launched now (AWS checks
+	// this before creating anything); the error is an *APIError.
+	CheckLaunch(region, imageID string) error
+	Launch(ctx context.Context, spec LaunchSpec) (InstanceView, error)
+	Instance(id string) (InstanceView, bool)
+	Stop(id string, force bool) error
+	Start(id string) error
+	Reboot(id string) error
+	Terminate(id string) error
+	Console(id string) ([]byte, bool)
+
+	CreateImage(ctx context.Context, region, instanceID, imageID string, noReboot bool, snapshotTags map[string]string) error
+	Image(id string) (ImageView, bool)
+	Snapshot(id string) (ImageView, bool)
+	Deregister(region, imageID string) error
+	SetDeprecation(region, imageID string, at time.Time) error
+	SetProtection(region, imageID, value string) error
+}
+
+// APIError is an EC2 error answer.
+type APIError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Code + ": " + e.Message }
+
+// Front is the HTTP handler.
+type Front struct {
+	Moto    string // moto's base URL
+	Backend Backend
+	// Credentials re-sign requests the front had to rewrite.
+	Credentials aws.Credentials
+	// Log receives one JSON line per request (may be nil).
+	Log io.Writer
+
+	client *http.Client
+	logMu  sync.Mutex
+}
+
+// New returns a front for moto at motoURL.
+func New(motoURL string, b Backend, log io.Writer) *Front {
+	return &Front{
+		Moto:        strings.TrimRight(motoURL, "/"),
+		Backend:     b,
+		Credentials: aws.Credentials{AccessKeyID: "testing", SecretAccessKey: "testing"},
+		Log:         log,
+		client:      &http.Client{Timeout: 120 * time.Second},
+	}
+}
+
+// call is one request in flight.
+type call struct {
+	r       *http.Request
+	body    []byte
+	form    url.Values
+	service string
+	region  string
+	action  string
+	rewrote bool // form changed: re-sign before forwarding
+}
+
+var credScope = regexp.MustCompile(`Credential=[^/]+/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request`)
+
+func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	body, err := io.ReadAll(io.LimitReader(r.Body, 32<<20))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	c := &call{r: r, body: body}
+	if m := credScope.FindStringSubmatch(r.Header.Get("Authorization")); m != nil {
+		c.region, c.service = m[1], m[2]
+	}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		c.form, _ = url.ParseQuery(string(body))
+	} else {
+		c.form = r.URL.Query()
+	}
+	c.action = c.form.Get("Action")
+	status, respBody, hdr := f.handle(c)
+	for k, vs := range hdr {
+		if k == "Content-Length" {
+			continue
+		}
+		for _, v := range vs {
+			w.Header().Add(k, v)
+		}
+	}
+	w.Header().Set("Content-Length", fmt.Sprint(len(respBody)))
+	w.WriteHeader(status)
+	_, _ = w.Write(respBody)
+	f.logRequest(c, status, time.Since(start))
+}
+
+func (f *Front) handle(c *call) (int, []byte, http.Header) {
+	if c.service != "ec2" || c.action == "" {
+		return f.forward(c)
+	}
+	h, ok := handlers[c.action]
+	if !ok {
+		return f.forward(c)
+	}
+	status, body, hdr, err := h(f, c)
+	if err != nil {
+		return errorResponse(err)
+	}
+	return status, body, hdr
+}
+
+type handler func(f *Front, c *call) (int, []byte, http.Header, error)
+
+var handlers map[string]handler
+
+func init() {
+	handlers = map[string]handler{
+		"RunInstances":                         (*Front).runInstances,
+		"DescribeInstances":                    (*Front).describeInstances,
+		"DescribeInstanceStatus":               (*Front).describeInstanceStatus,
+		"StopInstances":                        (*Front).stopInstances,
+		"StartInstances":                       (*Front).startInstances,
+		"RebootInstances":                      (*Front).rebootInstances,
+		"TerminateInstances":                   (*Front).terminateInstances,
+		"GetConsoleOutput":                     (*Front).getConsoleOutput,
+		"CreateImage":                          (*Front).createImage,
+		"DescribeImages":                       (*Front).describeImages,
+		"DescribeSnapshots":                    (*Front).describeSnapshots,
+		"DeregisterImage":                      (*Front).deregisterImage,
+		"EnableImageDeprecation":               (*Front).enableImageDeprecation,
+		"DisableImageDeprecation":              (*Front).disableImageDeprecation,
+		"EnableImageDeregistrationProtection":  (*Front).enableProtection,
+		"DisableImageDeregistrationProtection": (*Front).disableProtection,
+	}
+}
+
+// forward sends the call to moto as it is (or re-signed when rewritten).
+func (f *Front) forward(c *call) (int, []byte, http.Header) {
+	status, body, hdr, err := f.roundTrip(c)
+	if err != nil {
+		return errorResponse(&APIError{Status: 503, Code: "ServiceUnavailable", Message: "lab: moto: " + err.Error()})
+	}
+	return status, body, hdr
+}
+
+func (f *Front) roundTrip(c *call) (int, []byte, http.Header, error) {
+	body := c.body
+	if c.rewrote {
+		body = []byte(c.form.Encode())
+	}
+	req, err := http.NewRequestWithContext(c.r.Context(), c.r.Method, f.Moto+c.r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	req.Header = c.r.Header.Clone()
+	req.Host = c.r.Host // the signature covers the Host header
+	req.ContentLength = int64(len(body))
+	req.Header.Del("Content-Length")
+	if c.rewrote {
+		if err := f.sign(c, req, body); err != nil {
+			return 0, nil, nil, err
+		}
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, rb, resp.Header, err
+}
+
+func (f *Front) sign(c *call, req *http.Request, body []byte) error {
+	req.Header.Del("Authorization")
+	req.Header.Del("X-Amz-Date")
+	req.Header.Del("X-Amz-Content-Sha256")
+	sum := sha256Hex(body)
+	req.Header.Set("X-Amz-Content-Sha256", sum)
+	region := c.region
+	if region == "" {
+		region = "us-east-1"
+	}
+	return v4.NewSigner().SignHTTP(c.r.Context(), f.Credentials, req, sum, "ec2", region, time.Now())
+}
+
+// forwardXML forwards and parses a successful XML answer. A moto error is
+// returned as it is, in the raw return values.
+func (f *Front) forwardXML(c *call) (*etree.Document, int, []byte, http.Header, error) {
+	status, body, hdr, err := f.roundTrip(c)
+	if err != nil {
+		return nil, 0, nil, nil, &APIError{Status: 503, Code: "ServiceUnavailable", Message: "lab: moto: " + err.Error()}
+	}
+	if status != http.StatusOK {
+		return nil, status, body, hdr, nil
+	}
+	doc := etree.NewDocument()
+	if err := doc.ReadFromBytes(body); err != nil {
+		return nil, 0, nil, nil, &APIError{Status: 500, Code: "InternalError", Message: "lab: unreadable moto answer: " + err.Error()}
+	}
+	return doc, status, body, hdr, nil
+}
+
+func render(doc *etree.Document, hdr http.Header) (int, []byte, http.Header, error) {
+	b, err := doc.WriteToBytes()
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	return http.StatusOK, b, hdr, nil
+}
+
+func errorResponse(err error) (int, []byte, http.Header) {
+	ae, ok := err.(*APIError)
+	if !ok {
+		ae = &APIError{Status: 500, Code: "InternalError", Message: err.Error()}
+	}
+	if ae.Status == 0 {
+		ae.Status = 400
+	}
+	doc := etree.NewDocument()
+	doc.CreateProcInst("xml", `version="1.0" encoding="UTF-8"`)
+	resp := doc.CreateElement("Response")
+	e := resp.CreateElement("Errors").CreateElement("Error")
+	e.CreateElement("Code").SetText(ae.Code)
+	e.CreateElement("Message").SetText(ae.Message)
+	resp.CreateElement("RequestID").SetText(requestID())
+	b, _ := doc.WriteToBytes()
+	return ae.Status, b, http.Header{"Content-Type": {"text/xml"}}
+}
+
+func requestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// sensitive marks parameters whose values never reach the request log.
+var sensitive = regexp.MustCompile(`(?i)(secret|password|passwd|token|material|userdata|policydocument)`)
+
+func (f *Front) logRequest(c *call, status int, d time.Duration) {
+	if f.Log == nil {
+		return
+	}
+	params := map[string]string{}
+	for k, vs := range c.form {
+		if k == "Action" || k == "Version" || len(vs) == 0 {
+			continue
+		}
+		v := vs[0]
+		if sensitive.MatchString(k) {
+			v = "(redacted)"
+		} else if len(v) > 96 {
+			v = v[:96] + "..."
+		}
+		params[k] = v
+	}
+	rec := map[string]any{
+		"time":    time.Now().UTC().Format(time.RFC3339Nano),
+		"service": c.service,
+		"region":  c.region,
+		"action":  c.action,
+		"status":  status,
+		"ms":      d.Milliseconds(),
+		"params":  params,
+	}
+	if akid := accessKeyID(c.r.Header.Get("Authorization")); akid != "" {
+		rec["access_key_id"] = akid
+	}
+	b, _ := json.Marshal(rec)
+	f.logMu.Lock()
+	defer f.logMu.Unlock()
+	_, _ = f.Log.Write(append(b, '\n'))
+}
+
+var akidRe = regexp.MustCompile(`Credential=([^/]+)/`)
+
+func accessKeyID(auth string) string {
+	if m := akidRe.FindStringSubmatch(auth); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// OpenLog opens (appends to) a request log file, 0600.
+func OpenLog(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+}

@@ -1,0 +1,556 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/latentworker/latentworker/lab/ec2front"
+	"github.com/latentworker/latentworker/lab/image"
+	"github.com/latentworker/latentworker/lab/machine"
+)
+
+// fleet is the front's Backend: it maps EC2 instance and image IDs onto
+// machines and layers. Its own calls to moto (key lookups, snapshot tags,
+// settling states) go straight to moto, not through the front.
+type fleet struct {
+	stateDir     string
+	base         string // base rootfs
+	ec2          *ec2.Client
+	imagePending time.Duration
+	logf         func(format string, args ...any)
+
+	mu        sync.Mutex
+	images    map[string]*labImage
+	instances map[string]*labInstance
+	addrs     *addrPool
+	layerSeq  int
+	wg        sync.WaitGroup
+}
+
+type labImage struct {
+	id          string
+	region      string // "" for catalogue images: every region
+	layers      []string
+	own         string // the layer this image added ("" for catalogue images)
+	user        string
+	bootable    bool
+	state       string // pending, available, failed; "" = moto's
+	created     time.Time
+	ready       time.Time // when a pending image becomes available at the earliest
+	deprecation time.Time
+	protection  string
+	snapshots   []string
+	gone        bool // deregistered (in its region)
+}
+
+type labInstance struct {
+	id, region, imageID string
+	layers              []string
+	addr                netip.Addr
+	m                   *machine.Machine
+}
+
+func newFleet(stateDir, base string, client *ec2.Client, cfg Config, logf func(string, ...any)) (*fleet, error) {
+	pool, err := newAddrPool(cfg.Addresses)
+	if err != nil {
+		return nil, err
+	}
+	f := &fleet{
+		stateDir: stateDir, base: base, ec2: client, imagePending: cfg.ImagePending.Duration, logf: logf,
+		images: map[string]*labImage{}, instances: map[string]*labInstance{}, addrs: pool,
+	}
+	for _, e := range catalogue() {
+		f.images[e.ID] = &labImage{
+			id: e.ID, layers: []string{base}, user: baseUser, bootable: e.Bootable,
+			created: e.Created,
+		}
+	}
+	return f, nil
+}
+
+func inRegion(region string) func(*ec2.Options) {
+	return func(o *ec2.Options) {
+		if region != "" {
+			o.Region = region
+		}
+	}
+}
+
+func notFound(id string) error {
+	return &ec2front.APIError{Code: "InvalidAMIID.NotFound", Message: fmt.Sprintf("The image id '[%s]' does not exist", id)}
+}
+
+// image finds a live image visible in region.
+func (f *fleet) image(region, id string) (*labImage, bool) {
+	img, ok := f.images[id]
+	if !ok || img.gone || (img.region != "" && region != "" && img.region != region) {
+		return nil, false
+	}
+	return img, true
+}
+
+func (f *fleet) CheckLaunch(region, imageID string) error {
+	f.mu.Lock()
+	img, ok := f.image(region, imageID)
+	f.mu.Unlock()
+	switch {
+	case !ok:
+		return notFound(imageID)
+	case !img.bootable:
+		return &ec2front.APIError{Code: "InvalidAMIID.Unavailable",
+			Message: fmt.Sprintf("lab: image %s has no root filesystem the lab can boot (its architecture is not x86_64, or it was not made by CreateImage)", imageID)}
+	case img.state == "pending":
+		return &ec2front.APIError{Code: "InvalidAMIID.Unavailable", Message: fmt.Sprintf("Image %s is not available: it is pending", imageID)}
+	case img.state == "failed":
+		return &ec2front.APIError{Code: "InvalidAMIID.Unavailable", Message: fmt.Sprintf("Image %s failed", imageID)}
+	}
+	return nil
+}
+
+func (f *fleet) Launch(ctx context.Context, spec ec2front.LaunchSpec) (ec2front.InstanceView, error) {
+	f.mu.Lock()
+	img, ok := f.image(spec.Region, spec.ImageID)
+	f.mu.Unlock()
+	if !ok || !img.bootable {
+		f.abandon(spec)
+		return ec2front.InstanceView{}, notFound(spec.ImageID)
+	}
+	authKey := ""
+	if spec.KeyName != "" {
+		out, err := f.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{
+			KeyNames: []string{spec.KeyName}, IncludePublicKey: aws.Bool(true),
+		}, inRegion(spec.Region))
+		if err != nil || len(out.KeyPairs) == 0 {
+			f.abandon(spec)
+			return ec2front.InstanceView{}, &ec2front.APIError{Code: "InvalidKeyPair.NotFound", Message: fmt.Sprintf("The key pair '%s' does not exist", spec.KeyName)}
+		}
+		authKey = aws.ToString(out.KeyPairs[0].PublicKey)
+	}
+	addr, err := f.addrs.take()
+	if err != nil {
+		f.abandon(spec)
+		return ec2front.InstanceView{}, &ec2front.APIError{Code: "InsufficientInstanceCapacity", Message: "lab: " + err.Error()}
+	}
+	inst := &labInstance{id: spec.InstanceID, region: spec.Region, imageID: spec.ImageID, layers: img.layers, addr: addr}
+	inst.m = machine.New(machine.Spec{
+		ID:       spec.InstanceID,
+		Name:     machineName(spec.InstanceID),
+		Dir:      filepath.Join(f.stateDir, "i", spec.InstanceID),
+		Layers:   img.layers,
+		Addr:     addr,
+		User:     img.user,
+		AuthKey:  authKey,
+		Hostname: "ip-" + strings.ReplaceAll(addr.String(), ".", "-"),
+		OnGuestPoweroff: func() {
+			// The guest powered itself off: tell moto, as EC2 would show.
+			_, err := f.ec2.StopInstances(context.Background(), &ec2.StopInstancesInput{InstanceIds: []string{spec.InstanceID}}, inRegion(spec.Region))
+			if err != nil {
+				f.logf("instance %s: guest poweroff: moto StopInstances: %v", spec.InstanceID, err)
+			}
+		},
+	})
+	f.mu.Lock()
+	f.instances[spec.InstanceID] = inst
+	f.mu.Unlock()
+	if err := inst.m.Start(); err != nil {
+		f.logf("instance %s: boot: %v", spec.InstanceID, err)
+		f.Terminate(spec.InstanceID)
+		return ec2front.InstanceView{}, &ec2front.APIError{Code: "InsufficientInstanceCapacity", Message: "lab: cannot boot: " + err.Error()}
+	}
+	f.logf("instance %s: booting from %s at %s", spec.InstanceID, spec.ImageID, addr)
+	return f.view(inst), nil
+}
+
+// abandon terminates in moto an instance the lab could not give a body.
+func (f *fleet) abandon(spec ec2front.LaunchSpec) {
+	_, _ = f.ec2.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{spec.InstanceID}}, inRegion(spec.Region))
+}
+
+// machineName is the nspawn machine name of an instance: short, unique.
+func machineName(instanceID string) string {
+	return "lw-" + strings.TrimPrefix(instanceID, "i-")
+}
+
+func (f *fleet) view(inst *labInstance) ec2front.InstanceView {
+	return ec2front.InstanceView{State: string(inst.m.State()), Addr: inst.addr.String()}
+}
+
+func (f *fleet) instance(id string) (*labInstance, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	inst, ok := f.instances[id]
+	return inst, ok
+}
+
+func (f *fleet) Instance(id string) (ec2front.InstanceView, bool) {
+	inst, ok := f.instance(id)
+	if !ok {
+		return ec2front.InstanceView{}, false
+	}
+	return f.view(inst), true
+}
+
+func incorrectState(id string, s machine.State, what string) error {
+	return &ec2front.APIError{Code: "IncorrectInstanceState",
+		Message: fmt.Sprintf("The instance '%s' is not in a state from which it can be %s (it is %s).", id, what, s)}
+}
+
+func (f *fleet) Stop(id string, force bool) error {
+	inst, _ := f.instance(id)
+	switch s := inst.m.State(); s {
+	case machine.Stopped, machine.Stopping:
+		return nil
+	case machine.Pending, machine.Running:
+	default:
+		return incorrectState(id, s, "stopped")
+	}
+	timeout := 90 * time.Second
+	if force {
+		timeout = 5 * time.Second
+	}
+	f.background(inst.m.StopAsync(timeout), "stop "+id)
+	return nil
+}
+
+func (f *fleet) Start(id string) error {
+	inst, _ := f.instance(id)
+	switch s := inst.m.State(); s {
+	case machine.Pending, machine.Running:
+		return nil
+	case machine.Stopped:
+	default:
+		return incorrectState(id, s, "started")
+	}
+	return inst.m.Start()
+}
+
+func (f *fleet) Reboot(id string) error {
+	inst, _ := f.instance(id)
+	return inst.m.Reboot()
+}
+
+func (f *fleet) Terminate(id string) error {
+	inst, ok := f.instance(id)
+	if !ok {
+		return nil
+	}
+	done := inst.m.TerminateAsync()
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		if err := <-done; err != nil {
+			f.logf("terminate %s: %v", id, err)
+		}
+		f.addrs.give(inst.addr)
+		f.gcLayers()
+	}()
+	return nil
+}
+
+func (f *fleet) background(ch <-chan error, what string) {
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		if err := <-ch; err != nil {
+			f.logf("%s: %v", what, err)
+		}
+	}()
+}
+
+func (f *fleet) Console(id string) ([]byte, bool) {
+	inst, ok := f.instance(id)
+	if !ok {
+		return nil, false
+	}
+	if inst.m.State() == machine.Terminated {
+		return nil, true
+	}
+	b, err := os.ReadFile(inst.m.ConsolePath())
+	if err != nil {
+		return nil, true
+	}
+	return b, true
+}
+
+func (f *fleet) CreateImage(ctx context.Context, region, instanceID, imageID string, noReboot bool, snapTags map[string]string) error {
+	inst, _ := f.instance(instanceID)
+	state := inst.m.State()
+	if state != machine.Running && state != machine.Stopped {
+		_, _ = f.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(imageID)}, inRegion(region))
+		return incorrectState(instanceID, state, "imaged")
+	}
+	f.mu.Lock()
+	src := f.images[inst.imageID]
+	user := baseUser
+	if src != nil {
+		user = src.user
+	}
+	f.layerSeq++
+	layer := filepath.Join(f.stateDir, "l", fmt.Sprint(f.layerSeq))
+	now := time.Now()
+	img := &labImage{id: imageID, region: region, own: layer, user: user, bootable: true,
+		state: "pending", created: now, ready: now.Add(f.imagePending)}
+	f.images[imageID] = img
+	f.mu.Unlock()
+
+	// Snapshot tags, as AWS applies them at creation.
+	out, err := f.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{imageID}}, inRegion(region))
+	if err == nil && len(out.Images) == 1 {
+		var snaps []string
+		for _, bdm := range out.Images[0].BlockDeviceMappings {
+			if bdm.Ebs != nil && bdm.Ebs.SnapshotId != nil {
+				snaps = append(snaps, *bdm.Ebs.SnapshotId)
+			}
+		}
+		f.mu.Lock()
+		img.snapshots = snaps
+		f.mu.Unlock()
+		if len(snapTags) > 0 && len(snaps) > 0 {
+			var tags []ec2types.Tag
+			for k, v := range snapTags {
+				tags = append(tags, ec2types.Tag{Key: aws.String(k), Value: aws.String(v)})
+			}
+			if _, err := f.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: snaps, Tags: tags}, inRegion(region)); err != nil {
+				f.logf("image %s: tag snapshots: %v", imageID, err)
+			}
+		}
+	}
+
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		err := f.capture(inst, layer, state == machine.Running && !noReboot)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if err != nil {
+			f.logf("image %s: capture from %s failed: %v", imageID, instanceID, err)
+			img.state = "failed"
+			return
+		}
+		img.layers = append([]string{layer}, inst.layers...)
+		f.logf("image %s: captured from %s", imageID, instanceID)
+	}()
+	return nil
+}
+
+// capture copies the instance's layer; with reboot, it stops the instance
+// first and starts it again afterwards, as CreateImage does without NoReboot.
+func (f *fleet) capture(inst *labInstance, layer string, reboot bool) error {
+	ctx := context.Background()
+	if reboot {
+		if err := <-inst.m.StopAsync(90 * time.Second); err != nil {
+			return err
+		}
+	}
+	err := image.Capture(ctx, inst.m.UpperDir(), layer)
+	if reboot {
+		err = errors.Join(err, inst.m.Start())
+	}
+	return err
+}
+
+func (f *fleet) imageView(img *labImage) ec2front.ImageView {
+	v := ec2front.ImageView{State: img.state, CreationDate: img.created, DeprecationTime: img.deprecation, Protection: img.protection}
+	if img.state == "pending" {
+		if img.layers != nil && !time.Now().Before(img.ready) {
+			img.state = "available"
+			v.State = "available"
+		} else {
+			total := img.ready.Sub(img.created)
+			done := time.Since(img.created)
+			v.SnapshotProgress = 99
+			if total > 0 && done < total {
+				v.SnapshotProgress = int(99 * done / total)
+			}
+		}
+	}
+	return v
+}
+
+func (f *fleet) Image(id string) (ec2front.ImageView, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, ok := f.images[id]
+	if !ok || img.gone {
+		return ec2front.ImageView{}, false
+	}
+	return f.imageView(img), true
+}
+
+func (f *fleet) Snapshot(id string) (ec2front.ImageView, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, img := range f.images {
+		for _, s := range img.snapshots {
+			if s == id && !img.gone {
+				return f.imageView(img), true
+			}
+		}
+	}
+	return ec2front.ImageView{}, false
+}
+
+func (f *fleet) Deregister(region, imageID string) error {
+	f.mu.Lock()
+	img, ok := f.images[imageID]
+	if ok && img.region != "" {
+		img.gone = true
+	}
+	f.mu.Unlock()
+	f.gcLayers()
+	return nil
+}
+
+// lookup finds an image the lab knows, or one moto has that the lab has no
+// body for (registered another way), so that image attributes work on it.
+func (f *fleet) lookup(region, id string) (*labImage, error) {
+	f.mu.Lock()
+	img, ok := f.image(region, id)
+	f.mu.Unlock()
+	if ok {
+		return img, nil
+	}
+	out, err := f.ec2.DescribeImages(context.Background(), &ec2.DescribeImagesInput{ImageIds: []string{id}}, inRegion(region))
+	if err != nil || len(out.Images) == 0 {
+		return nil, notFound(id)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img = &labImage{id: id, region: region}
+	f.images[id] = img
+	return img, nil
+}
+
+func (f *fleet) SetDeprecation(region, imageID string, at time.Time) error {
+	img, err := f.lookup(region, imageID)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	img.deprecation = at
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fleet) SetProtection(region, imageID, value string) error {
+	img, err := f.lookup(region, imageID)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	img.protection = value
+	f.mu.Unlock()
+	return nil
+}
+
+// gcLayers removes layer directories that no live image and no instance
+// that still has a body uses.
+func (f *fleet) gcLayers() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	used := map[string]bool{}
+	for _, img := range f.images {
+		if img.gone {
+			continue
+		}
+		for _, l := range img.layers {
+			used[l] = true
+		}
+		if img.state == "pending" {
+			used[img.own] = true
+		}
+	}
+	for _, inst := range f.instances {
+		if inst.m.State() == machine.Terminated {
+			continue
+		}
+		for _, l := range inst.layers {
+			used[l] = true
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(f.stateDir, "l", "*"))
+	for _, d := range dirs {
+		if !used[d] && !strings.HasSuffix(d, ".tmp") {
+			if err := os.RemoveAll(d); err != nil {
+				f.logf("remove layer %s: %v", d, err)
+			}
+		}
+	}
+}
+
+// shutdown terminates every machine and waits for background work.
+func (f *fleet) shutdown() {
+	f.mu.Lock()
+	var ids []string
+	for id, inst := range f.instances {
+		if inst.m.State() != machine.Terminated {
+			ids = append(ids, id)
+		}
+	}
+	f.mu.Unlock()
+	sort.Strings(ids)
+	for _, id := range ids {
+		_ = f.Terminate(id)
+	}
+	f.wg.Wait()
+}
+
+// machineNames lists the nspawn names of all instances ever launched.
+func (f *fleet) machineNames() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for id := range f.instances {
+		out = append(out, machineName(id))
+	}
+	return out
+}
+
+// addrPool hands out loopback addresses from a range.
+type addrPool struct {
+	mu     sync.Mutex
+	prefix netip.Prefix
+	used   map[netip.Addr]bool
+}
+
+func newAddrPool(cidr string) (*addrPool, error) {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return nil, err
+	}
+	return &addrPool{prefix: p.Masked(), used: map[netip.Addr]bool{}}, nil
+}
+
+func (p *addrPool) take() (netip.Addr, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// Skip the network address and .1 (the host side, by convention).
+	a := p.prefix.Addr().Next().Next()
+	for ; p.prefix.Contains(a); a = a.Next() {
+		if !p.used[a] && a.As4()[3] != 255 {
+			p.used[a] = true
+			return a, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("no free address left in %s", p.prefix)
+}
+
+func (p *addrPool) give(a netip.Addr) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.used, a)
+}
+
+var _ ec2front.Backend = (*fleet)(nil)

@@ -1,0 +1,640 @@
+// Package machine gives a lab instance its body: an overlayfs root made of
+// image layers plus the instance's own upper layer, booted with systemd-nspawn
+// (real systemd, real services, real reboots), and supervised so that a guest
+// reboot boots it again and a guest poweroff ends as stopped.
+//
+// It owns mounts, the nspawn process, the console log and the cloud-init-like
+// preparation of the upper layer (address, hostname, host keys, the key pair's
+// public key). It does not know about EC2 or moto: the lab maps instance IDs
+// and states onto machines.
+package machine
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// State is the life-cycle state of a machine, as the lab sees it.
+type State string
+
+// Machine states. They map one to one onto EC2 instance states.
+const (
+	Pending      State = "pending"       // booting, sshd not answering yet
+	Running      State = "running"       // sshd answers
+	Stopping     State = "stopping"      // shutting down after a stop request or a guest poweroff
+	Stopped      State = "stopped"       // no container, upper layer kept
+	ShuttingDown State = "shutting-down" // being terminated
+	Terminated   State = "terminated"    // gone: no container, no mount, no directory
+)
+
+// exitReboot is systemd-nspawn's exit status when the guest rebooted.
+const exitReboot = 133
+
+// sigRebootSystemd is SIGRTMIN+5 (glibc's SIGRTMIN is 34): systemd as PID 1
+// starts reboot.target on it.
+const sigRebootSystemd = syscall.Signal(34 + 5)
+
+// Spec describes one machine.
+type Spec struct {
+	ID       string     // instance ID, e.g. i-0123...
+	Name     string     // nspawn machine name (short, unique on the host)
+	Dir      string     // per-machine directory: u (upper), w (work), m (merged), console.log
+	Layers   []string   // lower directories, newest first; the last is the base rootfs
+	Addr     netip.Addr // loopback address the guest's sshd listens on
+	User     string     // the image's default user, e.g. admin
+	AuthKey  string     // public key (authorized_keys line) of the launch key pair; may be empty
+	Hostname string
+	// OnExit is called (from the supervisor goroutine) when the guest powered
+	// itself off, i.e. the machine stopped without a Stop call.
+	OnGuestPoweroff func()
+}
+
+// Machine is a supervised nspawn container.
+type Machine struct {
+	spec Spec
+
+	mu        sync.Mutex
+	state     State
+	cmd       *exec.Cmd
+	done      chan struct{} // closed when the supervisor exits
+	stopReq   bool
+	prepared  bool
+	mounted   bool
+	hostKeys  []string // public host keys, authorized_keys format
+	bootCount int
+	changed   chan struct{} // closed and replaced on every state change
+}
+
+// New returns a machine in the stopped state; call Start to boot it.
+func New(spec Spec) *Machine {
+	return &Machine{spec: spec, state: Stopped, changed: make(chan struct{})}
+}
+
+// Spec returns the machine's spec.
+func (m *Machine) Spec() Spec { return m.spec }
+
+// Paths of the overlay parts inside Spec.Dir.
+func (m *Machine) upper() string  { return filepath.Join(m.spec.Dir, "u") }
+func (m *Machine) work() string   { return filepath.Join(m.spec.Dir, "w") }
+func (m *Machine) merged() string { return filepath.Join(m.spec.Dir, "m") }
+
+// UpperDir is the machine's own layer (what an image capture copies).
+func (m *Machine) UpperDir() string { return m.upper() }
+
+// ConsolePath is the file the container's console is written to.
+func (m *Machine) ConsolePath() string { return filepath.Join(m.spec.Dir, "console.log") }
+
+// State returns the current state.
+func (m *Machine) State() State {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state
+}
+
+// Changed returns a channel closed at the next state change.
+func (m *Machine) Changed() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.changed
+}
+
+func (m *Machine) setState(s State) {
+	// m.mu held
+	if m.state == s {
+		return
+	}
+	m.state = s
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// WaitState waits until the machine is in one of the given states.
+func (m *Machine) WaitState(ctx context.Context, states ...State) error {
+	for {
+		m.mu.Lock()
+		cur, ch := m.state, m.changed
+		m.mu.Unlock()
+		for _, s := range states {
+			if cur == s {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("machine %s: waiting for %v (now %s): %w", m.spec.ID, states, cur, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// HostKeys returns the guest's public SSH host keys (authorized_keys format).
+func (m *Machine) HostKeys() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.hostKeys...)
+}
+
+// mount mounts the overlay if it is not mounted yet.
+func (m *Machine) mount() error {
+	if m.mounted {
+		return nil
+	}
+	for _, d := range []string{m.upper(), m.work(), m.merged()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s",
+		strings.Join(m.spec.Layers, ":"), m.upper(), m.work())
+	if len(opts) >= 4000 {
+		return fmt.Errorf("machine %s: overlay options are %d bytes, over mount's limit: flatten the image chain", m.spec.ID, len(opts))
+	}
+	if err := syscall.Mount("overlay", m.merged(), "overlay", 0, opts); err != nil {
+		return fmt.Errorf("machine %s: mount overlay on %s: %w", m.spec.ID, m.merged(), err)
+	}
+	m.mounted = true
+	return nil
+}
+
+// prepare does, once per machine, what cloud-init does on an instance's
+// first boot: address, hostname, fresh host keys, the launch key.
+func (m *Machine) prepare() error {
+	if m.prepared {
+		return nil
+	}
+	root := m.merged()
+	write := func(rel, content string, mode os.FileMode) error {
+		p := filepath.Join(root, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(p, []byte(content), mode)
+	}
+	if err := write("etc/ssh/sshd_config.d/latentlab.conf",
+		"# written by latentlab: this instance's address\nListenAddress "+m.spec.Addr.String()+":22\n", 0o644); err != nil {
+		return fmt.Errorf("machine %s: sshd listen address: %w", m.spec.ID, err)
+	}
+	if err := write("etc/hostname", m.spec.Hostname+"\n", 0o644); err != nil {
+		return err
+	}
+	if err := write("etc/hosts", HostsFile(m.spec.Addr, m.spec.Hostname), 0o644); err != nil {
+		return err
+	}
+	// A fresh identity: machine-id is initialised by systemd at boot.
+	if err := write("etc/machine-id", "", 0o444); err != nil {
+		return err
+	}
+	_ = os.Remove(filepath.Join(root, "var/lib/dbus/machine-id"))
+	if err := m.generateHostKeys(root); err != nil {
+		return err
+	}
+	if m.spec.AuthKey != "" {
+		if err := authorizeKey(root, m.spec.User, m.spec.AuthKey); err != nil {
+			return fmt.Errorf("machine %s: authorize launch key: %w", m.spec.ID, err)
+		}
+	}
+	m.prepared = true
+	return nil
+}
+
+// HostsFile is the /etc/hosts the lab writes for an instance.
+func HostsFile(addr netip.Addr, hostname string) string {
+	return "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
+		addr.String() + "\t" + hostname + "\t# latentlab\n"
+}
+
+func (m *Machine) generateHostKeys(root string) error {
+	sshDir := filepath.Join(root, "etc/ssh")
+	matches, _ := filepath.Glob(filepath.Join(sshDir, "ssh_host_*"))
+	for _, f := range matches {
+		_ = os.Remove(f)
+	}
+	out, err := exec.Command("ssh-keygen", "-q", "-A", "-f", root).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("machine %s: ssh-keygen -A: %v: %s", m.spec.ID, err, out)
+	}
+	pubs, _ := filepath.Glob(filepath.Join(sshDir, "ssh_host_*_key.pub"))
+	var keys []string
+	for _, p := range pubs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, strings.TrimSpace(string(b)))
+	}
+	if len(keys) == 0 {
+		return fmt.Errorf("machine %s: no host keys generated", m.spec.ID)
+	}
+	m.hostKeys = keys
+	return nil
+}
+
+// authorizeKey appends key to user's authorized_keys in the guest root, as
+// cloud-init does, unless it is there already.
+func authorizeKey(root, user, key string) error {
+	uid, gid, home, err := lookupUser(root, user)
+	if err != nil {
+		return err
+	}
+	sshDir := filepath.Join(root, home, ".ssh")
+	if err := os.MkdirAll(sshDir, 0o700); err != nil {
+		return err
+	}
+	ak := filepath.Join(sshDir, "authorized_keys")
+	existing, err := os.ReadFile(ak)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	key = strings.TrimSpace(key)
+	for _, line := range strings.Split(string(existing), "\n") {
+		if strings.TrimSpace(line) == key {
+			return nil
+		}
+	}
+	if len(existing) > 0 && !bytes.HasSuffix(existing, []byte("\n")) {
+		existing = append(existing, '\n')
+	}
+	if err := os.WriteFile(ak, append(existing, key+"\n"...), 0o600); err != nil {
+		return err
+	}
+	for _, p := range []string{sshDir, ak} {
+		if err := os.Lchown(p, uid, gid); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(sshDir, 0o700)
+}
+
+// lookupUser reads the guest's /etc/passwd.
+func lookupUser(root, user string) (uid, gid int, home string, err error) {
+	f, err := os.Open(filepath.Join(root, "etc/passwd"))
+	if err != nil {
+		return 0, 0, "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Split(sc.Text(), ":")
+		if len(fields) >= 6 && fields[0] == user {
+			uid, _ = strconv.Atoi(fields[2])
+			gid, _ = strconv.Atoi(fields[3])
+			return uid, gid, fields[5], nil
+		}
+	}
+	return 0, 0, "", fmt.Errorf("user %q not in the image's /etc/passwd", user)
+}
+
+// Start mounts, prepares (first time only) and boots the machine. It returns
+// once the container process is started; the state is Pending until sshd
+// answers, then Running.
+func (m *Machine) Start() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch m.state {
+	case Pending, Running:
+		return nil
+	case Stopped:
+	default:
+		return fmt.Errorf("machine %s: cannot start in state %s", m.spec.ID, m.state)
+	}
+	if err := m.mount(); err != nil {
+		return err
+	}
+	if err := m.prepare(); err != nil {
+		return err
+	}
+	m.stopReq = false
+	m.setState(Pending)
+	m.done = make(chan struct{})
+	go m.supervise(m.done)
+	return nil
+}
+
+// supervise boots the container, restarts it after a guest reboot, and
+// settles the state when it ends.
+func (m *Machine) supervise(done chan struct{}) {
+	defer close(done)
+	for {
+		code, err := m.bootOnce()
+		m.mu.Lock()
+		stopReq := m.stopReq
+		m.mu.Unlock()
+		if err == nil && code == exitReboot && !stopReq {
+			continue // guest reboot: boot again, state stays running as on EC2
+		}
+		m.mu.Lock()
+		m.cmd = nil
+		poweroff := !m.stopReq
+		if m.state != ShuttingDown {
+			m.setState(Stopped)
+		}
+		cb := m.spec.OnGuestPoweroff
+		m.mu.Unlock()
+		if poweroff && cb != nil {
+			cb()
+		}
+		return
+	}
+}
+
+// bootOnce runs one container boot to its end and returns nspawn's exit code.
+func (m *Machine) bootOnce() (int, error) {
+	console, err := os.OpenFile(m.ConsolePath(), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return -1, err
+	}
+	defer console.Close()
+	cmd := exec.Command("systemd-nspawn", "--quiet", "-b",
+		"-D", m.merged(), "-M", m.spec.Name,
+		"--register=no", "--keep-unit", "--console=read-only",
+		"--link-journal=no", "--resolv-conf=off", "--timezone=off")
+	cmd.Stdout = console
+	cmd.Stderr = console
+	cmd.Stdin = nil
+	// Its own process group, so the lab's terminal signals do not reach it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return -1, fmt.Errorf("machine %s: start systemd-nspawn: %w", m.spec.ID, err)
+	}
+	m.mu.Lock()
+	m.cmd = cmd
+	m.bootCount++
+	boot := m.bootCount
+	m.mu.Unlock()
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	go m.watchSSH(boot, waitErr)
+	err = <-waitErr
+	removePropagate(m.spec.Name)
+	var exitErr *exec.ExitError
+	if errors.As(err, &exitErr) {
+		return exitErr.ExitCode(), nil
+	}
+	if err != nil {
+		return -1, err
+	}
+	return 0, nil
+}
+
+// watchSSH moves the machine from pending to running once its sshd answers
+// with a protocol banner, then prints the host key block on the console as
+// cloud-init does.
+func (m *Machine) watchSSH(boot int, exited <-chan error) {
+	addr := net.JoinHostPort(m.spec.Addr.String(), "22")
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		m.mu.Lock()
+		current := m.bootCount == boot && m.cmd != nil
+		m.mu.Unlock()
+		if !current {
+			return
+		}
+		if sshAnswers(addr) {
+			m.mu.Lock()
+			if m.state == Pending {
+				m.setState(Running)
+			}
+			m.mu.Unlock()
+			m.appendKeysToConsole()
+			return
+		}
+		<-tick.C
+	}
+}
+
+func sshAnswers(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 8)
+	n, _ := io.ReadFull(c, buf)
+	return n >= 4 && string(buf[:4]) == "SSH-"
+}
+
+// appendKeysToConsole writes the block cloud-init's keys-to-console module
+// prints, so clients can pin host keys from GetConsoleOutput.
+func (m *Machine) appendKeysToConsole() {
+	f, err := os.OpenFile(m.ConsolePath(), os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = io.WriteString(f, HostKeyBlock(m.HostKeys(), m.spec.Hostname))
+}
+
+// HostKeyBlock renders cloud-init's fingerprint and key blocks for keys.
+func HostKeyBlock(keys []string, hostname string) string {
+	var b strings.Builder
+	b.WriteString("\nec2: \nec2: #############################################################\n")
+	b.WriteString("ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n")
+	for _, k := range keys {
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k))
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(&b, "ec2: %d %s root@%s (%s)\n", keyBits(pub), ssh.FingerprintSHA256(pub), hostname, keyKind(pub.Type()))
+	}
+	b.WriteString("ec2: -----END SSH HOST KEY FINGERPRINTS-----\n")
+	b.WriteString("ec2: #############################################################\n")
+	b.WriteString("-----BEGIN SSH HOST KEY KEYS-----\n")
+	for _, k := range keys {
+		fields := strings.Fields(k)
+		if len(fields) >= 2 {
+			fmt.Fprintf(&b, "%s %s root@%s\n", fields[0], fields[1], hostname)
+		}
+	}
+	b.WriteString("-----END SSH HOST KEY KEYS-----\n")
+	return b.String()
+}
+
+func keyKind(t string) string {
+	switch t {
+	case ssh.KeyAlgoED25519:
+		return "ED25519"
+	case ssh.KeyAlgoRSA:
+		return "RSA"
+	default:
+		return "ECDSA"
+	}
+}
+
+func keyBits(pub ssh.PublicKey) int {
+	switch pub.Type() {
+	case ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256:
+		return 256
+	case ssh.KeyAlgoECDSA384:
+		return 384
+	case ssh.KeyAlgoECDSA521:
+		return 521
+	}
+	if ck, ok := pub.(ssh.CryptoPublicKey); ok {
+		if rk, ok := ck.CryptoPublicKey().(interface{ Size() int }); ok {
+			return rk.Size() * 8
+		}
+	}
+	return 0
+}
+
+// Reboot reboots the guest: its systemd starts reboot.target, nspawn exits
+// 133 and the supervisor boots it again. The state stays running, as on EC2.
+func (m *Machine) Reboot() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state != Running && m.state != Pending {
+		return fmt.Errorf("machine %s: cannot reboot in state %s", m.spec.ID, m.state)
+	}
+	pid := m.initPID()
+	if pid <= 0 {
+		return fmt.Errorf("machine %s: container init not found", m.spec.ID)
+	}
+	return syscall.Kill(pid, sigRebootSystemd)
+}
+
+// initPID finds the container's PID 1 as seen from the host: the process
+// whose root is the merged dir and whose innermost PID is 1.
+func (m *Machine) initPID() int {
+	pids, _ := ProcessesRootedIn(m.merged())
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "NSpid:") {
+				f := strings.Fields(line)
+				if len(f) > 2 && f[len(f)-1] == "1" {
+					return pid
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// Stop shuts the guest down cleanly (SIGTERM to nspawn powers the guest off),
+// waiting up to timeout before killing it. The upper layer and mount stay.
+func (m *Machine) Stop(ctx context.Context, timeout time.Duration) error {
+	m.mu.Lock()
+	if m.state == Stopped || m.state == Terminated {
+		m.mu.Unlock()
+		return nil
+	}
+	m.stopReq = true
+	if m.state != ShuttingDown {
+		m.setState(Stopping)
+	}
+	cmd, done := m.cmd, m.done
+	m.mu.Unlock()
+	if cmd != nil && cmd.Process != nil {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+	}
+	if done == nil {
+		return nil
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	// Hard stop: kill the container's processes, then nspawn.
+	KillRootedIn(m.merged())
+	if cmd != nil && cmd.Process != nil {
+		_ = cmd.Process.Kill()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("machine %s: container did not exit after SIGKILL", m.spec.ID)
+	}
+}
+
+// Terminate stops the machine, unmounts its overlay and deletes its directory.
+func (m *Machine) Terminate(ctx context.Context) error {
+	m.mu.Lock()
+	if m.state == Terminated {
+		m.mu.Unlock()
+		return nil
+	}
+	m.setState(ShuttingDown)
+	m.mu.Unlock()
+	err := m.Stop(ctx, 20*time.Second)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.mounted {
+		if uerr := Unmount(m.merged()); uerr != nil {
+			return errors.Join(err, uerr)
+		}
+		m.mounted = false
+	}
+	if rerr := os.RemoveAll(m.spec.Dir); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	m.setState(Terminated)
+	return err
+}
+
+// BootID reads the guest's current boot ID from the host side.
+func (m *Machine) BootID() (string, error) {
+	pid := m.initPID()
+	if pid <= 0 {
+		return "", fmt.Errorf("machine %s: not running", m.spec.ID)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/sys/kernel/random/boot_id", pid))
+	return strings.TrimSpace(string(b)), err
+}
+
+// removePropagate deletes nspawn's propagation directory for a machine; on a
+// host whose /run is not a tmpfs it would otherwise stay behind.
+func removePropagate(name string) {
+	_ = os.RemoveAll(filepath.Join("/run/systemd/nspawn/propagate", name))
+}
+
+// StopAsync marks the machine stopping now and shuts it down in the
+// background; the channel receives Stop's result.
+func (m *Machine) StopAsync(timeout time.Duration) <-chan error {
+	m.mu.Lock()
+	if m.state == Pending || m.state == Running {
+		m.setState(Stopping)
+	}
+	m.mu.Unlock()
+	ch := make(chan error, 1)
+	go func() { ch <- m.Stop(context.Background(), timeout) }()
+	return ch
+}
+
+// TerminateAsync marks the machine shutting-down now and terminates it in
+// the background; the channel receives Terminate's result.
+func (m *Machine) TerminateAsync() <-chan error {
+	m.mu.Lock()
+	if m.state != Terminated {
+		m.setState(ShuttingDown)
+	}
+	m.mu.Unlock()
+	ch := make(chan error, 1)
+	go func() { ch <- m.Terminate(context.Background()) }()
+	return ch
+}

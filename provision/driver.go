@@ -1,0 +1,289 @@
+package provision
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/latentworker/latentworker/scripts"
+)
+
+// ErrInvalidPassword is returned (wrapped) for a worker password that
+// cannot travel as the first line of a script's stdin. The message never
+// contains the password.
+var ErrInvalidPassword = errors.New("worker password must be one non-empty line without NUL")
+
+// scriptDir is where scripts are uploaded; scriptRemoveTimeout bounds
+// their removal, which runs even after ctx ended.
+const (
+	scriptDir           = "/tmp"
+	scriptRemoveTimeout = 30 * time.Second
+)
+
+// Driver runs a platform's scripts (package scripts) on a machine.
+//
+// Each script is uploaded to a new private file
+// /tmp/latentworker-NAME-RANDOM.sh (mode 0700, owned by the login user),
+// run with "sh FILE" as root — through "sudo -n" unless the login user is
+// root, so sudo never prompts and never reads stdin — and removed
+// afterwards, also when it fails or ctx ends. The worker password, when a
+// script needs it, is the first line of its stdin: it is never in a command
+// string, so never in a process's argv, and it is replaced by "[redacted]"
+// in progress lines and errors should a script ever print it.
+type Driver struct {
+	// Platform is scripts.Debian or scripts.Ubuntu.
+	Platform string
+	// Progress receives what the scripts report: every line they write to
+	// stderr, and to stdout except Verify's facts. Each Write is one whole
+	// line ending in "\n". Nil discards.
+	Progress io.Writer
+}
+
+// Setup runs the platform's Setup script for w with password on stdin:
+// it installs buildbot-worker and creates or refreshes the worker.
+func (d *Driver) Setup(ctx context.Context, c *Client, w scripts.Worker, password string) error {
+	if err := checkPassword(password); err != nil {
+		return fmt.Errorf("setup on %s: %w", c.Addr(), err)
+	}
+	script, err := scripts.Setup(d.Platform, w)
+	if err != nil {
+		return err
+	}
+	return d.run(ctx, c, "setup", script, password, nil)
+}
+
+// Verify runs the platform's Verify script for w with password on stdin
+// and returns the facts it reports. The error is a *scripts.MismatchError
+// (wrapped) when the facts do not match w (scripts.Facts.Check); the
+// facts are returned with it.
+func (d *Driver) Verify(ctx context.Context, c *Client, w scripts.Worker, password string) (scripts.Facts, error) {
+	if err := checkPassword(password); err != nil {
+		return scripts.Facts{}, fmt.Errorf("verify on %s: %w", c.Addr(), err)
+	}
+	script, err := scripts.Verify(d.Platform, w)
+	if err != nil {
+		return scripts.Facts{}, err
+	}
+	var out bytes.Buffer
+	if err := d.run(ctx, c, "verify", script, password, &out); err != nil {
+		return scripts.Facts{}, err
+	}
+	facts, err := scripts.ParseFacts(out.Bytes())
+	if err != nil {
+		return scripts.Facts{}, redact(fmt.Errorf("verify on %s: %w", c.Addr(), err), password)
+	}
+	if err := facts.Check(w); err != nil {
+		return facts, redact(fmt.Errorf("verify on %s: %w", c.Addr(), err), password)
+	}
+	return facts, nil
+}
+
+// Updates runs the platform's Updates script: all pending package updates.
+func (d *Driver) Updates(ctx context.Context, c *Client) error {
+	script, err := scripts.Updates(d.Platform)
+	if err != nil {
+		return err
+	}
+	return d.run(ctx, c, "updates", script, "", nil)
+}
+
+// RebootRequired runs the platform's RebootRequired script and reports
+// whether the OS asks for a reboot.
+func (d *Driver) RebootRequired(ctx context.Context, c *Client) (bool, error) {
+	script, err := scripts.RebootRequired(d.Platform)
+	if err != nil {
+		return false, err
+	}
+	err = d.run(ctx, c, "reboot-required", script, "", nil)
+	var ee *ExitError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.As(err, &ee) && ee.Signal == "" && ee.Status == scripts.RebootNotRequiredExit:
+		return false, nil
+	}
+	return false, err
+}
+
+// Generalize runs the platform's Generalize script, which removes
+// tempPublicKey from authorized_keys, clears host keys and machine-id and
+// trims logs. The connection stays usable until it is closed; a new one
+// needs another key.
+func (d *Driver) Generalize(ctx context.Context, c *Client, tempPublicKey string) error {
+	script, err := scripts.Generalize(d.Platform, tempPublicKey)
+	if err != nil {
+		return err
+	}
+	return d.run(ctx, c, "generalize", script, "", nil)
+}
+
+// BuildDeps runs the platform's BuildDeps script (CPython's build
+// dependencies).
+func (d *Driver) BuildDeps(ctx context.Context, c *Client) error {
+	script, err := scripts.BuildDeps(d.Platform)
+	if err != nil {
+		return err
+	}
+	return d.run(ctx, c, "builddeps", script, "", nil)
+}
+
+// RunScript runs a user's extra script as root, like the platform's
+// scripts, with empty stdin: it never receives the worker password. name
+// identifies it in the temporary file name and in errors.
+func (d *Driver) RunScript(ctx context.Context, c *Client, name string, content []byte) error {
+	return d.run(ctx, c, name, content, "", d.Progress)
+}
+
+// run uploads script, runs it as root with secret (if any) as the first
+// line of stdin, and removes it. stdout nil sends stdout to Progress.
+func (d *Driver) run(ctx context.Context, c *Client, name string, script []byte, secret string, stdout io.Writer) (err error) {
+	path, err := scriptPath(name)
+	if err != nil {
+		return fmt.Errorf("%s script on %s: %w", name, c.Addr(), err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scriptRemoveTimeout)
+		defer cancel()
+		if rmErr := c.Run(rctx, "rm -f -- "+shellQuote(path), nil, nil, nil); rmErr != nil {
+			err = errors.Join(err, fmt.Errorf("%s script on %s: remove %s: %w", name, c.Addr(), path, rmErr))
+		}
+	}()
+	if err := c.Upload(ctx, path, script, 0o700); err != nil {
+		return fmt.Errorf("%s script: %w", name, err)
+	}
+	progress := &lineWriter{w: d.Progress, secret: secret}
+	defer progress.Flush()
+	if stdout == nil {
+		stdout = progress
+	}
+	var stdin io.Reader
+	if secret != "" {
+		stdin = strings.NewReader(secret + "\n")
+	}
+	if err := c.Run(ctx, scriptCommand(c.User(), path), stdin, stdout, progress); err != nil {
+		return redact(fmt.Errorf("%s script: %w", name, err), secret)
+	}
+	return nil
+}
+
+// scriptCommand is the remote command that runs the script at path as
+// root. It holds no secret.
+func scriptCommand(user, path string) string {
+	return asRoot(user, "sh "+shellQuote(path))
+}
+
+// scriptPath returns a new, unguessable path for a script called name.
+func scriptPath(name string) (string, error) {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("random script name: %w", err)
+	}
+	var clean strings.Builder
+	for _, r := range strings.ToLower(name) {
+		switch {
+		case clean.Len() >= 32:
+		case 'a' <= r && r <= 'z', '0' <= r && r <= '9':
+			clean.WriteRune(r)
+		case clean.Len() > 0 && !strings.HasSuffix(clean.String(), "-"):
+			clean.WriteByte('-')
+		}
+	}
+	label := strings.Trim(clean.String(), "-")
+	if label == "" {
+		label = "script"
+	}
+	return scriptDir + "/latentworker-" + label + "-" + hex.EncodeToString(b[:]) + ".sh", nil
+}
+
+func checkPassword(p string) error {
+	if p == "" || strings.ContainsAny(p, "\n\r\x00") {
+		return ErrInvalidPassword
+	}
+	return nil
+}
+
+const redacted = "[redacted]"
+
+// redact hides secret in err's message. An *ExitError in the chain has
+// its stderr tail redacted in place, so that it is clean when unwrapped.
+func redact(err error, secret string) error {
+	if err == nil || secret == "" {
+		return err
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		ee.Stderr = strings.ReplaceAll(ee.Stderr, secret, redacted)
+	}
+	if !strings.Contains(err.Error(), secret) {
+		return err
+	}
+	return &redactedError{msg: strings.ReplaceAll(err.Error(), secret, redacted), err: err}
+}
+
+// redactedError is an error whose message had a secret removed.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// lineWriter passes whole lines to w, with secret replaced by
+// "[redacted]". A line longer than maxProgressLine is passed in pieces.
+type lineWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	secret string
+	buf    []byte
+}
+
+const maxProgressLine = 64 * 1024
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		switch {
+		case i >= 0:
+			l.emit(l.buf[:i])
+			l.buf = l.buf[i+1:]
+		case len(l.buf) >= maxProgressLine:
+			l.emit(l.buf[:maxProgressLine])
+			l.buf = l.buf[maxProgressLine:]
+		default:
+			return len(p), nil
+		}
+	}
+}
+
+// Flush passes on a last line without a newline.
+func (l *lineWriter) Flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.buf) > 0 {
+		l.emit(l.buf)
+		l.buf = nil
+	}
+}
+
+func (l *lineWriter) emit(line []byte) {
+	if l.w == nil {
+		return
+	}
+	s := strings.TrimSuffix(string(line), "\r")
+	if l.secret != "" {
+		s = strings.ReplaceAll(s, l.secret, redacted)
+	}
+	// Progress is best effort: a failing writer must not fail the script.
+	_, _ = io.WriteString(l.w, s+"\n")
+}

@@ -1,0 +1,448 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// ErrAuth is returned (wrapped) by Dial when the server refused the key
+// on every allowed attempt.
+var ErrAuth = errors.New("SSH authentication failed")
+
+// Defaults for the zero values of Target's fields.
+const (
+	DefaultAttemptTimeout = 20 * time.Second
+	DefaultAuthAttempts   = 5
+	DefaultMinBackoff     = 500 * time.Millisecond
+	DefaultMaxBackoff     = 10 * time.Second
+	DefaultKeepAlive      = 15 * time.Second
+)
+
+// Target says how to reach a machine over SSH.
+type Target struct {
+	Addr   string     // host:port
+	User   string     // login user, e.g. scripts.DefaultUser(platform)
+	Signer ssh.Signer // the private key; it never leaves the process
+	// HostKey checks the server's host key: HostKeys.Check for keys read
+	// from the console, else TrustOnFirstUse. Required: there is no
+	// insecure default. An error from it ends Dial at once.
+	HostKey ssh.HostKeyCallback
+	// HostKeyAlgorithms, when set, restricts the host key algorithms the
+	// client accepts (HostKeys.Algorithms), so that the server presents a
+	// key that was pinned.
+	HostKeyAlgorithms []string
+
+	// AttemptTimeout bounds one attempt: TCP connect and SSH handshake.
+	AttemptTimeout time.Duration
+	// AuthAttempts is how many handshakes in a row may end in an
+	// authentication failure before Dial gives up (cloud-init may not have
+	// installed the key yet when sshd starts).
+	AuthAttempts int
+	// MinBackoff and MaxBackoff bound the wait between attempts, which
+	// doubles from MinBackoff up to MaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// KeepAlive is the interval of keepalive requests on the connection; a
+	// connection that answers none for three intervals is closed, so that
+	// a command on a vanished machine fails instead of hanging. Negative
+	// disables keepalives.
+	KeepAlive time.Duration
+	// DialContext opens the TCP connection; nil means a net.Dialer.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Retrying, when set, is called before each wait with the number of the
+	// attempt that failed, its error and the wait (for progress output).
+	Retrying func(attempt int, err error, wait time.Duration)
+}
+
+// Client is an SSH connection to one machine. Its methods may be called
+// concurrently; each Run uses its own session.
+type Client struct {
+	ssh        *ssh.Client
+	addr, user string
+	bootIDPath string
+	stop       chan struct{}
+	closeOnce  sync.Once
+}
+
+// Addr is the address the client dialled, host:port.
+func (c *Client) Addr() string { return c.addr }
+
+// User is the login user.
+func (c *Client) User() string { return c.user }
+
+// Close closes the connection and ends its sessions. It is safe to call
+// more than once.
+func (c *Client) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		close(c.stop)
+		err = c.ssh.Close()
+	})
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("close SSH connection to %s: %w", c.addr, err)
+	}
+	return nil
+}
+
+// Dial connects to t.Addr and authenticates as t.User, retrying while the
+// machine boots: refused or reset connections, timeouts and connections
+// closed during the handshake are retried with backoff until ctx ends.
+// A host key rejected by t.HostKey is returned at once (a *HostKeyError
+// for this package's callbacks); an authentication failure is retried up
+// to t.AuthAttempts times in a row and then wraps ErrAuth. When ctx ends,
+// the error wraps both ctx's error and the last attempt's.
+func Dial(ctx context.Context, t Target) (*Client, error) {
+	if t.HostKey == nil {
+		return nil, fmt.Errorf("ssh %s@%s: no host key callback", t.User, t.Addr)
+	}
+	if t.Signer == nil {
+		return nil, fmt.Errorf("ssh %s@%s: no private key", t.User, t.Addr)
+	}
+	t = t.withDefaults()
+	authFailures := 0
+	for attempt := 1; ; attempt++ {
+		c, err := t.dialOnce(ctx)
+		if err == nil {
+			return c, nil
+		}
+		var hk hostKeyRejection
+		switch {
+		case errors.As(err, &hk):
+			return nil, fmt.Errorf("ssh %s@%s: %w", t.User, t.Addr, hk.err)
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("ssh %s@%s: gave up after %d attempt(s): %w (last error: %w)", t.User, t.Addr, attempt, context.Cause(ctx), err)
+		case errors.Is(err, ErrAuth):
+			authFailures++
+			if authFailures >= t.AuthAttempts {
+				return nil, fmt.Errorf("ssh %s@%s: %d attempt(s): %w", t.User, t.Addr, authFailures, err)
+			}
+		default:
+			authFailures = 0
+		}
+		wait := t.backoff(attempt)
+		if t.Retrying != nil {
+			t.Retrying(attempt, err, wait)
+		}
+		if cause := sleep(ctx, wait); cause != nil {
+			return nil, fmt.Errorf("ssh %s@%s: gave up after %d attempt(s): %w (last error: %w)", t.User, t.Addr, attempt, cause, err)
+		}
+	}
+}
+
+func (t Target) withDefaults() Target {
+	if t.AttemptTimeout <= 0 {
+		t.AttemptTimeout = DefaultAttemptTimeout
+	}
+	if t.AuthAttempts <= 0 {
+		t.AuthAttempts = DefaultAuthAttempts
+	}
+	if t.MinBackoff <= 0 {
+		t.MinBackoff = DefaultMinBackoff
+	}
+	if t.MaxBackoff < t.MinBackoff {
+		t.MaxBackoff = max(DefaultMaxBackoff, t.MinBackoff)
+	}
+	if t.KeepAlive == 0 {
+		t.KeepAlive = DefaultKeepAlive
+	}
+	if t.DialContext == nil {
+		t.DialContext = (&net.Dialer{}).DialContext
+	}
+	return t
+}
+
+// backoff is the wait after failed attempt n (1-based): MinBackoff doubled
+// n-1 times, capped at MaxBackoff.
+func (t Target) backoff(n int) time.Duration {
+	d := t.MinBackoff
+	for i := 1; i < n && d < t.MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, t.MaxBackoff)
+}
+
+// sleep waits for d or until ctx ends, returning ctx's cause then.
+func sleep(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-timer.C:
+		return nil
+	}
+}
+
+// hostKeyRejection marks an attempt whose host key callback refused the
+// server's key; err is the callback's error.
+type hostKeyRejection struct{ err error }
+
+func (e hostKeyRejection) Error() string { return e.err.Error() }
+func (e hostKeyRejection) Unwrap() error { return e.err }
+
+// dialOnce makes one attempt. It classifies a failure as a
+// hostKeyRejection, as ErrAuth, or as anything else (retried).
+func (t Target) dialOnce(ctx context.Context) (*Client, error) {
+	actx, cancel := context.WithTimeout(ctx, t.AttemptTimeout)
+	defer cancel()
+	conn, err := t.DialContext(actx, "tcp", t.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	// The handshake has no context: closing the connection ends it.
+	stopClose := context.AfterFunc(actx, func() { conn.Close() })
+
+	var rejected atomic.Pointer[error]
+	var authTried atomic.Bool
+	cfg := &ssh.ClientConfig{
+		User: t.User,
+		Auth: []ssh.AuthMethod{ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
+			authTried.Store(true)
+			return []ssh.Signer{t.Signer}, nil
+		})},
+		HostKeyCallback: func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+			err := t.HostKey(hostname, remote, key)
+			if err != nil {
+				rejected.Store(&err)
+			}
+			return err
+		},
+		HostKeyAlgorithms: t.HostKeyAlgorithms,
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(conn, t.Addr, cfg)
+	closed := !stopClose()
+	if err == nil && closed {
+		sc.Close()
+		err = actx.Err()
+	}
+	if err != nil {
+		conn.Close()
+		if p := rejected.Load(); p != nil {
+			return nil, hostKeyRejection{*p}
+		}
+		if closed {
+			return nil, fmt.Errorf("handshake: %w", context.Cause(actx))
+		}
+		// After the key exchange, a failure that is not the connection
+		// going away is the server refusing our key.
+		if authTried.Load() && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isNetError(err) {
+			return nil, fmt.Errorf("%w: %w", ErrAuth, err)
+		}
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	c := &Client{
+		ssh:        ssh.NewClient(sc, chans, reqs),
+		addr:       t.Addr,
+		user:       t.User,
+		bootIDPath: bootIDPath,
+		stop:       make(chan struct{}),
+	}
+	if t.KeepAlive > 0 {
+		go c.keepAlive(t.KeepAlive)
+	}
+	return c, nil
+}
+
+func isNetError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne)
+}
+
+// keepAlive sends a keepalive request every interval and closes the
+// connection when none is answered for three intervals.
+func (c *Client) keepAlive(interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	answered := make(chan error, 1)
+	pending := false
+	var since time.Time
+	for {
+		select {
+		case <-c.stop:
+			return
+		case err := <-answered:
+			pending = false
+			if err != nil {
+				return // the connection is gone; Wait will say so
+			}
+		case now := <-tick.C:
+			if pending {
+				if now.Sub(since) >= 3*interval {
+					c.ssh.Close()
+					return
+				}
+				continue
+			}
+			pending, since = true, now
+			go func() {
+				_, _, err := c.ssh.SendRequest("keepalive@openssh.com", true, nil)
+				answered <- err
+			}()
+		}
+	}
+}
+
+// stderrTailLines is how many trailing lines of stderr an ExitError keeps.
+const (
+	stderrTailLines = 15
+	stderrTailBytes = 4096
+)
+
+// ExitError reports a remote command that exited with a non-zero status or
+// was killed by a signal.
+type ExitError struct {
+	Addr    string // host:port
+	Command string // the command string (which never holds a secret)
+	Status  int    // exit status; -1 when killed by a signal
+	Signal  string // the signal's name ("TERM") when killed by one
+	Stderr  string // the last lines of the command's stderr
+}
+
+// Error names the command, the machine and the status, followed by the
+// tail of stderr.
+func (e *ExitError) Error() string {
+	how := fmt.Sprintf("exited with status %d", e.Status)
+	if e.Signal != "" {
+		how = "was killed by signal " + e.Signal
+	}
+	msg := fmt.Sprintf("command %q on %s %s", e.Command, e.Addr, how)
+	if s := strings.TrimSpace(e.Stderr); s != "" {
+		msg += "; stderr ends:\n" + s
+	}
+	return msg
+}
+
+// Run runs cmd in a new session, with stdin (nil: empty) copied to it and
+// its stdout and stderr written to stdout and stderr (nil: discarded).
+//
+// Contract: cmd is not secret. It shows in the remote process list, in
+// sshd's logs and in errors. Anything secret must be passed on stdin.
+//
+// A non-zero exit returns an *ExitError with the status and the last lines
+// of stderr. When ctx ends first, the remote command is sent SIGTERM, the
+// session is closed and Run returns ctx's cause; a command that ignores
+// both may go on running on the machine.
+func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
+	sess, err := c.ssh.NewSession()
+	if err != nil {
+		return fmt.Errorf("run %q on %s: open session: %w", cmd, c.addr, err)
+	}
+	defer sess.Close()
+	tail := &lineTail{}
+	sess.Stdin = stdin
+	sess.Stdout = stdout
+	if stderr == nil {
+		stderr = io.Discard
+	}
+	sess.Stderr = io.MultiWriter(tail, stderr)
+	if err := sess.Start(cmd); err != nil {
+		return fmt.Errorf("run %q on %s: %w", cmd, c.addr, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		_ = sess.Signal(ssh.SIGTERM)
+		sess.Close()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+		return fmt.Errorf("run %q on %s: %w", cmd, c.addr, context.Cause(ctx))
+	}
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		return &ExitError{Addr: c.addr, Command: cmd, Status: ee.ExitStatus(), Signal: ee.Signal(), Stderr: tail.String()}
+	}
+	if err != nil {
+		return fmt.Errorf("run %q on %s: %w", cmd, c.addr, err)
+	}
+	return nil
+}
+
+// Output runs cmd like Run and returns its stdout.
+func (c *Client) Output(ctx context.Context, cmd string, stdin io.Reader) ([]byte, error) {
+	var out strings.Builder
+	err := c.Run(ctx, cmd, stdin, &out, nil)
+	return []byte(out.String()), err
+}
+
+// Upload writes content to a new file at path on the machine, with mode's
+// permission bits, without SFTP: the content travels on stdin. The file is
+// created exclusively (an existing file or symlink at path is an error) and
+// is never readable by others while it is written. It is owned by the login
+// user. On error a partial file may remain.
+func (c *Client) Upload(ctx context.Context, path string, content []byte, mode os.FileMode) error {
+	if path == "" || strings.ContainsAny(path, "\x00\n") {
+		return fmt.Errorf("upload to %s: invalid path %q", c.addr, path)
+	}
+	q := shellQuote(path)
+	cmd := fmt.Sprintf("umask 077 && set -C && cat > %s && chmod %04o %s", q, mode.Perm(), q)
+	if err := c.Run(ctx, cmd, strings.NewReader(string(content)), nil, nil); err != nil {
+		return fmt.Errorf("upload %s to %s: %w", path, c.addr, err)
+	}
+	return nil
+}
+
+// bootIDPath holds the kernel's random ID of the current boot.
+const bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// BootID returns the machine's boot ID, which changes on every boot.
+func (c *Client) BootID(ctx context.Context) (string, error) {
+	out, err := c.Output(ctx, "cat "+shellQuote(c.bootIDPath), nil)
+	if err != nil {
+		return "", fmt.Errorf("read boot ID on %s: %w", c.addr, err)
+	}
+	id := strings.TrimSpace(string(out))
+	if id == "" || strings.ContainsAny(id, " \n") {
+		return "", fmt.Errorf("read boot ID on %s: unexpected output %q", c.addr, out)
+	}
+	return id, nil
+}
+
+// shellQuote quotes s as one single-quoted POSIX shell word.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// lineTail keeps the last stderrTailLines lines (at most stderrTailBytes)
+// of what is written to it.
+type lineTail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (t *lineTail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 4*stderrTailBytes {
+		t.buf = append([]byte(nil), t.buf[len(t.buf)-stderrTailBytes:]...)
+	}
+	return len(p), nil
+}
+
+func (t *lineTail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := strings.TrimRight(string(t.buf), "\n")
+	lines := strings.Split(s, "\n")
+	if len(lines) > stderrTailLines {
+		lines = lines[len(lines)-stderrTailLines:]
+	}
+	s = strings.Join(lines, "\n")
+	if len(s) > stderrTailBytes {
+		s = "..." + s[len(s)-stderrTailBytes:]
+	}
+	return s
+}

@@ -1,0 +1,325 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"unicode"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/latentworker/latentworker/scripts"
+)
+
+// DefaultFile is the file name "latentworker init" writes and the command
+// line reads when no other path is given.
+const DefaultFile = "latentworker.toml"
+
+// Defaults of the keys that have one.
+const (
+	DefaultMaster       = "buildbot-api.python.org:9020"
+	DefaultPasswordEnv  = "LATENTWORKER_PASSWORD"
+	DefaultInstanceType = "t3.large"
+	DefaultPlatform     = scripts.Debian
+	DefaultNamePrefix   = "latentworker"
+)
+
+// Root volume limits, in GiB: the buildbot guide asks for 30 GB of free disk;
+// 16384 is the gp3 maximum.
+const (
+	MinRootVolumeGiB = 30
+	MaxRootVolumeGiB = 16384
+)
+
+// Publishers of the default base images.
+const (
+	DebianOwner    = "136693071363" // Debian's cloud team
+	CanonicalOwner = "099720109477" // Canonical, for Ubuntu
+)
+
+// Config is a complete latentworker configuration. Its zero value is not
+// useful: start from Default or Load. After Load, ApplyEnv and Set, every
+// path in it (worker.password_file, image.extra_scripts) is absolute.
+type Config struct {
+	Worker Worker `toml:"worker"`
+	AWS    AWS    `toml:"aws"`
+	Image  Image  `toml:"image"`
+
+	// origins records, per key, which layer set it last (see layer).
+	origins map[string]origin
+}
+
+// Worker is the [worker] section: the buildbot worker baked into the image.
+// The password is not here: see Config.Password.
+type Worker struct {
+	// Name is the worker name the buildmaster admins gave you (required).
+	Name string `toml:"name"`
+	// Master is the buildmaster's host:port (default DefaultMaster).
+	Master string `toml:"master"`
+	// AdminName is the contact name written to info/admin (required).
+	AdminName string `toml:"admin_name"`
+	// AdminEmail is the contact address written to info/admin, obfuscated
+	// as "user AT example.com" because that file is public (required).
+	AdminEmail string `toml:"admin_email"`
+	// HostInfo is the text of info/host; "" means DefaultHostInfo of the
+	// base image's OS and the instance type.
+	HostInfo string `toml:"host_info"`
+	// PasswordEnv names the environment variable holding the worker
+	// password (default DefaultPasswordEnv); "" disables it.
+	PasswordEnv string `toml:"password_env"`
+	// PasswordFile is a file holding the password on its one line, mode
+	// 0600 or stricter; relative to the config file. "" for none.
+	PasswordFile string `toml:"password_file"`
+}
+
+// AWS is the [aws] section: where and how the builder instance runs.
+type AWS struct {
+	// Region is the AWS region; "" leaves it to the SDK (AWS_REGION,
+	// AWS_DEFAULT_REGION, the profile).
+	Region string `toml:"region"`
+	// InstanceType is the builder's type, family.size (default
+	// DefaultInstanceType). Tell the buildmaster admins the type to run.
+	InstanceType string `toml:"instance_type"`
+	// SubnetID is the subnet to launch in; "" is the default VPC.
+	SubnetID string `toml:"subnet_id"`
+	// SSHCIDR is who may reach the builder over SSH; "" means the caller's
+	// public address as a /32, which the caller resolves.
+	SSHCIDR string `toml:"ssh_cidr"`
+	// Tags are extra tags on everything latentworker creates.
+	Tags map[string]string `toml:"tags"`
+}
+
+// Image is the [image] section: what the AMI is made from and called.
+type Image struct {
+	// Platform is the OS family: one of scripts.Platforms().
+	Platform string `toml:"platform"`
+	// BaseAMI is the base image's ID; when set, BaseOwner and BaseName are
+	// not used.
+	BaseAMI string `toml:"base_ami"`
+	// BaseOwner is the owner of the base image for the filter (newest image
+	// matching BaseName wins); "" means the platform's publisher.
+	BaseOwner string `toml:"base_owner"`
+	// BaseName is the name pattern of the base image ('*' and '?'
+	// wildcards); "" means the platform's current release.
+	BaseName string `toml:"base_name"`
+	// RootVolumeGiB is the root volume size, MinRootVolumeGiB or more.
+	RootVolumeGiB int `toml:"root_volume_gib"`
+	// SSHUser is the login user of the base image; "" is the platform's
+	// (scripts.DefaultUser).
+	SSHUser string `toml:"ssh_user"`
+	// CPythonBuildDeps installs the packages CPython's build needs.
+	CPythonBuildDeps bool `toml:"cpython_build_deps"`
+	// ExtraScripts run as root, in order, after the worker is set up;
+	// relative to the config file.
+	ExtraScripts []string `toml:"extra_scripts"`
+	// NamePrefix starts the AMI names: PREFIX-WORKER-YYYYMMDD-hhmmss.
+	NamePrefix string `toml:"name_prefix"`
+}
+
+// Default returns the configuration before any file, environment or flag:
+// every key with a default set to it, the required ones empty.
+func Default() *Config {
+	return &Config{
+		Worker: Worker{
+			Master:      DefaultMaster,
+			PasswordEnv: DefaultPasswordEnv,
+		},
+		AWS: AWS{
+			InstanceType: DefaultInstanceType,
+			Tags:         map[string]string{},
+		},
+		Image: Image{
+			Platform:      DefaultPlatform,
+			RootVolumeGiB: MinRootVolumeGiB,
+			NamePrefix:    DefaultNamePrefix,
+		},
+		origins: map[string]origin{},
+	}
+}
+
+// Errors Load, Set and ApplyEnv return (wrapped).
+var (
+	// ErrUnknownKey: a key that is not in Keys.
+	ErrUnknownKey = errors.New("unknown key")
+	// ErrInlinePassword: a password given in the file or as a flag value.
+	ErrInlinePassword = errors.New("the worker password is never kept in the config file or given as a flag value")
+)
+
+// passwordHelp says where the password goes instead.
+const passwordHelp = "set it in the environment variable named by worker.password_env (default " +
+	DefaultPasswordEnv + "), in a 0600 file named by worker.password_file, or let latentworker prompt for it"
+
+// passwordLine matches a line that assigns a password-like key, quoted or
+// dotted ("password =", "worker.password =", "\"passwd\" =").
+var passwordLine = regexp.MustCompile(`^\s*(?:[A-Za-z0-9_"'-]+\s*\.\s*)*["']?(password|passwd)["']?\s*=`)
+
+// tableLine matches a [table] or [[array]] header, capturing its name.
+var tableLine = regexp.MustCompile(`^\s*\[\[?\s*([^\]]+?)\s*\]\]?`)
+
+// Load reads the TOML file at path over Default. Unknown keys are errors
+// that name the key (with a suggestion when one is close), and so is a
+// password key: the password never lives in the file, and its value is never
+// echoed in the error. Relative paths in the file are made relative to the
+// file's directory. Load does not validate: call Validate after the
+// environment and flag overrides.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	if err := checkNoPassword(data); err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	c := Default()
+	md, err := toml.Decode(string(data), c)
+	if err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	if err := checkUndecoded(md.Undecoded()); err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	if c.AWS.Tags == nil {
+		c.AWS.Tags = map[string]string{}
+	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	for _, k := range md.Keys() {
+		if len(k) == 2 {
+			c.origins[k.String()] = origin{layer: layerFile, name: path}
+		}
+	}
+	resolve := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	c.Worker.PasswordFile = resolve(c.Worker.PasswordFile)
+	for i, p := range c.Image.ExtraScripts {
+		c.Image.ExtraScripts[i] = resolve(p)
+	}
+	return c, nil
+}
+
+// checkNoPassword refuses a file with a line that sets a password-like key
+// before it is parsed, so that no parse error can quote the value.
+func checkNoPassword(data []byte) error {
+	table := ""
+	for i, line := range bytes.Split(data, []byte("\n")) {
+		if m := tableLine.FindSubmatch(line); m != nil {
+			table = string(m[1]) + "."
+			continue
+		}
+		if m := passwordLine.FindSubmatch(line); m != nil {
+			return fmt.Errorf("line %d: %s%s: %w (the file is shared, copied and committed); %s",
+				i+1, table, m[1], ErrInlinePassword, passwordHelp)
+		}
+	}
+	return nil
+}
+
+// checkUndecoded reports the keys the file has and Config does not.
+func checkUndecoded(keys []toml.Key) error {
+	var errs []error
+	var reported []string
+	for _, k := range keys {
+		name := k.String()
+		covered := false
+		for _, r := range reported {
+			if strings.HasPrefix(name, r+".") {
+				covered = true
+			}
+		}
+		if covered {
+			continue
+		}
+		reported = append(reported, name)
+		if last := k[len(k)-1]; last == "password" || last == "passwd" {
+			errs = append(errs, fmt.Errorf("%s: %w; %s", name, ErrInlinePassword, passwordHelp))
+			continue
+		}
+		errs = append(errs, unknownKey(name))
+	}
+	return errors.Join(errs...)
+}
+
+// DefaultBase returns the base image filter of a platform: the publisher's
+// account and the name pattern of the current release (Debian 12, Ubuntu
+// 24.04 LTS, both amd64), or "", "" for an unknown platform.
+func DefaultBase(platform string) (owner, namePattern string) {
+	switch platform {
+	case scripts.Debian:
+		return DebianOwner, "debian-12-amd64-*"
+	case scripts.Ubuntu:
+		return CanonicalOwner, "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
+	}
+	return "", ""
+}
+
+// EffectiveBase returns the base image filter with the platform's defaults
+// filled in for an empty BaseOwner or BaseName. It is meaningless when
+// BaseAMI is set.
+func (i Image) EffectiveBase() (owner, namePattern string) {
+	owner, namePattern = DefaultBase(i.Platform)
+	if i.BaseOwner != "" {
+		owner = i.BaseOwner
+	}
+	if i.BaseName != "" {
+		namePattern = i.BaseName
+	}
+	return owner, namePattern
+}
+
+// EffectiveSSHUser returns SSHUser, or the platform's default login user
+// when it is empty.
+func (i Image) EffectiveSSHUser() string {
+	if i.SSHUser != "" {
+		return i.SSHUser
+	}
+	return scripts.DefaultUser(i.Platform)
+}
+
+// DefaultHostInfo renders the info/host text used when worker.host_info is
+// empty, from the base image's OS (PRETTY_NAME of /etc/os-release, e.g.
+// "Debian GNU/Linux 12 (bookworm)") and the instance type:
+//
+//	Debian GNU/Linux 12 (bookworm) on an AWS EC2 t3.large (latent worker)
+//
+// Control characters in osName become spaces and it is cut to 200
+// characters; an empty osName reads "Linux". The result always passes
+// scripts.Worker.Validate when instanceType is valid.
+func DefaultHostInfo(osName, instanceType string) string {
+	osName = strings.Join(strings.FieldsFunc(osName, func(r rune) bool {
+		return unicode.IsSpace(r) || !unicode.IsPrint(r)
+	}), " ")
+	if r := []rune(osName); len(r) > 200 {
+		osName = strings.TrimSpace(string(r[:200]))
+	}
+	if osName == "" {
+		osName = "Linux"
+	}
+	return osName + " on an AWS EC2 " + instanceType + " (latent worker)"
+}
+
+// ScriptWorker returns the worker that package scripts renders and checks:
+// the [worker] fields, with info/host from DefaultHostInfo(osName,
+// aws.instance_type) when worker.host_info is empty.
+func (c *Config) ScriptWorker(osName string) scripts.Worker {
+	host := c.Worker.HostInfo
+	if host == "" {
+		host = DefaultHostInfo(osName, c.AWS.InstanceType)
+	}
+	return scripts.Worker{
+		Name:       c.Worker.Name,
+		Master:     c.Worker.Master,
+		AdminName:  c.Worker.AdminName,
+		AdminEmail: c.Worker.AdminEmail,
+		HostInfo:   host,
+	}
+}

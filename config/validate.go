@@ -1,0 +1,314 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/latentworker/latentworker/scripts"
+)
+
+// FieldError reports one key that Validate rejected.
+type FieldError struct {
+	Key    string // the config key, e.g. "aws.instance_type" or "aws.tags.team"
+	Value  string // the rejected value (never a secret)
+	Origin string // " (from $LATENTWORKER_REGION)" or " (from --region)"; "" for the file or a default
+	Rule   string // what the key allows
+	Err    error  // the underlying error, if any
+}
+
+// Error reads `key = "value" (origin): rule`.
+func (e *FieldError) Error() string {
+	v := e.Value
+	if utf8.RuneCountInString(v) > 80 {
+		v = string([]rune(v)[:80]) + "..."
+	}
+	return fmt.Sprintf("%s = %q%s: %s", e.Key, v, e.Origin, e.Rule)
+}
+
+// Unwrap returns the underlying error.
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Limits Validate applies.
+const (
+	// MaxTags is the number of extra tags allowed: AWS allows 50 per
+	// resource and latentworker sets its own.
+	MaxTags          = 40
+	maxTagKeyLen     = 128
+	maxTagValueLen   = 256
+	maxNamePrefixLen = 32
+	maxBaseNameLen   = 128
+)
+
+// ReservedTagPrefix starts the tag keys latentworker sets itself; extra tags
+// may not use it (nor AWS's "aws:").
+const ReservedTagPrefix = "latentworker:"
+
+var (
+	regionRE       = regexp.MustCompile(`^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$`)
+	instanceTypeRE = regexp.MustCompile(`^[a-z][a-z0-9]*(-[a-z0-9]+)*\.[a-z0-9]+(-[a-z0-9]+)*$`)
+	amiRE          = regexp.MustCompile(`^ami-([0-9a-f]{8}|[0-9a-f]{17})$`)
+	subnetRE       = regexp.MustCompile(`^subnet-([0-9a-f]{8}|[0-9a-f]{17})$`)
+	ownerRE        = regexp.MustCompile(`^([0-9]{12}|amazon|aws-marketplace|self)$`)
+	envNameRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	userRE         = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	namePrefixRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
+	// AMI names allow letters, digits, ( ) [ ] space . / - ' @ _; a
+	// pattern adds the * and ? wildcards.
+	baseNameRE = regexp.MustCompile(`^[A-Za-z0-9()\[\] ./'@_*?-]+$`)
+)
+
+// workerKeys maps scripts.FieldError fields to config keys.
+var workerKeys = map[string]string{
+	"Name":       "worker.name",
+	"Master":     "worker.master",
+	"AdminName":  "worker.admin_name",
+	"AdminEmail": "worker.admin_email",
+	"HostInfo":   "worker.host_info",
+}
+
+// Validate checks every key and returns nil or the errors.Join of one
+// *FieldError per problem, each naming its key and what the key allows. It
+// reads the local files the configuration names (the password file's mode,
+// not its content; the extra scripts) and makes no network call. The rules:
+//   - worker.*: those of scripts.Worker.Validate; host_info may be empty
+//   - worker.password_env: empty or an environment variable name
+//   - worker.password_file: empty, or a readable regular file of mode 0600
+//     or stricter
+//   - aws.region: empty or a region name such as us-east-1
+//   - aws.instance_type: family.size, such as t3.large
+//   - aws.subnet_id: empty or subnet- and 8 or 17 hex digits
+//   - aws.ssh_cidr: empty or an IPv4 or IPv6 prefix in canonical form, not /0
+//   - aws.tags: at most MaxTags; keys 1-128 characters, values up to 256,
+//     letters, digits, spaces and _ . : / = + - @; no "aws:" or
+//     ReservedTagPrefix key
+//   - image.platform: one of scripts.Platforms()
+//   - image.base_ami: empty or ami- and 8 or 17 hex digits; not together
+//     with image.base_owner or image.base_name
+//   - image.base_owner: empty, a 12-digit account ID, amazon,
+//     aws-marketplace or self
+//   - image.base_name: empty or an AMI name pattern, 1-128 characters
+//   - image.root_volume_gib: MinRootVolumeGiB to MaxRootVolumeGiB
+//   - image.ssh_user: empty or a Linux user name
+//   - image.extra_scripts: each a readable regular file
+//   - image.name_prefix: 1-32 letters, digits, '.', '_' or '-', starting
+//     and ending with a letter or digit
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, value, rule string, err error) {
+		o := c.origins[key]
+		if i := strings.Index(key, "["); i >= 0 {
+			o = c.origins[key[:i]]
+		}
+		if strings.HasPrefix(key, "aws.tags.") {
+			o = c.origins["aws.tags"]
+		}
+		errs = append(errs, &FieldError{Key: key, Value: value, Origin: o.describe(), Rule: rule, Err: err})
+	}
+
+	// [worker]
+	w := c.ScriptWorker("")
+	if c.Worker.HostInfo == "" {
+		w.HostInfo = "generated" // checked when it is rendered
+	}
+	if err := w.Validate(); err != nil {
+		for _, e := range unjoin(err) {
+			var fe *scripts.FieldError
+			if errors.As(e, &fe) && workerKeys[fe.Field] != "" {
+				bad(workerKeys[fe.Field], fe.Value, fe.Rule, e)
+			} else {
+				errs = append(errs, fmt.Errorf("worker: %w", e))
+			}
+		}
+	}
+	if v := c.Worker.PasswordEnv; v != "" && !envNameRE.MatchString(v) {
+		bad("worker.password_env", v, "must be empty or an environment variable name (letters, digits and '_', not starting with a digit)", nil)
+	}
+	if v := c.Worker.PasswordFile; v != "" {
+		if err := checkPasswordFile(v); err != nil {
+			bad("worker.password_file", v, fileRule(err), err)
+		}
+	}
+
+	// [aws]
+	if v := c.AWS.Region; v != "" && !regionRE.MatchString(v) {
+		bad("aws.region", v, "must be empty (the SDK's region) or a region name such as us-east-1 or eu-west-3", nil)
+	}
+	if v := c.AWS.InstanceType; !instanceTypeRE.MatchString(v) {
+		bad("aws.instance_type", v, "must be an instance type, family.size, such as t3.large or m7i-flex.xlarge", nil)
+	}
+	if v := c.AWS.SubnetID; v != "" && !subnetRE.MatchString(v) {
+		bad("aws.subnet_id", v, "must be empty (the default VPC) or a subnet ID: subnet- and 8 or 17 hex digits", nil)
+	}
+	if v := c.AWS.SSHCIDR; v != "" {
+		if rule := checkCIDR(v); rule != "" {
+			bad("aws.ssh_cidr", v, rule, nil)
+		}
+	}
+	if n := len(c.AWS.Tags); n > MaxTags {
+		bad("aws.tags", strconv.Itoa(n)+" tags", fmt.Sprintf("at most %d extra tags (AWS allows 50 per resource and latentworker sets its own)", MaxTags), nil)
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.AWS.Tags)) {
+		key := toml.Key{"aws", "tags", k}.String()
+		if rule := checkTagKey(k); rule != "" {
+			bad(key, k, "tag key "+rule, nil)
+		}
+		if rule := checkTagValue(c.AWS.Tags[k]); rule != "" {
+			bad(key, c.AWS.Tags[k], "tag value "+rule, nil)
+		}
+	}
+
+	// [image]
+	if v := c.Image.Platform; !slices.Contains(scripts.Platforms(), v) {
+		bad("image.platform", v, "must be one of "+strings.Join(scripts.Platforms(), ", "), nil)
+	}
+	if v := c.Image.BaseAMI; v != "" {
+		if !amiRE.MatchString(v) {
+			bad("image.base_ami", v, "must be empty (use the filter) or an AMI ID: ami- and 8 or 17 hex digits", nil)
+		}
+		if c.Image.BaseOwner != "" || c.Image.BaseName != "" {
+			bad("image.base_ami", v, "set either image.base_ami or the filter image.base_owner/image.base_name, not both", nil)
+		}
+	}
+	if v := c.Image.BaseOwner; v != "" && !ownerRE.MatchString(v) {
+		bad("image.base_owner", v, "must be empty (the platform's publisher), a 12-digit account ID, amazon, aws-marketplace or self", nil)
+	}
+	if v := c.Image.BaseName; v != "" && (len(v) > maxBaseNameLen || !baseNameRE.MatchString(v)) {
+		bad("image.base_name", v, fmt.Sprintf("must be empty (the platform's default) or an AMI name pattern of 1-%d letters, digits, spaces, ( ) [ ] . / ' @ _ - and the wildcards * and ?", maxBaseNameLen), nil)
+	}
+	if v := c.Image.RootVolumeGiB; v < MinRootVolumeGiB || v > MaxRootVolumeGiB {
+		bad("image.root_volume_gib", strconv.Itoa(v), fmt.Sprintf("must be %d to %d (GiB; the buildbot guide asks for 30 GB of free disk)", MinRootVolumeGiB, MaxRootVolumeGiB), nil)
+	}
+	if v := c.Image.SSHUser; v != "" && !userRE.MatchString(v) {
+		bad("image.ssh_user", v, "must be empty (the platform's default user) or a Linux user name: lower-case letters, digits, '_' and '-', up to 32", nil)
+	}
+	for i, p := range c.Image.ExtraScripts {
+		if err := checkReadableFile(p); err != nil {
+			bad(fmt.Sprintf("image.extra_scripts[%d]", i), p, fileRule(err), err)
+		}
+	}
+	if v := c.Image.NamePrefix; len(v) > maxNamePrefixLen || !namePrefixRE.MatchString(v) {
+		bad("image.name_prefix", v, fmt.Sprintf("must be 1-%d letters, digits, '.', '_' or '-', starting and ending with a letter or digit", maxNamePrefixLen), nil)
+	}
+	return errors.Join(errs...)
+}
+
+// unjoin returns the errors an errors.Join combined, or err alone.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// checkCIDR returns "" or what is wrong with an SSH source prefix.
+func checkCIDR(s string) string {
+	p, err := netip.ParsePrefix(s)
+	switch {
+	case err != nil:
+		return "must be empty (your public address/32) or an address prefix such as 203.0.113.7/32 or 2001:db8::/48"
+	case p.Addr().Zone() != "" || p.Addr().Is4In6():
+		return "must be a plain IPv4 or IPv6 prefix"
+	case p.Masked() != p:
+		return fmt.Sprintf("has host bits set; the prefix is %s", p.Masked())
+	case p.Bits() == 0:
+		return "would open SSH to the whole internet; name your own network"
+	}
+	return ""
+}
+
+// tagChar reports whether AWS allows r in tag keys and values everywhere.
+func tagChar(r rune) bool {
+	return unicode.IsLetter(r) || unicode.IsDigit(r) || r == ' ' || strings.ContainsRune("_.:/=+-@", r)
+}
+
+func checkTagKey(k string) string {
+	n := utf8.RuneCountInString(k)
+	switch {
+	case n < 1 || n > maxTagKeyLen:
+		return fmt.Sprintf("must be 1-%d characters", maxTagKeyLen)
+	case strings.HasPrefix(strings.ToLower(k), "aws:"):
+		return "must not start with aws: (reserved by AWS)"
+	case strings.HasPrefix(strings.ToLower(k), ReservedTagPrefix):
+		return "must not start with " + ReservedTagPrefix + " (latentworker's own tags)"
+	case strings.IndexFunc(k, func(r rune) bool { return !tagChar(r) }) >= 0:
+		return "must be letters, digits, spaces and _ . : / = + - @"
+	}
+	return ""
+}
+
+func checkTagValue(v string) string {
+	switch {
+	case utf8.RuneCountInString(v) > maxTagValueLen:
+		return fmt.Sprintf("must be at most %d characters", maxTagValueLen)
+	case strings.IndexFunc(v, func(r rune) bool { return !tagChar(r) }) >= 0:
+		return "must be letters, digits, spaces and _ . : / = + - @"
+	}
+	return ""
+}
+
+// ErrPasswordFileMode is returned (wrapped) for a password file that group
+// or others may access.
+var ErrPasswordFileMode = errors.New("password file must be mode 0600 or stricter")
+
+// checkPasswordFile checks that the password file is a regular file that
+// only its owner may access, and that it can be opened. It does not read it.
+func checkPasswordFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return errors.New("must be a regular file")
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%w: it is %04o (chmod 600 %s)", ErrPasswordFileMode, perm, path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// checkReadableFile checks that path is a regular file that can be opened.
+func checkReadableFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return errors.New("must be a regular file")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// fileRule words a file check's error without repeating the path, which
+// the FieldError already shows.
+func fileRule(err error) string {
+	var pe *fs.PathError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "does not exist (paths in the file are relative to the file)"
+	case errors.Is(err, fs.ErrPermission):
+		return "cannot be read: permission denied"
+	case errors.As(err, &pe):
+		return "cannot be read: " + pe.Err.Error()
+	}
+	return err.Error()
+}

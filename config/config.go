@@ -185,6 +185,9 @@ func Load(path string) (*Config, error) {
 	if c.AWS.Tags == nil {
 		c.AWS.Tags = map[string]string{}
 	}
+	if len(c.Image.ExtraScripts) == 0 {
+		c.Image.ExtraScripts = nil
+	}
 	dir, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("load config %s: %w", path, err)

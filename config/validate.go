@@ -206,6 +206,9 @@ func (c *Config) Validate() error {
 
 // unjoin returns the errors an errors.Join combined, or err alone.
 func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		return j.Unwrap()
 	}

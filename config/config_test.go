@@ -149,6 +149,7 @@ cpython_build_deps = true
 			}},
 		{desc: "unknown key suggests", file: "[worker]\nnmae = \"w\"\n", errs: []string{`unknown key "worker.nmae"`, `did you mean "worker.name"`}},
 		{desc: "key in wrong section", file: "[aws]\nplatform = \"debian\"\n", errs: []string{`"aws.platform"`, `did you mean "image.platform"`}},
+		{desc: "misspelt table", file: "[imagee]\nplatform = \"debian\"\n", errs: []string{`unknown key "imagee" (did you mean "image"?)`}},
 		{desc: "unknown table once", file: "[extras]\na = 1\nb = 2\n", errs: []string{`unknown key "extras"`}, noValue: "extras.a"},
 		{desc: "unknown top-level", file: "region = \"us-east-1\"\n", errs: []string{`unknown key "region"`, `"aws.region"`}},
 		{desc: "several unknown", file: "[aws]\nregoin = \"x\"\n[image]\nbase = \"y\"\n", errs: []string{`"aws.regoin"`, `"image.base"`}},

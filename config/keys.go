@@ -29,7 +29,7 @@ type Key struct {
 	Kind     Kind   // type of the value
 	Env      string // environment variable that overrides it, "" if none
 	Flag     string // command-line flag name without dashes, "" if none
-	Default  string // the default as text; "" when there is none
+	Default  string // the default as text; "" when none, "per platform" when image.platform decides
 	Required bool   // must be set: no default
 	Help     string // one sentence
 }
@@ -325,14 +325,14 @@ func parsePairs(s string) (map[string]string, error) {
 // known key when one is close.
 func unknownKey(name string) error {
 	best, bestDist := "", 3
-	for _, d := range keyTable {
-		dist := editDistance(name, d.Name)
+	for _, known := range append([]string{"worker", "aws", "image"}, keyNames()...) {
+		dist := editDistance(name, known)
 		// The right key in the wrong section: "aws.platform".
-		if name[strings.LastIndexByte(name, '.')+1:] == d.Name[strings.LastIndexByte(d.Name, '.')+1:] {
+		if strings.Contains(known, ".") && name[strings.LastIndexByte(name, '.')+1:] == known[strings.LastIndexByte(known, '.')+1:] {
 			dist = min(dist, 1)
 		}
 		if dist < bestDist {
-			best, bestDist = d.Name, dist
+			best, bestDist = known, dist
 		}
 	}
 	if best != "" {

@@ -162,7 +162,9 @@ func TestSet(t *testing.T) {
 		{"filter drops file ami", [][2]string{{"image.base_name", "x-*"}},
 			func(c *Config) bool { return c.Image.BaseAMI == "" && c.Image.BaseName == "x-*" }, ""},
 		{"same layer keeps both", [][2]string{{"image.base_owner", "self"}, {"image.base_ami", "ami-12345678"}},
-			func(c *Config) bool { return c.Image.BaseAMI == "ami-12345678" && c.Image.BaseOwner == "self" && c.Image.BaseName == "" }, ""},
+			func(c *Config) bool {
+				return c.Image.BaseAMI == "ami-12345678" && c.Image.BaseOwner == "self" && c.Image.BaseName == ""
+			}, ""},
 		{"unknown", [][2]string{{"aws.regin", "x"}}, nil, `unknown key "aws.regin" (did you mean "aws.region"?)`},
 		{"password", [][2]string{{"worker.password", "hunter2"}}, nil, "worker.password: the worker password is never kept in the config file or given as a flag value"},
 		{"bad int", [][2]string{{"image.root_volume_gib", "3O"}}, nil, `image.root_volume_gib = "3O": must be a whole number`},

@@ -62,6 +62,12 @@ func TestSecretNeverPrints(t *testing.T) {
 	if strings.Contains(buf.String(), pw) {
 		t.Errorf("slog output %q contains the secret", buf.String())
 	}
+	if s.String() != "(redacted)" || s.GoString() != "(redacted)" {
+		t.Errorf("String() = %q, GoString() = %q; want (redacted)", s.String(), s.GoString())
+	}
+	if b, err := s.MarshalText(); err != nil || string(b) != "(redacted)" {
+		t.Errorf("MarshalText() = %q, %v; want (redacted)", b, err)
+	}
 	var zero Secret
 	if !zero.IsZero() || zero.Reveal() != "" || fmt.Sprint(zero) != "(redacted)" {
 		t.Errorf("zero Secret: IsZero %v, Reveal %q, prints %q", zero.IsZero(), zero.Reveal(), fmt.Sprint(zero))

@@ -328,9 +328,12 @@ func (e *ExitError) Error() string {
 // sshd's logs and in errors. Anything secret must be passed on stdin.
 //
 // A non-zero exit returns an *ExitError with the status and the last lines
-// of stderr. When ctx ends first, the remote command is sent SIGTERM, the
-// session is closed and Run returns ctx's cause; a command that ignores
-// both may go on running on the machine.
+// of stderr. When ctx ends first, Run sends the command SIGTERM, closes the
+// session and returns ctx's cause at once. OpenSSH delivers the signal only
+// for a non-root login (it needs privilege separation; sudo passes it on);
+// either way the command's stdout and stderr are closed, so a command that
+// reports progress dies at its next write. One that is silent and ignores
+// SIGTERM may go on running on the machine.
 func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
 	sess, err := c.ssh.NewSession()
 	if err != nil {
@@ -352,12 +355,11 @@ func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 	select {
 	case err = <-done:
 	case <-ctx.Done():
+		// sshd honours the signal only with privilege separation, that
+		// is for a non-root login; closing the channel closes the
+		// command's pipes, so it ends at its next write at the latest.
 		_ = sess.Signal(ssh.SIGTERM)
 		sess.Close()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-		}
 		return fmt.Errorf("run %q on %s: %w", cmd, c.addr, context.Cause(ctx))
 	}
 	var ee *ssh.ExitError

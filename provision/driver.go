@@ -138,7 +138,7 @@ func (d *Driver) BuildDeps(ctx context.Context, c *Client) error {
 // scripts, with empty stdin: it never receives the worker password. name
 // identifies it in the temporary file name and in errors.
 func (d *Driver) RunScript(ctx context.Context, c *Client, name string, content []byte) error {
-	return d.run(ctx, c, name, content, "", d.Progress)
+	return d.run(ctx, c, name, content, "", nil)
 }
 
 // run uploads script, runs it as root with secret (if any) as the first

@@ -1,0 +1,244 @@
+package provision
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/latentworker/latentworker/scripts"
+)
+
+// testPassword is recognisable anywhere it could leak.
+const testPassword = "s3cret-Pw-7f3a9c 'quoted' $HOME"
+
+func testWorker() scripts.Worker {
+	return scripts.Worker{
+		Name:       "lw-provision-test-absent",
+		Master:     "buildbot-api.python.org:9020",
+		AdminName:  "Test Admin",
+		AdminEmail: "admin@example.com",
+		HostInfo:   "provision package test",
+	}
+}
+
+func TestDriverRunScript(t *testing.T) {
+	s := newSSHD(t)
+	s.start()
+	ctx := testContext(t)
+	c := s.dial(ctx)
+	var progress syncBuffer
+	d := &Driver{Platform: scripts.Debian, Progress: &progress}
+	script := []byte("#!/bin/sh\nset -eu\necho \"progress on stderr\" >&2\nprintf 'stdout line\\nno newline'\n")
+	if err := d.RunScript(ctx, c, "Extra Script #1", script); err != nil {
+		t.Fatalf("RunScript = %v", err)
+	}
+	for _, want := range []string{"progress on stderr\n", "stdout line\n", "no newline\n"} {
+		if !strings.Contains(progress.String(), want) {
+			t.Errorf("progress %q lacks %q", progress.String(), want)
+		}
+	}
+	assertNoScriptsLeft(t, "extra-script-1")
+
+	// A failing script: an *ExitError with its stderr, and still removed.
+	err := d.RunScript(ctx, c, "extra-script-1", []byte("echo 'no such package' >&2\nexit 7\n"))
+	var ee *ExitError
+	if !errors.As(err, &ee) || ee.Status != 7 || !strings.Contains(ee.Stderr, "no such package") {
+		t.Fatalf("failing RunScript = %v; want *ExitError status 7 with its stderr", err)
+	}
+	if !strings.Contains(err.Error(), "extra-script-1 script") || !strings.Contains(err.Error(), s.addr) {
+		t.Errorf("error %q does not name the script and the address", err)
+	}
+	assertNoScriptsLeft(t, "extra-script-1")
+}
+
+// assertNoScriptsLeft checks that no uploaded script called name remains
+// (sshd runs on this host, so the remote /tmp is ours).
+func assertNoScriptsLeft(t *testing.T, name string) {
+	t.Helper()
+	left, _ := filepath.Glob(scriptDir + "/latentworker-" + name + "-*.sh")
+	if len(left) > 0 {
+		t.Errorf("scripts left behind: %v", left)
+	}
+}
+
+// TestDriverPasswordNeverLeaks runs a hostile script that receives the
+// password, prints it on stdout and stderr, records the argv of every
+// process on the host while it runs, and fails.
+func TestDriverPasswordNeverLeaks(t *testing.T) {
+	s := newSSHD(t)
+	s.start()
+	ctx := testContext(t)
+	c := s.dial(ctx)
+	argv := filepath.Join(t.TempDir(), "argv")
+	script := `#!/bin/sh
+IFS= read -r pw
+for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' <"$f"; echo; done >` + shellQuote(argv) + ` 2>/dev/null
+echo "got: $pw"
+echo "error: password $pw rejected" >&2
+exit 3
+`
+	var progress syncBuffer
+	d := &Driver{Platform: scripts.Debian, Progress: &progress}
+	err := d.run(ctx, c, "leaky", []byte(script), testPassword, nil)
+	if err == nil {
+		t.Fatal("run(failing script) = nil; want an error")
+	}
+	if strings.Contains(err.Error(), testPassword) {
+		t.Errorf("error contains the password: %q", err)
+	}
+	var ee *ExitError
+	if !errors.As(err, &ee) || ee.Status != 3 {
+		t.Fatalf("run = %v; want an *ExitError with status 3", err)
+	}
+	if strings.Contains(ee.Stderr, testPassword) || !strings.Contains(ee.Stderr, "password [redacted] rejected") {
+		t.Errorf("ExitError.Stderr = %q; want the password redacted", ee.Stderr)
+	}
+	if p := progress.String(); strings.Contains(p, testPassword) || !strings.Contains(p, "got: [redacted]") {
+		t.Errorf("progress = %q; want the password redacted", p)
+	}
+	procs, rerr := os.ReadFile(argv)
+	if rerr != nil {
+		t.Fatalf("the script did not record the process list: %v", rerr)
+	}
+	if !strings.Contains(string(procs), "sh /tmp/latentworker-leaky-") {
+		t.Errorf("process list lacks the script itself; is it complete?\n%s", procs)
+	}
+	if strings.Contains(string(procs), testPassword) {
+		t.Errorf("the password is in a process's argv")
+	}
+	assertNoScriptsLeft(t, "leaky")
+}
+
+// TestDriverVerify runs the real Verify script against this host, which
+// has no such worker: the facts say so and the check fails, and the
+// password is nowhere in the error.
+func TestDriverVerify(t *testing.T) {
+	s := newSSHD(t)
+	s.start()
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skip("the Verify script needs /usr/bin/python3")
+	}
+	ctx := testContext(t)
+	c := s.dial(ctx)
+	var progress syncBuffer
+	d := &Driver{Platform: scripts.Debian, Progress: &progress}
+	facts, err := d.Verify(ctx, c, testWorker(), testPassword)
+	var mm *scripts.MismatchError
+	if !errors.As(err, &mm) {
+		t.Fatalf("Verify(absent worker) = %v; want a *scripts.MismatchError", err)
+	}
+	if facts.TacPresent != "no" || facts.WorkerDir != testWorker().WorkerDir() {
+		t.Errorf("Verify facts = %+v; want tac_present=no for %s", facts, testWorker().WorkerDir())
+	}
+	if strings.Contains(err.Error(), testPassword) || strings.Contains(progress.String(), testPassword) {
+		t.Errorf("the password leaked into the error or the progress")
+	}
+	assertNoScriptsLeft(t, "verify")
+}
+
+// TestDriverRebootRequired runs the real, read-only RebootRequired script
+// on this host: either answer is fine, an error is not.
+func TestDriverRebootRequired(t *testing.T) {
+	s := newSSHD(t)
+	s.start()
+	ctx := testContext(t)
+	c := s.dial(ctx)
+	var progress syncBuffer
+	d := &Driver{Platform: scripts.Ubuntu, Progress: &progress}
+	required, err := d.RebootRequired(ctx, c)
+	if err != nil {
+		t.Fatalf("RebootRequired = %v", err)
+	}
+	want := "latentworker: no reboot required\n"
+	if required {
+		want = "latentworker: reboot required:"
+	}
+	if !strings.Contains(progress.String(), want) {
+		t.Errorf("RebootRequired = %v but progress is %q", required, progress.String())
+	}
+}
+
+func TestDriverRefusesBadInput(t *testing.T) {
+	c := &Client{addr: "192.0.2.1:22", user: "admin"} // never reached
+	d := &Driver{Platform: scripts.Debian}
+	for _, pw := range []string{"", "two\nlines", "cr\r", "nul\x00"} {
+		if err := d.Setup(t.Context(), c, testWorker(), pw); !errors.Is(err, ErrInvalidPassword) {
+			t.Errorf("Setup(password %q) = %v; want ErrInvalidPassword", pw, err)
+		} else if pw != "" && strings.Contains(err.Error(), pw) {
+			t.Errorf("Setup error %q contains the password", err)
+		}
+		if _, err := d.Verify(t.Context(), c, testWorker(), pw); !errors.Is(err, ErrInvalidPassword) {
+			t.Errorf("Verify(password %q) = %v; want ErrInvalidPassword", pw, err)
+		}
+	}
+	other := &Driver{Platform: "windows"}
+	if err := other.Updates(t.Context(), c); !errors.Is(err, scripts.ErrUnknownPlatform) {
+		t.Errorf("Updates on platform windows = %v; want scripts.ErrUnknownPlatform", err)
+	}
+	if err := d.Generalize(t.Context(), c, "not a key"); !errors.Is(err, scripts.ErrInvalidKey) {
+		t.Errorf("Generalize(bad key) = %v; want scripts.ErrInvalidKey", err)
+	}
+}
+
+func TestScriptCommand(t *testing.T) {
+	tests := []struct{ user, path, want string }{
+		{"root", "/tmp/latentworker-setup-00.sh", "sh '/tmp/latentworker-setup-00.sh'"},
+		{"admin", "/tmp/latentworker-setup-00.sh", "sudo -n sh '/tmp/latentworker-setup-00.sh'"},
+		{"ubuntu", "/tmp/it's.sh", `sudo -n sh '/tmp/it'\''s.sh'`},
+	}
+	for _, tt := range tests {
+		if got := scriptCommand(tt.user, tt.path); got != tt.want {
+			t.Errorf("scriptCommand(%q, %q) = %q; want %q", tt.user, tt.path, got, tt.want)
+		}
+	}
+}
+
+func TestScriptPath(t *testing.T) {
+	tests := []struct{ name, label string }{
+		{"setup", "setup"},
+		{"Extra Script #1", "extra-script-1"},
+		{"../../etc/passwd", "etc-passwd"},
+		{"", "script"},
+		{"!!!", "script"},
+		{strings.Repeat("a", 100), strings.Repeat("a", 32)},
+	}
+	seen := map[string]bool{}
+	for _, tt := range tests {
+		p, err := scriptPath(tt.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		re := regexp.MustCompile(`^/tmp/latentworker-` + regexp.QuoteMeta(tt.label) + `-[0-9a-f]{24}\.sh$`)
+		if !re.MatchString(p) {
+			t.Errorf("scriptPath(%q) = %q; want /tmp/latentworker-%s-RANDOM.sh", tt.name, p, tt.label)
+		}
+		if seen[p] {
+			t.Errorf("scriptPath(%q) = %q twice", tt.name, p)
+		}
+		seen[p] = true
+	}
+}
+
+func TestLineWriter(t *testing.T) {
+	var out []string
+	w := &lineWriter{w: writerFunc(func(p []byte) (int, error) {
+		out = append(out, string(p))
+		return len(p), nil
+	}), secret: "hunter2"}
+	for _, chunk := range []string{"one\ntw", "o hun", "ter2\r\nthree", " and hunter2"} {
+		w.Write([]byte(chunk))
+	}
+	w.Flush()
+	want := []string{"one\n", "two [redacted]\n", "three and [redacted]\n"}
+	if strings.Join(out, "|") != strings.Join(want, "|") {
+		t.Errorf("lineWriter wrote %q; want %q", out, want)
+	}
+	(&lineWriter{}).Write([]byte("nil writer discards\n"))
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

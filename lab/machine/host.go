@@ -2,6 +2,7 @@ package machine
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,30 +13,75 @@ import (
 	"time"
 )
 
-// ProcessesRootedIn lists the host PIDs of processes whose root directory is
-// dir or below it: the processes of containers booted from there. It finds
-// them even when the systemd-nspawn that started them is gone.
+// ProcessesRootedIn lists the host PIDs of the processes of containers booted
+// from dir or below it, and of the systemd-nspawn processes that booted them.
+// A container process is recognised by its root mount: an overlay whose upper
+// directory is under dir (its /proc/PID/root reads "/" from the host, so the
+// link says nothing). It finds them even when the systemd-nspawn that started
+// them is gone.
 func ProcessesRootedIn(dir string) ([]int, error) {
 	dir = filepath.Clean(dir)
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
 	}
+	self := os.Getpid()
 	var pids []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+		if err != nil || pid == self {
 			continue
 		}
-		root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", pid))
-		if err != nil {
-			continue
-		}
-		if root == dir || strings.HasPrefix(root, dir+"/") {
+		if rootUnder(pid, dir) || nspawnUnder(pid, dir) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids, nil
+}
+
+// rootUnder reports whether pid's root is an overlay with its upper
+// directory under dir.
+func rootUnder(pid int, dir string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		// mount ID, parent, dev, root, mount point, ... " - " fstype source super-options
+		if len(f) < 5 || f[4] != "/" {
+			continue
+		}
+		_, after, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		for _, opt := range strings.Split(after, ",") {
+			if up, ok := strings.CutPrefix(opt, "upperdir="); ok {
+				up = unescapeMount(up)
+				if strings.HasPrefix(up, dir+"/") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// nspawnUnder reports whether pid is a systemd-nspawn booting a directory
+// under dir.
+func nspawnUnder(pid int, dir string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.Contains(b, []byte("systemd-nspawn")) {
+		return false
+	}
+	args := strings.Split(string(b), "\x00")
+	for i, a := range args {
+		if a == "-D" && i+1 < len(args) && strings.HasPrefix(filepath.Clean(args[i+1]), dir+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // KillRootedIn sends SIGKILL to every process rooted in dir and waits briefly

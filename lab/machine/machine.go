@@ -513,7 +513,7 @@ func (m *Machine) Reboot() error {
 // initPID finds the container's PID 1 as seen from the host: the process
 // whose root is the merged dir and whose innermost PID is 1.
 func (m *Machine) initPID() int {
-	pids, _ := ProcessesRootedIn(m.merged())
+	pids, _ := ProcessesRootedIn(m.spec.Dir)
 	for _, pid := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
@@ -560,7 +560,7 @@ func (m *Machine) Stop(ctx context.Context, timeout time.Duration) error {
 	case <-ctx.Done():
 	}
 	// Hard stop: kill the container's processes, then nspawn.
-	KillRootedIn(m.merged())
+	KillRootedIn(m.spec.Dir)
 	if cmd != nil && cmd.Process != nil {
 		_ = cmd.Process.Kill()
 	}

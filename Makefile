@@ -1,0 +1,42 @@
+# latentworker — make help lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+LAB := $(BIN)/latentlab
+# The lab keeps its state and base-image cache outside the repo.
+LATENTLAB_STATE ?= /var/lib/latentlab
+LATENTLAB_CACHE ?= /var/cache/latentlab
+export LATENTLAB_STATE LATENTLAB_CACHE
+
+.PHONY: help build test e2e demo lint check update-golden deps clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## build latentworker and latentlab into bin/
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+test: ## run every test (the lab tests need root and the packages .ci/run installs)
+	$(GO) test -count=1 -timeout 60m ./...
+
+e2e: ## run only the end-to-end tests in the lab
+	$(GO) test -count=1 -timeout 60m -run 'TestLab|TestDownAfterCrash|E2E' ./lab/... ./bake/...
+
+demo: build ## the main job in the lab: bring the lab up, launch the Debian AMI, log in, take the lab down
+	hack/demo.sh
+
+lint: ## gofmt, go vet and shellcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	shellcheck -s bash .ci/run .ci/install-deps hack/*.sh
+
+update-golden: ## rewrite golden files from the current output
+	$(GO) test ./... -run Golden -update
+
+check: lint test ## everything CI runs
+
+deps: ## install the Debian packages the lab and tests need (root)
+	bash .ci/install-deps
+
+clean: ## remove build output
+	rm -rf $(BIN)

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/latentworker/latentworker/config"
+)
+
+// Exit codes, one table for every command (sweep adds its own, see its help).
+const (
+	exitOK          = 0
+	exitFailure     = 1
+	exitBadInput    = 2
+	exitInterrupted = 130
+)
+
+const exitCodesHelp = `Exit codes:
+  0    success
+  1    failure (what was left behind, if anything, is printed with the command that removes it)
+  2    bad input: a flag, the config file, or a value in it (the message names the field)
+  130  interrupted (Ctrl-C or SIGTERM), after cleaning up`
+
+// errBadInput marks errors the user fixes by changing input.
+var errBadInput = errors.New("bad input")
+
+type badInput struct{ err error }
+
+func (e badInput) Error() string { return e.err.Error() }
+func (e badInput) Unwrap() []error { return []error{e.err, errBadInput} }
+
+// report prints err for a human and returns the exit code.
+func report(w io.Writer, err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(w, "latentworker: interrupted")
+		return exitInterrupted
+	case errors.Is(err, errBadInput):
+		fmt.Fprintln(w, "latentworker:", err)
+		return exitBadInput
+	default:
+		fmt.Fprintln(w, "latentworker:", err)
+		return exitFailure
+	}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "latentworker",
+		Short: "Bake buildbot latent-worker AMIs, hand them off, sweep zombies",
+		Long: `latentworker turns a base EC2 AMI into a ready buildbot latent-worker image,
+hands the buildmaster admins what they need to launch it, and sweeps up
+instances a master failed to shut down.
+
+It talks to AWS through the SDK's default chain (profiles, SSO, environment,
+AWS_ENDPOINT_URL). Start with 'latentworker init'.
+
+` + exitCodesHelp,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput{err} })
+	root.AddCommand(newInit(), newValidate())
+	return root
+}
+
+// configFlags binds the config file flag and one flag per config key (from
+// config.Keys, the table the file and the environment use too).
+type configFlags struct {
+	path  string
+	flags *pflag.FlagSet
+}
+
+func addConfigFlags(cmd *cobra.Command) *configFlags {
+	cf := &configFlags{flags: cmd.Flags()}
+	cmd.Flags().StringVarP(&cf.path, "config", "c", config.DefaultFile, "config file (TOML)")
+	for _, k := range config.Keys() {
+		if k.Flag == "" {
+			continue
+		}
+		help := k.Help + " (" + k.Name
+		if k.Env != "" {
+			help += ", $" + k.Env
+		}
+		help += ")"
+		switch k.Kind {
+		case config.KindList, config.KindTable:
+			cmd.Flags().StringArray(k.Flag, nil, help)
+		default:
+			cmd.Flags().String(k.Flag, "", help)
+		}
+	}
+	return cf
+}
+
+// load reads the file, then the environment, then the flags that were set.
+func (cf *configFlags) load() (*config.Config, error) {
+	var cfg *config.Config
+	if _, err := os.Stat(cf.path); err == nil {
+		if cfg, err = config.Load(cf.path); err != nil {
+			return nil, badInput{err}
+		}
+	} else if cf.flags.Changed("config") {
+		return nil, badInput{fmt.Errorf("config file %s: %w (write a starter with 'latentworker init')", cf.path, err)}
+	} else {
+		cfg = config.Default()
+	}
+	if err := cfg.ApplyEnv(os.Getenv); err != nil {
+		return nil, badInput{err}
+	}
+	for _, k := range config.Keys() {
+		if k.Flag == "" || !cf.flags.Changed(k.Flag) {
+			continue
+		}
+		var values []string
+		switch k.Kind {
+		case config.KindList, config.KindTable:
+			values, _ = cf.flags.GetStringArray(k.Flag)
+		default:
+			v, _ := cf.flags.GetString(k.Flag)
+			values = []string{v}
+		}
+		for _, v := range values {
+			if err := cfg.Set(k.Name, v); err != nil {
+				return nil, badInput{fmt.Errorf("--%s: %w", k.Flag, err)}
+			}
+		}
+	}
+	return cfg, nil
+}

@@ -32,7 +32,7 @@ var errBadInput = errors.New("bad input")
 
 type badInput struct{ err error }
 
-func (e badInput) Error() string { return e.err.Error() }
+func (e badInput) Error() string   { return e.err.Error() }
 func (e badInput) Unwrap() []error { return []error{e.err, errBadInput} }
 
 // report prints err for a human and returns the exit code.

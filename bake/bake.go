@@ -1,0 +1,152 @@
+package bake
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/latentworker/latentworker/fleet"
+)
+
+// Manifest describes a baked AMI. It never holds a secret.
+type Manifest struct {
+	ImageID      string    `json:"image_id"`
+	ImageName    string    `json:"image_name"`
+	Region       string    `json:"region"`
+	SnapshotIDs  []string  `json:"snapshot_ids"`
+	SourceAMI    string    `json:"source_ami"`
+	SourceName   string    `json:"source_name"`
+	FromPrevious bool      `json:"from_previous"`
+	Replaces     string    `json:"replaces,omitempty"`
+	Worker       string    `json:"worker"`
+	Master       string    `json:"master"`
+	RunID        string    `json:"run_id"`
+	Creator      string    `json:"creator"`
+	Builder      string    `json:"builder_instance,omitempty"` // "" when terminated
+	Verified     bool      `json:"verified"`
+	Created      time.Time `json:"created"`
+	Timings      []Timing  `json:"timings"`
+}
+
+// Result is what a run produced.
+type Result struct {
+	Manifest Manifest
+	// Leftovers are resources the run did not remove: kept on purpose
+	// (the builder on failure with KeepOnFailure) or whose undo failed.
+	Leftovers []Leftover
+	// State is the run's final state.
+	State *State
+}
+
+func (s *State) manifest() Manifest {
+	m := Manifest{
+		ImageID: s.ImageID, ImageName: s.ImageName, Region: s.Region, SnapshotIDs: s.SnapshotIDs,
+		SourceAMI: s.BaseAMI, SourceName: s.BaseName, FromPrevious: s.opts.FromPrevious, Replaces: s.Replaces,
+		Worker: s.opts.Config.Worker.Name, Master: s.opts.Config.Worker.Master, RunID: s.RunID,
+		Creator: s.CallerARN, Verified: !s.opts.NoVerify, Created: s.now().UTC(), Timings: s.Timings,
+	}
+	if !s.opts.TerminateBuilder {
+		m.Builder = s.InstanceID
+	}
+	return m
+}
+
+func writeManifest(_ context.Context, s *State) error {
+	if s.opts.ManifestPath == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(s.manifest(), "", "  ")
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	if err := os.WriteFile(s.opts.ManifestPath, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing manifest: %w", err)
+	}
+	return nil
+}
+
+// Run bakes an AMI. It runs the steps in order, then unwinds the undo stack
+// on a detached context bounded by Timeouts.Unwind, whatever happened:
+// temporary resources are removed; on failure or cancel the image and its
+// snapshots are removed too, and the builder unless KeepOnFailure; on
+// success the builder is left stopped unless TerminateBuilder.
+//
+// On error the Result still lists what was left. The error wraps the step's
+// error (ctx's cause on cancel) and, when undo failed, a *LeftoverError
+// naming each resource and the command that removes it.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	if opts.Config == nil || opts.EC2 == nil || opts.STS == nil {
+		return nil, errors.New("bake: Options.Config, EC2 and STS are required")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxReboots <= 0 {
+		opts.MaxReboots = 3
+	}
+	if opts.Expiry <= 0 {
+		opts.Expiry = 24 * time.Hour
+	}
+	opts.Timeouts = opts.Timeouts.withDefaults()
+	steps := opts.Steps
+	if steps == nil {
+		steps = Steps()
+	}
+	s := &State{RunID: opts.RunID, Region: opts.Region, opts: opts}
+	if s.RunID == "" {
+		s.RunID = fleet.NewRunID()
+	}
+	s.labels = fleet.Labels{
+		RunID: s.RunID, Worker: opts.Config.Worker.Name,
+		Expires: opts.Now().Add(opts.Expiry), Extra: opts.Config.AWS.Tags,
+	}
+
+	var runErr error
+	for _, st := range steps {
+		if err := context.Cause(ctx); err != nil {
+			runErr = fmt.Errorf("cancelled before step %s: %w", st.Name, err)
+			break
+		}
+		s.emit(Event{Type: EventStepStarted, Step: st.Name})
+		start := time.Now()
+		err := st.Run(ctx, s)
+		elapsed := time.Since(start)
+		s.Timings = append(s.Timings, Timing{Step: st.Name, Elapsed: elapsed})
+		s.emit(Event{Type: EventStepFinished, Step: st.Name, Elapsed: elapsed, Err: errString(err)})
+		if err != nil {
+			if ctx.Err() != nil && !errors.Is(err, context.Canceled) {
+				err = fmt.Errorf("%w (%w)", err, context.Cause(ctx))
+			}
+			runErr = fmt.Errorf("step %s: %w", st.Name, err)
+			break
+		}
+	}
+	s.closeClient()
+
+	ok := runErr == nil
+	keep := func(k Kind) bool {
+		switch k {
+		case KindImage:
+			return ok
+		case KindBuilder:
+			if ok {
+				return !opts.TerminateBuilder
+			}
+			return opts.KeepOnFailure
+		}
+		return false
+	}
+	left, undoErr := s.undo.unwind(ctx, opts.Timeouts.Unwind, keep)
+	res := &Result{Manifest: s.manifest(), State: s}
+	for _, l := range left {
+		if ok && l.Kept && l.ID == s.ImageID {
+			continue // the product
+		}
+		res.Leftovers = append(res.Leftovers, l)
+		s.emit(Event{Type: EventLeftover, Leftover: &l})
+	}
+	return res, errors.Join(runErr, undoErr)
+}

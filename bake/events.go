@@ -1,0 +1,39 @@
+package bake
+
+import "time"
+
+// EventType names an Event.
+type EventType string
+
+// Event types.
+const (
+	EventStepStarted  EventType = "step_started"
+	EventStepFinished EventType = "step_finished" // Err set when the step failed
+	EventProgress     EventType = "progress"      // Percent is -1 when unknown
+	EventWarning      EventType = "warning"
+	EventLeftover     EventType = "leftover" // Leftover set
+	EventUndo         EventType = "undo"     // a resource removed during unwind
+)
+
+// Event is one thing a run reports. It never carries a secret.
+type Event struct {
+	Type     EventType     `json:"type"`
+	Step     string        `json:"step,omitempty"`
+	Elapsed  time.Duration `json:"elapsed_ns,omitempty"`
+	Percent  int           `json:"percent,omitempty"`
+	Message  string        `json:"message,omitempty"`
+	Err      string        `json:"error,omitempty"`
+	Leftover *Leftover     `json:"leftover,omitempty"`
+}
+
+// Events receives a run's events, in order, from the goroutine that called
+// Run. The CLI renders them as text on stderr or as JSON lines.
+type Events interface {
+	Event(Event)
+}
+
+// EventsFunc adapts a function to Events.
+type EventsFunc func(Event)
+
+// Event calls f.
+func (f EventsFunc) Event(e Event) { f(e) }

@@ -1,0 +1,68 @@
+package bake
+
+import (
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/latentworker/latentworker/fleet"
+	"github.com/latentworker/latentworker/provision"
+	"github.com/latentworker/latentworker/scripts"
+)
+
+// State is what a run knows, field by field; each step reads what earlier
+// steps set and sets its own. It holds the temporary private key only as an
+// in-memory signer and never holds the password.
+type State struct {
+	RunID     string
+	Region    string
+	CallerARN string
+	// SSHCIDR is who may reach the builder over SSH.
+	SSHCIDR string
+
+	// BaseAMI is the image the builder starts from; BaseName its name.
+	BaseAMI, BaseName string
+	// Replaces is the newest AMI this tool baked before for the worker, or "".
+	Replaces string
+	// RootDevice is the base image's root device name.
+	RootDevice string
+	// OSName is the PRETTY_NAME of the base image's /etc/os-release.
+	OSName string
+	// Worker is what the scripts render and check.
+	Worker scripts.Worker
+
+	KeyName, KeyPairID string
+	// Signer is the temporary key; the private key never leaves the process.
+	Signer ssh.Signer
+	// PublicKey is Signer's public key as an authorized_keys line.
+	PublicKey string
+
+	SecurityGroupID string
+
+	InstanceID   string
+	InstanceAddr string // public IP
+	HostKeys     provision.HostKeys
+	// TOFU is set when the console showed no host keys.
+	TOFU bool
+
+	ImageID     string
+	ImageName   string
+	SnapshotIDs []string
+
+	// Timings holds each finished step's duration, in order.
+	Timings []Timing
+
+	opts        Options
+	labels      fleet.Labels
+	undo        undoStack
+	client      *provision.Client
+	hostKey     ssh.HostKeyCallback
+	builder     *undoItem
+	targetAlgos []string
+}
+
+// Timing is how long one step took.
+type Timing struct {
+	Step    string        `json:"step"`
+	Elapsed time.Duration `json:"elapsed_ns"`
+}

@@ -117,8 +117,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		s.Timings = append(s.Timings, Timing{Step: st.Name, Elapsed: elapsed})
 		s.emit(Event{Type: EventStepFinished, Step: st.Name, Elapsed: elapsed, Err: errString(err)})
 		if err != nil {
-			if ctx.Err() != nil && !errors.Is(err, context.Canceled) {
-				err = fmt.Errorf("%w (%w)", err, context.Cause(ctx))
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+				err = fmt.Errorf("%w (%w)", err, cause)
 			}
 			runErr = fmt.Errorf("step %s: %w", st.Name, err)
 			break

@@ -71,7 +71,6 @@ func (t Timeouts) withDefaults() Timeouts {
 	def(&t.Verify, 5*time.Minute)
 	def(&t.Unwind, 10*time.Minute)
 	def(&t.Poll, 5*time.Second)
-	def(&t.Provision, 60*time.Minute)
 	return t
 }
 

@@ -44,16 +44,15 @@ var (
 
 // Timeouts bound the waits of a run. Zero fields take the defaults.
 type Timeouts struct {
-	Running   time.Duration // an instance reaching running (default 5m)
-	Console   time.Duration // the host keys appearing on the console (default 3m)
-	Connect   time.Duration // SSH reaching a booted instance (default 5m)
-	Reboot    time.Duration // one reboot (default 5m)
-	Stop      time.Duration // the builder stopping (default 10m)
-	Image     time.Duration // the image becoming available, in total (default 60m)
-	Verify    time.Duration // the worker service coming up on the throwaway (default 5m)
-	Unwind    time.Duration // the whole undo (default 10m)
-	Poll      time.Duration // between polls (default 5s)
-	Provision time.Duration // provisioning, updates and verification together (default 60m)
+	Running time.Duration // an instance reaching running (default 5m)
+	Console time.Duration // the host keys appearing on the console (default 3m)
+	Connect time.Duration // SSH reaching a booted instance (default 5m)
+	Reboot  time.Duration // one reboot (default 5m)
+	Stop    time.Duration // the builder stopping (default 10m)
+	Image   time.Duration // the image becoming available, in total (default 60m)
+	Verify  time.Duration // the worker service coming up on the throwaway (default 5m)
+	Unwind  time.Duration // the whole undo (default 10m)
+	Poll    time.Duration // between polls (default 5s)
 }
 
 func (t Timeouts) withDefaults() Timeouts {

@@ -158,10 +158,15 @@ func (d *Driver) run(ctx context.Context, c *Client, name string, script []byte,
 	if err := c.Upload(ctx, path, script, 0o700); err != nil {
 		return fmt.Errorf("%s script: %w", name, err)
 	}
-	progress := &lineWriter{w: d.Progress, secret: secret}
+	// One line buffer per stream, so that a partial line on one is never
+	// joined to a line of the other.
+	sink := &lockedWriter{w: d.Progress}
+	progress := &lineWriter{w: sink, secret: secret}
 	defer progress.Flush()
 	if stdout == nil {
-		stdout = progress
+		out := &lineWriter{w: sink, secret: secret}
+		defer out.Flush()
+		stdout = out
 	}
 	var stdin io.Reader
 	if secret != "" {
@@ -277,7 +282,7 @@ func (l *lineWriter) Flush() {
 }
 
 func (l *lineWriter) emit(line []byte) {
-	if l.w == nil {
+	if lw, ok := l.w.(*lockedWriter); l.w == nil || ok && lw.w == nil {
 		return
 	}
 	s := strings.TrimSuffix(string(line), "\r")
@@ -286,4 +291,16 @@ func (l *lineWriter) emit(line []byte) {
 	}
 	// Progress is best effort: a failing writer must not fail the script.
 	_, _ = io.WriteString(l.w, s+"\n")
+}
+
+// lockedWriter serialises writes from the stdout and stderr copiers.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -193,6 +193,17 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 				return nil, fmt.Errorf("start master: %w", err)
 			}
 		}
+		// A port given by the caller must be free now: twistd may report
+		// a failed listen only after the REST API already answers.
+		var given []int
+		for _, p := range []int{cfg.PBPort, cfg.WWWPort} {
+			if p != 0 {
+				given = append(given, p)
+			}
+		}
+		if err := portsFree(c.Host, given...); err != nil {
+			return nil, fmt.Errorf("start master: %w", err)
+		}
 		m, err := start(ctx, c, env)
 		if err == nil {
 			return m, nil
@@ -537,4 +548,16 @@ func tail(data []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// portsFree checks that the ports can be bound on host now.
+func portsFree(host string, ports ...int) error {
+	for _, p := range ports {
+		ln, err := net.Listen("tcp4", net.JoinHostPort(host, strconv.Itoa(p)))
+		if err != nil {
+			return &portTakenError{port: p, err: fmt.Errorf("port %d on %s: Address already in use (%w)", p, host, err)}
+		}
+		ln.Close()
+	}
+	return nil
 }

@@ -35,7 +35,9 @@ type Manifest struct {
 type Result struct {
 	Manifest Manifest
 	// Leftovers are resources the run did not remove: kept on purpose
-	// (the builder on failure with KeepOnFailure) or whose undo failed.
+	// (Kept: the builder left stopped and the security group it uses, on
+	// success without TerminateBuilder or on failure with KeepOnFailure)
+	// or whose undo failed. The image of a successful run is not listed.
 	Leftovers []Leftover
 	// State is the run's final state.
 	State *State

@@ -97,9 +97,14 @@ func TestBakeE2E(t *testing.T) {
 	opts := e.options(t, rec)
 	opts.ManifestPath = filepath.Join(t.TempDir(), "manifest.json")
 	start := time.Now()
+	stopScan := scanArgv(t, e.password)
 	res, err := bake.Run(ctx, opts)
+	stopScan()
 	if err != nil {
 		t.Fatalf("bake: %v", err)
+	}
+	if b, err := os.ReadFile(e.lab.State.RequestLog); err != nil || strings.Contains(string(b), e.password) {
+		t.Errorf("lab request log %s: read error %v; has the password: %v", e.lab.State.RequestLog, err, err == nil)
 	}
 	t.Logf("bake took %s: %+v", time.Since(start), res.Manifest)
 	m := res.Manifest
@@ -290,3 +295,38 @@ func TestCancelAtStepBoundaries(t *testing.T) {
 }
 
 var _ = net.JoinHostPort
+
+// scanArgv reads every process's argv on the host (the lab's instances are
+// containers whose processes the host sees) until the returned function is
+// called, and fails the test if one holds secret.
+func scanArgv(t *testing.T, secret string) func() {
+	t.Helper()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	scans := 0
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+			for _, p := range paths {
+				if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), secret) {
+					t.Errorf("%s holds the password: %q", p, strings.ReplaceAll(string(b), secret, "[PASSWORD]"))
+				}
+			}
+			scans++
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+		t.Logf("scanned every process's argv %d times: no password", scans)
+	}
+}

@@ -355,7 +355,12 @@ func (m *Machine) supervise(done chan struct{}) {
 
 // bootOnce runs one container boot to its end and returns nspawn's exit code.
 func (m *Machine) bootOnce() (int, error) {
-	console, err := os.OpenFile(m.ConsolePath(), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	// Append mode for nspawn too: the host key block is appended to the
+	// same file, and a plain offset would write over it.
+	if err := os.WriteFile(m.ConsolePath(), nil, 0o600); err != nil {
+		return -1, err
+	}
+	console, err := os.OpenFile(m.ConsolePath(), os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return -1, err
 	}

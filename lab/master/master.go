@@ -309,7 +309,14 @@ func (m *Master) waitReady(ctx context.Context) error {
 	for {
 		_, err := c.BuilderID(probeCtx, m.cfg.BuilderName)
 		if err == nil {
-			return nil
+			// The REST API may answer before the worker port listens.
+			var conn net.Conn
+			conn, err = (&net.Dialer{Timeout: time.Second}).DialContext(probeCtx, "tcp4", m.PBAddr())
+			if err == nil {
+				conn.Close()
+				return nil
+			}
+			err = fmt.Errorf("worker port %s: %w", m.PBAddr(), err)
 		}
 		lastErr = err
 		select {

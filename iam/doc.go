@@ -1,7 +1,9 @@
 // Package iam owns the least-privilege identity latentworker hands to the
 // buildmaster admins: the IAM policy documents (pure functions of the
 // handed-off options, golden-tested) and the lifecycle of the worker's IAM
-// user, its inline policy, its access keys (create, rotate, retire the old
+// user, its policy (a customer managed policy attached to the user: the
+// scoped document is too large for IAM's 2,048-character inline budget
+// per user), its access keys (create, rotate, retire the old
 // one) and its dedicated instance profile and role. It does not render or
 // encrypt the bundle the admins receive (package handoff does), it does
 // not create the key pair or security group the master names (handoff

@@ -25,8 +25,14 @@ type API interface {
 	GetUser(context.Context, *awsiam.GetUserInput, ...func(*awsiam.Options)) (*awsiam.GetUserOutput, error)
 	CreateUser(context.Context, *awsiam.CreateUserInput, ...func(*awsiam.Options)) (*awsiam.CreateUserOutput, error)
 	TagUser(context.Context, *awsiam.TagUserInput, ...func(*awsiam.Options)) (*awsiam.TagUserOutput, error)
-	GetUserPolicy(context.Context, *awsiam.GetUserPolicyInput, ...func(*awsiam.Options)) (*awsiam.GetUserPolicyOutput, error)
-	PutUserPolicy(context.Context, *awsiam.PutUserPolicyInput, ...func(*awsiam.Options)) (*awsiam.PutUserPolicyOutput, error)
+	GetPolicy(context.Context, *awsiam.GetPolicyInput, ...func(*awsiam.Options)) (*awsiam.GetPolicyOutput, error)
+	CreatePolicy(context.Context, *awsiam.CreatePolicyInput, ...func(*awsiam.Options)) (*awsiam.CreatePolicyOutput, error)
+	GetPolicyVersion(context.Context, *awsiam.GetPolicyVersionInput, ...func(*awsiam.Options)) (*awsiam.GetPolicyVersionOutput, error)
+	ListPolicyVersions(context.Context, *awsiam.ListPolicyVersionsInput, ...func(*awsiam.Options)) (*awsiam.ListPolicyVersionsOutput, error)
+	CreatePolicyVersion(context.Context, *awsiam.CreatePolicyVersionInput, ...func(*awsiam.Options)) (*awsiam.CreatePolicyVersionOutput, error)
+	DeletePolicyVersion(context.Context, *awsiam.DeletePolicyVersionInput, ...func(*awsiam.Options)) (*awsiam.DeletePolicyVersionOutput, error)
+	ListAttachedUserPolicies(context.Context, *awsiam.ListAttachedUserPoliciesInput, ...func(*awsiam.Options)) (*awsiam.ListAttachedUserPoliciesOutput, error)
+	AttachUserPolicy(context.Context, *awsiam.AttachUserPolicyInput, ...func(*awsiam.Options)) (*awsiam.AttachUserPolicyOutput, error)
 	ListAccessKeys(context.Context, *awsiam.ListAccessKeysInput, ...func(*awsiam.Options)) (*awsiam.ListAccessKeysOutput, error)
 	CreateAccessKey(context.Context, *awsiam.CreateAccessKeyInput, ...func(*awsiam.Options)) (*awsiam.CreateAccessKeyOutput, error)
 	DeleteAccessKey(context.Context, *awsiam.DeleteAccessKeyInput, ...func(*awsiam.Options)) (*awsiam.DeleteAccessKeyOutput, error)
@@ -42,9 +48,6 @@ var _ API = (*awsiam.Client)(nil)
 
 // DefaultPath is the IAM path of everything latentworker creates in IAM.
 const DefaultPath = "/latentworker/"
-
-// PolicyName is the name of the worker user's inline policy.
-const PolicyName = "latentworker-ec2"
 
 // MaxKeys is how many access keys AWS allows an IAM user.
 const MaxKeys = 2
@@ -191,38 +194,122 @@ func (m *Manager) EnsureUser(ctx context.Context, worker string) (User, error) {
 	return User{Name: name, ARN: aws.ToString(u.Arn), Path: aws.ToString(u.Path), Worker: worker}, nil
 }
 
-// PutPolicy makes doc the user's inline policy PolicyName and reports
-// whether that changed anything (false when the same document was already
-// in place, in which case nothing is written).
+// PutPolicy makes doc the permissions of the user and reports whether
+// that changed anything. The document lives in a customer managed policy
+// named like the user, under the Manager's path, attached to the user: IAM
+// allows a user only 2,048 characters of inline policy (whitespace not
+// counted) and the scoped worker policy takes 2,200-2,800, while a managed
+// policy may hold 6,144. A different document becomes a new default policy
+// version (the oldest non-default version is deleted when IAM's five are
+// taken), so the previous one stays visible in IAM; the same document
+// writes nothing. The policy is attached if it is not.
 func (m *Manager) PutPolicy(ctx context.Context, u User, doc Document) (changed bool, err error) {
 	b, err := doc.JSON()
 	if err != nil {
 		return false, err
 	}
-	cur, err := m.API.GetUserPolicy(ctx, &awsiam.GetUserPolicyInput{UserName: aws.String(u.Name), PolicyName: aws.String(PolicyName)})
+	arn, err := m.policyARN(u)
+	if err != nil {
+		return false, err
+	}
+	pol, err := m.API.GetPolicy(ctx, &awsiam.GetPolicyInput{PolicyArn: aws.String(arn)})
 	switch {
 	case isNotFound(err):
+		_, err := m.API.CreatePolicy(ctx, &awsiam.CreatePolicyInput{
+			PolicyName:     aws.String(u.Name),
+			Path:           aws.String(m.path()),
+			PolicyDocument: aws.String(string(b)),
+			Description:    aws.String("latentworker: the EC2 calls buildbot's EC2LatentWorker makes for worker " + u.Worker),
+			Tags:           workerTags(u.Worker),
+		})
+		if err != nil {
+			return false, fmt.Errorf("creating IAM policy %s: %w", arn, err)
+		}
+		changed = true
 	case err != nil:
-		return false, fmt.Errorf("getting policy %s of IAM user %s: %w", PolicyName, u.Name, err)
+		return false, fmt.Errorf("getting IAM policy %s: %w", arn, err)
 	default:
-		// IAM returns the document URL-encoded (RFC 3986).
-		text := aws.ToString(cur.PolicyDocument)
-		if dec, err := url.QueryUnescape(text); err == nil {
-			text = dec
+		cur, err := m.API.GetPolicyVersion(ctx, &awsiam.GetPolicyVersionInput{PolicyArn: aws.String(arn), VersionId: pol.Policy.DefaultVersionId})
+		if err != nil {
+			return false, fmt.Errorf("getting the default version of IAM policy %s: %w", arn, err)
 		}
-		if sameDocument([]byte(text), b) {
-			return false, nil
+		if !sameDocument([]byte(decodePolicy(cur.PolicyVersion.Document)), b) {
+			if err := m.newVersion(ctx, arn, b); err != nil {
+				return false, err
+			}
+			changed = true
 		}
 	}
-	_, err = m.API.PutUserPolicy(ctx, &awsiam.PutUserPolicyInput{
-		UserName:       aws.String(u.Name),
-		PolicyName:     aws.String(PolicyName),
-		PolicyDocument: aws.String(string(b)),
-	})
+	if err := m.attach(ctx, u, arn); err != nil {
+		return changed, err
+	}
+	return changed, nil
+}
+
+// decodePolicy returns a policy document as IAM returned it, URL-decoded
+// (IAM returns documents URL-encoded, RFC 3986).
+func decodePolicy(p *string) string {
+	text := aws.ToString(p)
+	if dec, err := url.QueryUnescape(text); err == nil {
+		return dec
+	}
+	return text
+}
+
+// policyARN returns the ARN of the user's managed policy, in the user's
+// account and partition.
+func (m *Manager) policyARN(u User) (string, error) {
+	f := strings.SplitN(u.ARN, ":", 6)
+	if len(f) != 6 || f[0] != "arn" || f[2] != "iam" {
+		return "", fmt.Errorf("IAM user %s: cannot read the account from ARN %q", u.Name, u.ARN)
+	}
+	return fmt.Sprintf("arn:%s:iam::%s:policy%s%s", f[1], f[4], m.path(), u.Name), nil
+}
+
+// newVersion makes b the default version of the policy, deleting the
+// oldest non-default version first when all five are taken.
+func (m *Manager) newVersion(ctx context.Context, arn string, b []byte) error {
+	vs, err := m.API.ListPolicyVersions(ctx, &awsiam.ListPolicyVersionsInput{PolicyArn: aws.String(arn)})
 	if err != nil {
-		return false, fmt.Errorf("putting policy %s on IAM user %s: %w", PolicyName, u.Name, err)
+		return fmt.Errorf("listing versions of IAM policy %s: %w", arn, err)
 	}
-	return true, nil
+	if len(vs.Versions) >= 5 {
+		var oldest *types.PolicyVersion
+		for i, v := range vs.Versions {
+			if !v.IsDefaultVersion && (oldest == nil || aws.ToTime(v.CreateDate).Before(aws.ToTime(oldest.CreateDate))) {
+				oldest = &vs.Versions[i]
+			}
+		}
+		if oldest != nil {
+			if _, err := m.API.DeletePolicyVersion(ctx, &awsiam.DeletePolicyVersionInput{PolicyArn: aws.String(arn), VersionId: oldest.VersionId}); err != nil {
+				return fmt.Errorf("deleting version %s of IAM policy %s: %w", aws.ToString(oldest.VersionId), arn, err)
+			}
+		}
+	}
+	if _, err := m.API.CreatePolicyVersion(ctx, &awsiam.CreatePolicyVersionInput{PolicyArn: aws.String(arn), PolicyDocument: aws.String(string(b)), SetAsDefault: true}); err != nil {
+		return fmt.Errorf("creating a version of IAM policy %s: %w", arn, err)
+	}
+	return nil
+}
+
+// attach attaches the policy to the user unless it is attached.
+func (m *Manager) attach(ctx context.Context, u User, arn string) error {
+	p := awsiam.NewListAttachedUserPoliciesPaginator(m.API, &awsiam.ListAttachedUserPoliciesInput{UserName: aws.String(u.Name)})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("listing policies attached to IAM user %s: %w", u.Name, err)
+		}
+		for _, a := range out.AttachedPolicies {
+			if aws.ToString(a.PolicyArn) == arn {
+				return nil
+			}
+		}
+	}
+	if _, err := m.API.AttachUserPolicy(ctx, &awsiam.AttachUserPolicyInput{UserName: aws.String(u.Name), PolicyArn: aws.String(arn)}); err != nil {
+		return fmt.Errorf("attaching IAM policy %s to user %s: %w", arn, u.Name, err)
+	}
+	return nil
 }
 
 // Keys returns the user's access keys, oldest first.
@@ -410,11 +497,7 @@ func (m *Manager) EnsureInstanceProfile(ctx context.Context, worker string) (Ins
 	if err := m.checkOwned("role", name, aws.ToString(r.Path), r.Tags, worker); err != nil {
 		return InstanceProfile{}, err
 	}
-	cur := aws.ToString(r.AssumeRolePolicyDocument)
-	if dec, err := url.QueryUnescape(cur); err == nil {
-		cur = dec
-	}
-	if !sameDocument([]byte(cur), trust) {
+	if !sameDocument([]byte(decodePolicy(r.AssumeRolePolicyDocument)), trust) {
 		if _, err := m.API.UpdateAssumeRolePolicy(ctx, &awsiam.UpdateAssumeRolePolicyInput{RoleName: aws.String(name), PolicyDocument: aws.String(string(trust))}); err != nil {
 			return InstanceProfile{}, fmt.Errorf("updating the trust policy of IAM role %s: %w", name, err)
 		}

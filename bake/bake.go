@@ -56,7 +56,10 @@ func (s *State) manifest() Manifest {
 	return m
 }
 
-func writeManifest(_ context.Context, s *State) error {
+func writeManifest(ctx context.Context, s *State) error {
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
 	if s.opts.ManifestPath == "" {
 		return nil
 	}

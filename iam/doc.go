@@ -43,6 +43,7 @@
 //	  _bid_price_from_spot_price_history         DescribeSpotPriceHistory
 //	      (unless price_multiplier=None)
 //	  request_spot_instances(LaunchSpecification=...)  RequestSpotInstances
+//	      (its ImageId is the ami= argument: spot needs ami=, not AMI filters)
 //	  _thd_wait_for_request:
 //	      describe_spot_instance_requests        DescribeSpotInstanceRequests
 //	      cancel_spot_instance_requests          CancelSpotInstanceRequests
@@ -89,7 +90,9 @@
 // aws:RequestedRegion is not used on PassRole). The role has a trust policy
 // for EC2 and no permissions at all: instances get credentials that can do
 // nothing. When Tags are handed off, CreateTags may set exactly those keys
-// to those values (aws:TagKeys, aws:RequestTag).
+// to those values (aws:TagKeys, aws:RequestTag): the snippet's tags= must
+// then be exactly PolicyOptions.Tags, or the master's CreateTags after
+// launch is denied and the instance fails to substantiate.
 //
 // Limits of this scoping, by design or by AWS:
 //   - Any principal that may pass the worker's role, or associate its

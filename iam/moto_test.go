@@ -212,6 +212,21 @@ func TestLifecycleMoto(t *testing.T) {
 		t.Errorf("role policies = %v, %v; want none", rp, err)
 	}
 
+	// A profile of the worker's name holding another role is refused.
+	trust, _ := EC2TrustPolicy().JSON()
+	if _, err := api.CreateRole(ctx, &awsiam.CreateRoleInput{RoleName: aws.String("someone-else"), AssumeRolePolicyDocument: aws.String(string(trust))}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.CreateInstanceProfile(ctx, &awsiam.CreateInstanceProfileInput{InstanceProfileName: aws.String(Name("w2")), Path: aws.String(DefaultPath)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.AddRoleToInstanceProfile(ctx, &awsiam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String(Name("w2")), RoleName: aws.String("someone-else")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.EnsureInstanceProfile(ctx, "w2"); !errors.Is(err, ErrForeign) || !strings.Contains(err.Error(), "someone-else") {
+		t.Errorf("EnsureInstanceProfile(w2) error = %v; want ErrForeign naming someone-else", err)
+	}
+
 	// PutPolicy writes once, then only on change.
 	o := motoOptions(accountOf(t, u1.ARN), p1, "ami-0123456789abcdef0", "sg-0123456789abcdef0", "subnet-0123456789abcdef0")
 	doc, err := WorkerPolicy(o)

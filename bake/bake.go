@@ -101,6 +101,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		steps = Steps()
 	}
 	s := &State{RunID: opts.RunID, Region: opts.Region, opts: opts}
+	s.undo.notify = s.emit
 	if s.RunID == "" {
 		s.RunID = fleet.NewRunID()
 	}

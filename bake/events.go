@@ -12,7 +12,8 @@ const (
 	EventProgress     EventType = "progress"      // Percent is -1 when unknown
 	EventWarning      EventType = "warning"
 	EventLeftover     EventType = "leftover" // Leftover set
-	EventUndo         EventType = "undo"     // a resource removed during unwind
+	EventCreated      EventType = "created"  // Resource set: the run created it (its undo is pushed)
+	EventUndo         EventType = "undo"     // Resource set: the run removed it again
 )
 
 // Event is one thing a run reports. It never carries a secret.
@@ -24,6 +25,7 @@ type Event struct {
 	Message  string        `json:"message,omitempty"`
 	Err      string        `json:"error,omitempty"`
 	Leftover *Leftover     `json:"leftover,omitempty"`
+	Resource *Leftover     `json:"resource,omitempty"` // created/undo: the resource and the command that removes it
 }
 
 // Events receives a run's events, in order, from the goroutine that called

@@ -78,12 +78,22 @@ type undoItem struct {
 // undoStack holds the undo of every resource a run created, newest last.
 type undoStack struct {
 	items []*undoItem
+	// notify, when set, hears of every push (EventCreated) and every
+	// successful undo (EventUndo).
+	notify func(Event)
+}
+
+func (s *undoStack) tell(t EventType, it *undoItem) {
+	if s.notify != nil {
+		s.notify(Event{Type: t, Resource: &Leftover{Resource: it.resource, ID: it.id, Command: it.command}})
+	}
 }
 
 // push records the undo of a resource; call it right after AWS returns id.
 func (s *undoStack) push(kind Kind, resource, id, command string, fn func(context.Context) error) *undoItem {
 	it := &undoItem{kind: kind, resource: resource, id: id, command: command, fn: fn}
 	s.items = append(s.items, it)
+	s.tell(EventCreated, it)
 	return it
 }
 
@@ -97,6 +107,7 @@ func (s *undoStack) runNow(ctx context.Context, it *undoItem) error {
 		return err
 	}
 	it.done = true
+	s.tell(EventUndo, it)
 	return nil
 }
 
@@ -133,6 +144,7 @@ func (s *undoStack) unwind(ctx context.Context, timeout time.Duration, keep func
 			continue
 		}
 		it.done = true
+		s.tell(EventUndo, it)
 	}
 	all := append(failed, kept...)
 	if len(failed) > 0 {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -113,6 +114,9 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	// Files the lab makes for guests (upper layers, captured images) must
+	// not depend on the umask of whoever ran `latentlab up`.
+	syscall.Umask(0o022)
 	var logMu sync.Mutex
 	logf := func(format string, args ...any) {
 		logMu.Lock()

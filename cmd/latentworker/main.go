@@ -5,14 +5,26 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		fmt.Fprintf(os.Stderr, "\nlatentworker: %v: cleaning up (again to exit at once)\n", sig)
+		cancel(fmt.Errorf("%w: %v", context.Canceled, sig))
+		sig = <-sigs
+		fmt.Fprintf(os.Stderr, "\nlatentworker: %v again: exiting without cleaning up\n", sig)
+		leftovers.print(os.Stderr)
+		os.Exit(exitInterrupted)
+	}()
 	err := newRoot().ExecuteContext(ctx)
-	stop()
+	signal.Stop(sigs)
 	os.Exit(report(os.Stderr, err))
 }

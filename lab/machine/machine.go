@@ -159,6 +159,11 @@ func (m *Machine) mount() error {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
+		// The upper directory's mode becomes the guest's / : exactly 0755,
+		// whatever the umask (with 0700 no user could reach its home).
+		if err := os.Chmod(d, 0o755); err != nil {
+			return err
+		}
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s",
 		strings.Join(m.spec.Layers, ":"), m.upper(), m.work())

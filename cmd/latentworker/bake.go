@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/latentworker/latentworker/bake"
+	"github.com/latentworker/latentworker/config"
+	"github.com/latentworker/latentworker/fleet"
+)
+
+type bakeOptions struct {
+	cf               *configFlags
+	json             bool
+	verbose          bool
+	fromPrevious     bool
+	keepOnFailure    bool
+	terminateBuilder bool
+	noVerify         bool
+	manifest         string
+	stdout, stderr   io.Writer
+}
+
+func newBake() *cobra.Command {
+	o := &bakeOptions{stdout: os.Stdout, stderr: os.Stderr}
+	cmd := &cobra.Command{
+		Use:   "bake",
+		Short: "Bake a buildbot latent-worker AMI from a base AMI (or refresh the previous one)",
+		Long: `bake launches the base AMI, provisions it over SSH into a buildbot worker
+(the platform's buildbot-worker package, the service enabled at boot,
+create-worker with the worker name, password and master, info/admin,
+info/host, keepalive = 60, delete_leftover_dirs = 1), verifies that, applies
+updates and reboots until none is pending, generalizes, stops the instance,
+creates the AMI, waits for it, boots a throwaway instance from it to check the
+worker starts on its own, and writes a manifest.
+
+The worker password comes from the environment variable named by
+worker.password_env, worker.password_file, or a prompt; never from a flag.
+
+Everything the run creates is tagged with its run ID (latentworker:run-id).
+On failure, Ctrl-C or SIGTERM it is removed in reverse order; a second Ctrl-C
+exits at once and prints what is left and how to remove it. The builder
+instance is left stopped, as the guide does, unless --terminate-builder.
+
+Output: progress on stderr (with elapsed time and snapshot percent); the
+result (AMI ID, region, manifest path) on stdout; with --json, one JSON event
+per line on stdout, ending with a "result" object.
+
+` + exitCodesHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runBake(cmd.Context(), o)
+		},
+	}
+	o.cf = addConfigFlags(cmd)
+	f := cmd.Flags()
+	f.BoolVar(&o.json, "json", false, "newline-delimited JSON events on stdout")
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "show the provisioning scripts' output and every resource created")
+	f.BoolVar(&o.fromPrevious, "from-previous", false, "start from the newest AMI this tool baked for the worker (updates + reboot) instead of the base AMI")
+	f.BoolVar(&o.keepOnFailure, "keep-on-failure", false, "keep the builder instance when the run fails, for debugging")
+	f.BoolVar(&o.terminateBuilder, "terminate-builder", false, "terminate the builder instance once the AMI is available")
+	f.BoolVar(&o.noVerify, "no-verify", false, "do not boot a throwaway instance from the new AMI to verify it")
+	f.StringVar(&o.manifest, "manifest", "", "where to write the manifest JSON (default WORKER-RUNID.manifest.json)")
+	return cmd
+}
+
+// promptPassword reads the password from the terminal without echo, or is
+// nil when stdin is not a terminal.
+func promptPassword(stderr io.Writer) func(string) (string, error) {
+	fd := int(os.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return nil
+	}
+	return func(label string) (string, error) {
+		fmt.Fprint(stderr, label)
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(stderr)
+		return string(b), err
+	}
+}
+
+func runBake(ctx context.Context, o *bakeOptions) error {
+	cfg, err := o.cf.load()
+	if err != nil {
+		return err
+	}
+	verr := cfg.Validate()
+	password, perr := cfg.Password(promptPassword(o.stderr))
+	if err := errors.Join(verr, perr); err != nil {
+		return badInput{err}
+	}
+	awsCfg, err := awsConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	runID := fleet.NewRunID()
+	manifest := o.manifest
+	if manifest == "" {
+		manifest = fmt.Sprintf("%s-%s.manifest.json", cfg.Worker.Name, runID)
+	}
+	var p printer
+	if o.json {
+		p = newJSONPrinter(o.stdout)
+	} else {
+		p = newTextPrinter(o.stderr, o.verbose)
+		fmt.Fprintf(o.stderr, "latentworker: baking worker %s in %s (run %s)\n", cfg.Worker.Name, awsCfg.Region, runID)
+	}
+	res, err := bake.Run(ctx, bake.Options{
+		Config:           cfg,
+		Password:         password,
+		EC2:              ec2.NewFromConfig(awsCfg),
+		STS:              sts.NewFromConfig(awsCfg),
+		Region:           awsCfg.Region,
+		Endpoint:         aws.ToString(awsCfg.BaseEndpoint),
+		FromPrevious:     o.fromPrevious,
+		KeepOnFailure:    o.keepOnFailure,
+		TerminateBuilder: o.terminateBuilder,
+		NoVerify:         o.noVerify,
+		ManifestPath:     manifest,
+		Events:           p,
+		RunID:            runID,
+	})
+	p.close()
+	if err != nil {
+		if jp, ok := p.(*jsonPrinter); ok {
+			jp.emit(map[string]any{"type": "error", "error": err.Error(), "run_id": runID, "leftovers": resLeftovers(res)})
+		}
+		if res != nil && o.keepOnFailure && res.State != nil && res.State.InstanceID != "" {
+			fmt.Fprintf(o.stderr, "latentworker: kept builder %s at %s for debugging (ssh %s@%s with your own key; terminate it with: aws ec2 terminate-instances --instance-ids %s --region %s)\n",
+				res.State.InstanceID, res.State.InstanceAddr, cfg.Image.EffectiveSSHUser(), res.State.InstanceAddr, res.State.InstanceID, awsCfg.Region)
+		}
+		return err
+	}
+	m := res.Manifest
+	abs, _ := filepath.Abs(manifest)
+	if jp, ok := p.(*jsonPrinter); ok {
+		jp.emit(map[string]any{"type": "result", "image_id": m.ImageID, "image_name": m.ImageName, "region": m.Region,
+			"replaces": m.Replaces, "manifest": abs, "run_id": runID, "leftovers": resLeftovers(res)})
+		return nil
+	}
+	fmt.Fprintf(o.stdout, "image_id: %s\nimage_name: %s\nregion: %s\n", m.ImageID, m.ImageName, m.Region)
+	if m.Replaces != "" {
+		fmt.Fprintf(o.stdout, "replaces: %s\n", m.Replaces)
+	}
+	fmt.Fprintf(o.stdout, "manifest: %s\n", abs)
+	return nil
+}
+
+func resLeftovers(res *bake.Result) []bake.Leftover {
+	if res == nil {
+		return nil
+	}
+	return res.Leftovers
+}
+
+// awsConfig loads the SDK's default chain (profiles, SSO, environment,
+// AWS_ENDPOINT_URL) with the configured region on top.
+func awsConfig(ctx context.Context, cfg *config.Config) (aws.Config, error) {
+	var opts []func(*awsconfig.LoadOptions) error
+	if cfg.AWS.Region != "" {
+		opts = append(opts, awsconfig.WithRegion(cfg.AWS.Region))
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("loading AWS configuration: %w", err)
+	}
+	if strings.TrimSpace(awsCfg.Region) == "" {
+		return aws.Config{}, badInput{errors.New("aws.region: not set: set it in the config file, --region, LATENTWORKER_REGION, AWS_REGION, or the profile")}
+	}
+	return awsCfg, nil
+}

@@ -262,10 +262,13 @@ type entry struct {
 	hdrLen       int64
 }
 
-// file maps an upstream host and clean path to the cache file. The host's
-// port separator becomes "_" so the name is portable.
+// file maps an upstream host and clean path to the cache file:
+// DIR/deb.debian.org/debian/pool/.... Port 80 is dropped, so
+// "deb.debian.org:80" and "deb.debian.org" share entries; another port's
+// separator becomes "_".
 func (c *Cache) file(host, p string) string {
-	return filepath.Join(c.dir, strings.ReplaceAll(strings.ToLower(host), ":", "_"), filepath.FromSlash(p))
+	host = strings.TrimSuffix(strings.ToLower(host), ":80")
+	return filepath.Join(c.dir, strings.ReplaceAll(host, ":", "_"), filepath.FromSlash(p))
 }
 
 // open returns the cache entry for host and p, or nil if there is none or it
@@ -321,7 +324,11 @@ func (c *Cache) serveCacheable(w http.ResponseWriter, r *http.Request, k kind, p
 	if f != nil {
 		defer f.Close()
 	}
-	if e != nil && (k == immutable || c.isFresh(f)) {
+	// apt sends "Cache-Control: max-age=0" with every index request by
+	// default; that is ignored, or the cache would never save a request for
+	// InRelease. Acquire::http::No-Cache (no-cache) is honoured.
+	noCache := strings.Contains(r.Header.Get("Cache-Control"), "no-cache") || r.Header.Get("Pragma") == "no-cache"
+	if e != nil && (k == immutable || (c.isFresh(f) && !noCache)) {
 		c.hits.Add(1)
 		c.serveCached(w, r, e, f)
 		return

@@ -3,6 +3,7 @@ package aptcache
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -63,14 +64,18 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	f, ok := u.files[r.URL.Path]
 	u.mu.Unlock()
 	if strings.HasPrefix(r.URL.Path, "/debian/pool/main/c/cut/") {
-		// Promise 1000 bytes, send 100, hang up.
+		// Promise 1 MiB, send less, hang up.
 		conn, bw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			u.t.Errorf("hijack: %v", err)
 			return
 		}
 		defer conn.Close()
-		fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: application/vnd.debian.binary-package\r\n\r\n%s", bytes.Repeat([]byte("x"), 100))
+		sent := 100
+		if strings.Contains(r.URL.Path, "big") {
+			sent = 300 << 10 // enough for the proxy to have sent its headers
+		}
+		fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: application/vnd.debian.binary-package\r\n\r\n%s", 1<<20, bytes.Repeat([]byte("x"), sent))
 		bw.Flush()
 		return
 	}
@@ -113,6 +118,16 @@ func setup(t *testing.T, u *upstream) (*Cache, *http.Client, *clock) {
 	tr := &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true}
 	t.Cleanup(tr.CloseIdleConnections)
 	return c, &http.Client{Transport: tr}, clk
+}
+
+// proxyAddr is the address of the proxy cl uses.
+func proxyAddr(t *testing.T, cl *http.Client) string {
+	t.Helper()
+	pu, err := cl.Transport.(*http.Transport).Proxy(&http.Request{URL: &url.URL{Scheme: "http", Host: "x"}})
+	if err != nil || pu == nil {
+		t.Fatalf("client has no proxy: %v", err)
+	}
+	return pu.Host
 }
 
 type result struct {
@@ -218,6 +233,14 @@ func TestIndexFreshnessAndRevalidation(t *testing.T) {
 			t.Errorf("%s: upstream requests = %q; want [%q]", st.name, reqs, st.wantReq)
 		}
 	}
+	// Acquire::http::No-Cache makes apt send no-cache: revalidate though fresh.
+	before := len(u.requests())
+	if r := do(t, cl, "GET", url, "Cache-Control", "no-cache"); r.status != 200 || r.xcache != "HIT" {
+		t.Errorf("no-cache GET = %d %q; want 200 HIT after a 304", r.status, r.xcache)
+	}
+	if reqs := u.requests()[before:]; len(reqs) != 1 || !strings.Contains(reqs[0], `"14-1"`) {
+		t.Errorf("no-cache GET: upstream requests = %q; want one conditional GET", reqs)
+	}
 	// apt's own conditional request is answered by the cache.
 	r := do(t, cl, "GET", url, "If-Modified-Since", "Thu, 01 Jan 2026 00:01:00 GMT")
 	if r.status != 304 {
@@ -251,8 +274,8 @@ func TestUpstreamDownServesStale(t *testing.T) {
 func TestCutBodyNotCached(t *testing.T) {
 	u := newUpstream(t)
 	c, cl, _ := setup(t, u)
-	url := "http://" + u.host() + "/debian/pool/main/c/cut/cut_1.0_all.deb"
-	for i := range 2 {
+	for i, name := range []string{"cut_1.0_all.deb", "cut_1.0_all.deb", "big_1.0_all.deb"} {
+		url := "http://" + u.host() + "/debian/pool/main/c/cut/" + name
 		// The error shows either before the headers (the proxy had not
 		// flushed them yet) or while reading the body.
 		resp, err := cl.Get(url)
@@ -266,8 +289,8 @@ func TestCutBodyNotCached(t *testing.T) {
 		}
 		t.Logf("GET %d: %v", i, err)
 	}
-	if got := u.requests(); len(got) != 2 {
-		t.Errorf("upstream requests = %q; want 2 (nothing cached)", got)
+	if got := u.requests(); len(got) != 3 {
+		t.Errorf("upstream requests = %q; want 3 (nothing cached)", got)
 	}
 	var files []string
 	filepath.WalkDir(c.dir, func(p string, d os.DirEntry, err error) error {
@@ -335,8 +358,6 @@ func TestRefusals(t *testing.T) {
 	}
 
 	// CONNECT and origin-form requests, raw.
-	proxy := cl.Transport.(*http.Transport)
-	pu, _ := proxy.Proxy(&http.Request{URL: &url.URL{Scheme: "http", Host: "x"}})
 	for _, tt := range []struct {
 		req  string
 		want int
@@ -344,7 +365,7 @@ func TestRefusals(t *testing.T) {
 		{"CONNECT deb.debian.org:443 HTTP/1.1\r\nHost: deb.debian.org:443\r\n\r\n", 405},
 		{"GET /debian/pool/x.deb HTTP/1.1\r\nHost: deb.debian.org\r\n\r\n", 400},
 	} {
-		conn, err := net.Dial("tcp", pu.Host)
+		conn, err := net.Dial("tcp", proxyAddr(t, cl))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -393,6 +414,7 @@ func TestConcurrentSameFile(t *testing.T) {
 		t.Error(err)
 	}
 	before := len(u.requests())
+	t.Logf("%d concurrent GETs made %d upstream requests", n, before)
 	if r := do(t, cl, "GET", url); r.xcache != "HIT" || !bytes.Equal(r.body, deb) {
 		t.Errorf("GET after concurrent fetches = %q, %d bytes; want HIT, identical", r.xcache, len(r.body))
 	}
@@ -443,4 +465,30 @@ func TestListen(t *testing.T) {
 		t.Fatalf("Listen(127.0.0.1:0): %v", err)
 	}
 	ln.Close()
+}
+
+func TestServeStopsOnCancel(t *testing.T) {
+	c, err := New(t.TempDir(), t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- c.Serve(ctx, ln) }()
+	resp, err := http.Get("http://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatalf("GET while serving: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("origin-form GET = %d; want 400", resp.StatusCode)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve after cancel = %v; want nil", err)
+	}
 }

@@ -49,3 +49,29 @@ func TestRealApt(t *testing.T) {
 		t.Errorf("Stats() = %+v; want 1 hit, 1 miss", s)
 	}
 }
+
+// TestAptConf checks the snippet is what apt parses: apt-config dumps it back.
+func TestAptConf(t *testing.T) {
+	const aptConfig = "/usr/bin/apt-config"
+	if _, err := os.Stat(aptConfig); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true and %s is missing: %v", aptConfig, err)
+		}
+		t.Skipf("%s not installed: %v", aptConfig, err)
+	}
+	conf := filepath.Join(t.TempDir(), "proxy.conf")
+	if err := os.WriteFile(conf, []byte(AptConf("127.0.0.1:4571")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), aptConfig, "dump", "Acquire")
+	cmd.Env = append(os.Environ(), "APT_CONFIG="+conf)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("apt-config dump: %v\n%s", err, out)
+	}
+	for _, want := range []string{`Acquire::http::Proxy "http://127.0.0.1:4571/";`, `Acquire::https::Proxy "DIRECT";`} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("apt-config dump lacks %q:\n%s", want, out)
+		}
+	}
+}

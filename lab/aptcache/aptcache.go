@@ -590,3 +590,16 @@ func (c *Cache) removeStaleTemps() {
 		return nil
 	})
 }
+
+// AptConfPath is where, relative to an instance's root, the lab writes
+// AptConf's output. Image capture must remove it (see image.Scrub).
+const AptConfPath = "etc/apt/apt.conf.d/00latentlab-proxy"
+
+// AptConf is the apt.conf.d file that sends an instance's apt through the
+// proxy listening on addr (a loopback host:port, as from Listen). https
+// sources, if any, go direct: the proxy does not tunnel.
+func AptConf(addr string) string {
+	return "// written by latentlab: apt goes through the lab's caching proxy\n" +
+		"Acquire::http::Proxy \"http://" + addr + "/\";\n" +
+		"Acquire::https::Proxy \"DIRECT\";\n"
+}

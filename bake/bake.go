@@ -131,6 +131,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 	}
 	s.closeClient()
+	for _, cancel := range s.createCancels {
+		cancel()
+	}
 
 	ok := runErr == nil
 	keep := func(k Kind) bool {

@@ -53,6 +53,7 @@ type Timeouts struct {
 	Verify  time.Duration // the worker service coming up on the throwaway (default 5m)
 	Unwind  time.Duration // the whole undo (default 10m)
 	Poll    time.Duration // between polls (default 5s)
+	Create  time.Duration // one create call, which a cancel does not interrupt (default 2m)
 }
 
 func (t Timeouts) withDefaults() Timeouts {
@@ -69,6 +70,7 @@ func (t Timeouts) withDefaults() Timeouts {
 	def(&t.Image, 60*time.Minute)
 	def(&t.Verify, 5*time.Minute)
 	def(&t.Unwind, 10*time.Minute)
+	def(&t.Create, 2*time.Minute)
 	def(&t.Poll, 5*time.Second)
 	return t
 }

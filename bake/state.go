@@ -1,6 +1,7 @@
 package bake
 
 import (
+	"context"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -52,13 +53,15 @@ type State struct {
 	// Timings holds each finished step's duration, in order.
 	Timings []Timing
 
-	opts        Options
-	labels      fleet.Labels
-	undo        undoStack
-	client      *provision.Client
-	hostKey     ssh.HostKeyCallback
-	builder     *undoItem
-	targetAlgos []string
+	opts   Options
+	labels fleet.Labels
+	undo   undoStack
+	// createCancels release the contexts of create calls when the run ends.
+	createCancels []context.CancelFunc
+	client        *provision.Client
+	hostKey       ssh.HostKeyCallback
+	builder       *undoItem
+	targetAlgos   []string
 }
 
 // Timing is how long one step took.

@@ -297,7 +297,7 @@ func tempKey(ctx context.Context, s *State) error {
 	s.Signer = signer
 	s.PublicKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
 	name := fleet.TempName(s.RunID)
-	out, err := s.opts.EC2.ImportKeyPair(ctx, &ec2.ImportKeyPairInput{
+	out, err := s.opts.EC2.ImportKeyPair(s.creating(ctx), &ec2.ImportKeyPairInput{
 		KeyName:           aws.String(name),
 		PublicKeyMaterial: []byte(s.PublicKey),
 		TagSpecifications: []types.TagSpecification{s.labels.Spec(types.ResourceTypeKeyPair, fleet.RoleTempKey, name)},
@@ -333,7 +333,7 @@ func securityGroup(ctx context.Context, s *State) error {
 		}
 		in.VpcId = out.Subnets[0].VpcId
 	}
-	out, err := s.opts.EC2.CreateSecurityGroup(ctx, in)
+	out, err := s.opts.EC2.CreateSecurityGroup(s.creating(ctx), in)
 	if err != nil {
 		return fmt.Errorf("creating security group %s: %w", name, err)
 	}
@@ -398,7 +398,7 @@ func (s *State) runInstance(ctx context.Context, ami string, role fleet.Role, ki
 	if cfg.AWS.SubnetID != "" {
 		in.SubnetId = aws.String(cfg.AWS.SubnetID)
 	}
-	out, err := s.opts.EC2.RunInstances(ctx, in)
+	out, err := s.opts.EC2.RunInstances(s.creating(ctx), in)
 	if err != nil {
 		return "", nil, fmt.Errorf("launching %s instance from %s: %w", role, ami, err)
 	}
@@ -700,7 +700,7 @@ func createImage(ctx context.Context, s *State) error {
 	cfg := s.opts.Config
 	s.ImageName = fleet.AMIName(cfg.Image.NamePrefix, cfg.Worker.Name, s.now())
 	desc := fmt.Sprintf("buildbot latent worker %s (master %s), baked by latentworker run %s from %s", cfg.Worker.Name, cfg.Worker.Master, s.RunID, s.BaseAMI)
-	out, err := s.opts.EC2.CreateImage(ctx, &ec2.CreateImageInput{
+	out, err := s.opts.EC2.CreateImage(s.creating(ctx), &ec2.CreateImageInput{
 		InstanceId:  aws.String(s.InstanceID),
 		Name:        aws.String(s.ImageName),
 		Description: aws.String(desc),
@@ -851,3 +851,13 @@ func verifyImage(ctx context.Context, s *State) error {
 }
 
 var _ io.Writer = lineWriter(nil)
+
+// creating returns the context for a call that creates a resource: detached
+// from cancellation and bounded, so that a Ctrl-C during the call still lets
+// the ID come back and its undo be pushed (a cancelled request may have been
+// carried out all the same). The step checks ctx again after pushing.
+func (s *State) creating(ctx context.Context) context.Context {
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.Timeouts.Create)
+	s.createCancels = append(s.createCancels, cancel)
+	return c
+}

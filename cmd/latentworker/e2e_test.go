@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/latentworker/latentworker/bake"
+	"github.com/latentworker/latentworker/fleet"
+	"github.com/latentworker/latentworker/lab/labtest"
+	"github.com/latentworker/latentworker/lab/master"
+)
+
+// These tests run the real latentworker binary against a private lab, as a
+// user would: config file, password file, AWS_ENDPOINT_URL from the lab.
+
+const cliWorker = "lw-cli"
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+func latentworkerBin(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "latentworker-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "latentworker")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+type cliEnv struct {
+	lab      *labtest.Lab
+	bin      string
+	dir      string
+	config   string
+	password string
+}
+
+func newCLIEnv(t *testing.T) *cliEnv {
+	t.Helper()
+	labtest.Require(t)
+	e := &cliEnv{bin: latentworkerBin(t), dir: t.TempDir(), password: "cli-pw-" + fleet.NewRunID()}
+	pw := filepath.Join(e.dir, "password")
+	if err := os.WriteFile(pw, []byte(e.password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.lab = labtest.Start(t, fmt.Sprintf("[master]\n[[master.workers]]\nname = %q\npassword_file = %q\n", cliWorker, pw))
+	e.config = filepath.Join(e.dir, "latentworker.toml")
+	cfg := fmt.Sprintf(`[worker]
+name = %q
+master = %q
+admin_name = "Lab Admin"
+admin_email = "admin@example.com"
+password_file = %q
+
+[aws]
+instance_type = "t3.small"
+`, cliWorker, e.lab.State.MasterPB, pw)
+	if err := os.WriteFile(e.config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *cliEnv) command(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, e.bin, append([]string{"-c", e.config}, args...)...)
+	cmd.Dir = e.dir
+	cmd.Env = append(e.lab.Environ(), "LATENTWORKER_PASSWORD=")
+	return cmd
+}
+
+// events parses --json output.
+func events(t *testing.T, out []byte) []map[string]any {
+	t.Helper()
+	var evs []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("--json line %q: %v", sc.Text(), err)
+		}
+		evs = append(evs, m)
+	}
+	return evs
+}
+
+func (e *cliEnv) noSecret(t *testing.T, what string, b []byte) {
+	t.Helper()
+	if bytes.Contains(b, []byte(e.password)) {
+		t.Errorf("%s holds the worker password", what)
+	}
+}
+
+// launchWithAWSCLI boots ami with the AWS CLI, as an admin would, and checks
+// that the worker connects to the lab's master and runs a build.
+func (e *cliEnv) launchWithAWSCLI(t *testing.T, ami string) {
+	t.Helper()
+	ctx := context.Background()
+	aws := func(args ...string) string {
+		cmd := exec.CommandContext(ctx, "aws", append([]string{"ec2"}, args...)...)
+		cmd.Env = e.lab.Environ()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("aws ec2 %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	id := aws("run-instances", "--image-id", ami, "--instance-type", "t3.small", "--query", "Instances[0].InstanceId", "--output", "text")
+	defer func() {
+		aws("terminate-instances", "--instance-ids", id, "--output", "text")
+		aws("wait", "instance-terminated", "--instance-ids", id)
+	}()
+	aws("wait", "instance-running", "--instance-ids", id)
+	mc := &master.Client{BaseURL: e.lab.State.MasterURL}
+	if err := mc.WaitWorkerConnected(ctx, cliWorker, 3*time.Minute); err != nil {
+		t.Fatalf("worker %s on %s from %s: %v", cliWorker, id, ami, err)
+	}
+	req, err := mc.ForceBuild(ctx, master.DefaultSchedulerName, master.DefaultBuilderName, "latentworker cli e2e")
+	if err != nil {
+		t.Fatalf("ForceBuild: %v", err)
+	}
+	b, err := mc.WaitBuild(ctx, req, 3*time.Minute)
+	if err != nil || !b.Succeeded() {
+		t.Fatalf("build on an instance of %s: %+v, %v; want success", ami, b, err)
+	}
+	aws("terminate-instances", "--instance-ids", id, "--output", "text")
+	aws("wait", "instance-terminated", "--instance-ids", id)
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if ok, _ := mc.WorkerConnected(ctx, cliWorker); !ok {
+			return
+		}
+	}
+}
+
+// TestBakeCLI bakes with the command line as the README shows, launches the
+// AMI with the AWS CLI, sees the worker connect and build, then refreshes
+// with --from-previous and does it again.
+func TestBakeCLI(t *testing.T) {
+	e := newCLIEnv(t)
+	ctx := context.Background()
+	stopScan := labtest.ScanArgv(t, e.password)
+	cmd := e.command(ctx, "bake", "--json")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	stopScan()
+	e.noSecret(t, "stdout", out)
+	e.noSecret(t, "stderr", stderr.Bytes())
+	if err != nil {
+		t.Fatalf("latentworker bake --json: %v\n%s\n%s", err, out, stderr.String())
+	}
+	evs := events(t, out)
+	last := evs[len(evs)-1]
+	ami, _ := last["image_id"].(string)
+	if last["type"] != "result" || !strings.HasPrefix(ami, "ami-") {
+		t.Fatalf("last --json event = %v; want a result with an image_id", last)
+	}
+	started := map[string]bool{}
+	for _, ev := range evs {
+		if ev["type"] == string(bake.EventStepStarted) {
+			started[ev["step"].(string)] = true
+		}
+	}
+	for _, s := range bake.Steps() {
+		if !started[s.Name] {
+			t.Errorf("no step_started event for %s", s.Name)
+		}
+	}
+	manifest, err := os.ReadFile(last["manifest"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.noSecret(t, "the manifest", manifest)
+	e.launchWithAWSCLI(t, ami)
+
+	t.Run("from previous", func(t *testing.T) {
+		cmd := e.command(ctx, "bake", "--from-previous", "--terminate-builder")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		e.noSecret(t, "stdout", out)
+		e.noSecret(t, "stderr", stderr.Bytes())
+		if err != nil {
+			t.Fatalf("latentworker bake --from-previous: %v\n%s", err, stderr.String())
+		}
+		fields := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			k, v, _ := strings.Cut(line, ": ")
+			fields[k] = v
+		}
+		if fields["replaces"] != ami || !strings.HasPrefix(fields["image_id"], "ami-") || fields["region"] == "" || fields["manifest"] == "" {
+			t.Fatalf("stdout = %q; want image_id, region, manifest and replaces: %s", out, ami)
+		}
+		if !strings.Contains(stderr.String(), "wait-image") {
+			t.Errorf("stderr shows no progress:\n%s", stderr.String())
+		}
+		e.launchWithAWSCLI(t, fields["image_id"])
+	})
+
+	if b, err := os.ReadFile(e.lab.State.RequestLog); err != nil {
+		t.Error(err)
+	} else {
+		e.noSecret(t, "the lab's request log", b)
+	}
+}
+
+// TestBakeInterrupted sends SIGINT, and separately SIGTERM, to bake as each
+// step starts, and checks that the run exits 130 and leaves nothing tagged
+// with its run ID: no instance, key pair, security group, image or snapshot.
+func TestBakeInterrupted(t *testing.T) {
+	e := newCLIEnv(t)
+	c := e.lab.EC2("")
+	for _, step := range bake.Steps() {
+		for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+			t.Run(step.Name+"/"+sig.String(), func(t *testing.T) {
+				t.Parallel()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+				defer cancel()
+				cmd := e.command(ctx, "bake", "--json")
+				stdout, err := cmd.StdoutPipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var stderr bytes.Buffer
+				cmd.Stderr = &stderr
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				var all bytes.Buffer
+				sent := false
+				sc := bufio.NewScanner(stdout)
+				sc.Buffer(make([]byte, 1<<20), 1<<20)
+				for sc.Scan() {
+					all.Write(sc.Bytes())
+					all.WriteByte('\n')
+					var ev map[string]any
+					if json.Unmarshal(sc.Bytes(), &ev) == nil && !sent &&
+						ev["type"] == string(bake.EventStepStarted) && ev["step"] == step.Name {
+						if err := cmd.Process.Signal(sig); err != nil {
+							t.Fatal(err)
+						}
+						sent = true
+					}
+				}
+				err = cmd.Wait()
+				e.noSecret(t, "stdout", all.Bytes())
+				e.noSecret(t, "stderr", stderr.Bytes())
+				if !sent {
+					t.Fatalf("step %s never started:\n%s\n%s", step.Name, all.String(), stderr.String())
+				}
+				if code := cmd.ProcessState.ExitCode(); code != exitInterrupted {
+					t.Fatalf("bake interrupted at %s exited %d (%v); want %d\n%s", step.Name, code, err, exitInterrupted, stderr.String())
+				}
+				evs := events(t, all.Bytes())
+				last := evs[len(evs)-1]
+				run, _ := last["run_id"].(string)
+				if last["type"] != "error" || run == "" {
+					t.Fatalf("last event = %v; want an error naming the run", last)
+				}
+				if left := labtest.RunResources(t, c, run); len(left) > 0 {
+					t.Errorf("interrupted at %s with %v, run %s left %v\n%s", step.Name, sig, run, left, stderr.String())
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,157 @@
+package labtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/latentworker/latentworker/fleet"
+	"github.com/latentworker/latentworker/lab/master"
+)
+
+// BootAndBuild launches an instance from ami the way buildbot would and
+// checks that its worker connects and a forced build succeeds.
+func (l *Lab) BootAndBuild(t testing.TB, worker, ami string) {
+	c := l.EC2("")
+	t.Helper()
+	ctx := context.Background()
+	out, err := c.RunInstances(ctx, &ec2.RunInstancesInput{
+		ImageId: aws.String(ami), InstanceType: types.InstanceTypeT3Small, MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+	})
+	if err != nil {
+		t.Fatalf("RunInstances(%s): %v", ami, err)
+	}
+	id := aws.ToString(out.Instances[0].InstanceId)
+	defer func() {
+		if _, err := c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+			t.Errorf("TerminateInstances(%s): %v", id, err)
+		}
+		_ = ec2.NewInstanceTerminatedWaiter(c).Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, 2*time.Minute)
+	}()
+	if err := ec2.NewInstanceRunningWaiter(c).Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, 3*time.Minute); err != nil {
+		t.Fatalf("instance %s from %s: %v", id, ami, err)
+	}
+	mc := &master.Client{BaseURL: l.State.MasterURL}
+	if err := mc.WaitWorkerConnected(ctx, worker, 3*time.Minute); err != nil {
+		t.Fatalf("worker %s on %s: %v", worker, id, err)
+	}
+	req, err := mc.ForceBuild(ctx, master.DefaultSchedulerName, master.DefaultBuilderName, "bake e2e")
+	if err != nil {
+		t.Fatalf("ForceBuild: %v", err)
+	}
+	build, err := mc.WaitBuild(ctx, req, 3*time.Minute)
+	if err != nil || !build.Succeeded() {
+		t.Fatalf("build on %s: %+v, %v; want success", ami, build, err)
+	}
+	// Wait for the worker to go away before the next boot uses its name.
+	if _, err := c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+		t.Errorf("TerminateInstances(%s): %v", id, err)
+	}
+	_ = ec2.NewInstanceTerminatedWaiter(c).Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, 2*time.Minute)
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if ok, _ := mc.WorkerConnected(ctx, worker); !ok {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// RunResources lists what run created that still exists.
+func RunResources(t testing.TB, c *ec2.Client, run string) []string {
+	t.Helper()
+	ctx := context.Background()
+	f := []types.Filter{fleet.RunFilter(run)}
+	var out []string
+	ins, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range ins.Reservations {
+		for _, i := range r.Instances {
+			if i.State.Name == types.InstanceStateNameTerminated {
+				continue
+			}
+			role := ""
+			for _, tag := range i.Tags {
+				if aws.ToString(tag.Key) == fleet.TagRole {
+					role = aws.ToString(tag.Value)
+				}
+			}
+			out = append(out, fmt.Sprintf("instance %s (%s) role=%s", aws.ToString(i.InstanceId), i.State.Name, role))
+		}
+	}
+	kp, err := c.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range kp.KeyPairs {
+		out = append(out, "key "+aws.ToString(k.KeyName))
+	}
+	sg, err := c.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range sg.SecurityGroups {
+		out = append(out, "security group "+aws.ToString(g.GroupId))
+	}
+	im, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range im.Images {
+		out = append(out, "image "+aws.ToString(i.ImageId))
+	}
+	sn, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sn.Snapshots {
+		out = append(out, "snapshot "+aws.ToString(s.SnapshotId))
+	}
+	return out
+}
+
+// ScanArgv reads every process's argv on the host (the lab's instances are
+// containers whose processes the host sees) until the returned function is
+// called, and fails the test if one holds secret.
+func ScanArgv(t testing.TB, secret string) func() {
+	t.Helper()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	scans := 0
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+			for _, p := range paths {
+				if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), secret) {
+					t.Errorf("%s holds the password: %q", p, strings.ReplaceAll(string(b), secret, "[PASSWORD]"))
+				}
+			}
+			scans++
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+		t.Logf("scanned every process's argv %d times: no password", scans)
+	}
+}

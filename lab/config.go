@@ -26,6 +26,9 @@ type Config struct {
 	Listen string `toml:"listen"`
 	// Addresses is the loopback range instances get their addresses from.
 	Addresses string `toml:"addresses"`
+	// AptCache is the loopback address of the lab's caching apt proxy,
+	// which instances use for Debian's mirror; "off" turns it off.
+	AptCache string `toml:"apt_cache"`
 	// ImagePending is the least time a new AMI stays pending, so clients'
 	// progress reporting is exercised (AWS takes minutes; the lab's copy a
 	// fraction of a second).
@@ -72,6 +75,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 const (
 	DefaultListen    = "127.0.0.1:4570"
 	DefaultAddresses = "127.0.10.0/24"
+	DefaultAptCache  = "127.0.0.1:4571"
 )
 
 // MasterEnabled reports whether the lab runs a buildbot master.
@@ -99,6 +103,9 @@ func LoadConfig(path string) (Config, error) {
 	if c.Addresses == "" {
 		c.Addresses = DefaultAddresses
 	}
+	if c.AptCache == "" {
+		c.AptCache = DefaultAptCache
+	}
 	if c.ImagePending.Duration == 0 {
 		c.ImagePending.Duration = 3 * time.Second
 	}
@@ -109,6 +116,11 @@ func (c Config) validate() error {
 	ap, err := netip.ParseAddrPort(c.Listen)
 	if err != nil || !ap.Addr().IsLoopback() {
 		return fmt.Errorf("lab file: listen %q: must be a loopback address and port, like %s", c.Listen, DefaultListen)
+	}
+	if c.AptCache != "off" {
+		if ap, err := netip.ParseAddrPort(c.AptCache); err != nil || !ap.Addr().IsLoopback() {
+			return fmt.Errorf("lab file: apt_cache %q: must be a loopback address and port, like %s, or \"off\"", c.AptCache, DefaultAptCache)
+		}
 	}
 	p, err := netip.ParsePrefix(c.Addresses)
 	if err != nil || !p.Addr().Is4() || !p.Addr().IsLoopback() || p.Bits() < 16 || p.Bits() > 28 {

@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
+	"github.com/latentworker/latentworker/lab/aptcache"
 	"github.com/latentworker/latentworker/lab/ec2front"
 	"github.com/latentworker/latentworker/lab/image"
 	"github.com/latentworker/latentworker/lab/machine"
@@ -172,10 +173,32 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		BaseEndpoint: aws.String(ms.URL),
 		Credentials:  credentials.NewStaticCredentialsProvider(DummyAccessKeyID, DummySecretAccessKey, ""),
 	})
+	aptProxy := ""
+	if cfg.AptCache != "off" {
+		apt, err := aptcache.New(filepath.Join(o.CacheDir, "apt"), logf)
+		if err != nil {
+			return err
+		}
+		aptLn, err := aptcache.Listen(cfg.AptCache)
+		if err != nil {
+			return fmt.Errorf("apt cache: listen on %s: %w (set apt_cache in the lab file)", cfg.AptCache, err)
+		}
+		aptCtx, stopApt := context.WithCancel(context.Background())
+		aptDone := make(chan struct{})
+		go func() { _ = apt.Serve(aptCtx, aptLn); close(aptDone) }()
+		cleanups = append(cleanups, func() {
+			stopApt()
+			<-aptDone
+			logf("apt cache: %s", apt.Stats())
+		})
+		aptProxy = aptLn.Addr().String()
+		logf("apt cache at %s (%s)", aptProxy, filepath.Join(o.CacheDir, "apt"))
+	}
 	fl, err := newFleet(o.StateDir, base, client, cfg, logf)
 	if err != nil {
 		return err
 	}
+	fl.aptProxy = aptProxy
 	cleanups = append(cleanups, fl.shutdown)
 
 	reqLog, err := ec2front.OpenLog(st.RequestLog)

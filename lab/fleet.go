@@ -29,6 +29,7 @@ type fleet struct {
 	base         string // base rootfs
 	ec2          *ec2.Client
 	imagePending time.Duration
+	aptProxy     string // the lab's apt cache, "" for none
 	logf         func(format string, args ...any)
 
 	mu        sync.Mutex
@@ -152,6 +153,7 @@ func (f *fleet) Launch(ctx context.Context, spec ec2front.LaunchSpec) (ec2front.
 		Addr:     addr,
 		User:     img.user,
 		AuthKey:  authKey,
+		AptProxy: f.aptProxy,
 		Hostname: "ip-" + strings.ReplaceAll(addr.String(), ".", "-"),
 		OnGuestPoweroff: func() {
 			// The guest powered itself off: tell moto, as EC2 would show.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/latentworker/latentworker/lab/aptcache"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +42,7 @@ func Capture(ctx context.Context, upper, layer string) error {
 func Scrub(layer string) error {
 	remove := []string{
 		"etc/ssh/sshd_config.d/latentlab.conf",
+		aptcache.AptConfPath,
 		"etc/hostname",
 		"var/lib/dbus/machine-id",
 		"var/log/journal",

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/latentworker/latentworker/lab/aptcache"
 )
 
 // State is the life-cycle state of a machine, as the lab sees it.
@@ -60,6 +62,9 @@ type Spec struct {
 	User     string     // the image's default user, e.g. admin
 	AuthKey  string     // public key (authorized_keys line) of the launch key pair; may be empty
 	Hostname string
+	// AptProxy is the loopback host:port of the lab's apt cache; apt in
+	// the guest uses it for Debian's mirror. Empty: none.
+	AptProxy string
 	// OnExit is called (from the supervisor goroutine) when the guest powered
 	// itself off, i.e. the machine stopped without a Stop call.
 	OnGuestPoweroff func()
@@ -200,6 +205,11 @@ func (m *Machine) prepare() error {
 	}
 	if err := write("etc/hosts", HostsFile(m.spec.Addr, m.spec.Hostname), 0o644); err != nil {
 		return err
+	}
+	if m.spec.AptProxy != "" {
+		if err := write(aptcache.AptConfPath, aptcache.AptConf(m.spec.AptProxy), 0o644); err != nil {
+			return fmt.Errorf("machine %s: apt proxy: %w", m.spec.ID, err)
+		}
 	}
 	// A fresh identity: machine-id is initialised by systemd at boot.
 	if err := write("etc/machine-id", "", 0o444); err != nil {

@@ -8,7 +8,7 @@ LATENTLAB_STATE ?= /var/lib/latentlab
 LATENTLAB_CACHE ?= /var/cache/latentlab
 export LATENTLAB_STATE LATENTLAB_CACHE
 
-.PHONY: help build test e2e demo lint check update-golden deps clean
+.PHONY: help build test e2e demo bench-bake lint check update-golden deps clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -19,10 +19,13 @@ build: ## build latentworker and latentlab into bin/
 test: ## run every test (the lab tests need root and the packages .ci/run installs)
 	$(GO) test -count=1 -timeout 60m ./...
 
-e2e: ## run only the end-to-end tests in the lab
-	$(GO) test -count=1 -timeout 60m -run 'TestLab|TestDownAfterCrash|E2E' ./lab/... ./bake/...
+e2e: ## the end-to-end tests in the lab: the lab itself, bake (library and command line), interruptions
+	$(GO) test -count=1 -timeout 60m -run 'TestLab|TestDownAfterCrash|E2E|TestBakeCLI|TestBakeInterrupted|TestCancelAtStepBoundaries' ./lab/ ./bake/ ./cmd/...
 
-demo: build ## the main job in the lab: bring the lab up, launch the Debian AMI, log in, take the lab down
+bench-bake: ## bake in the lab and split its wall time: remote commands, waits for EC2, the tool's overhead
+	$(GO) test -count=1 -timeout 30m -run '^$$' -bench BenchmarkBake -benchtime 3x ./bake/
+
+demo: build ## the main job in the lab: bake a worker AMI, boot it, see the worker connect and build
 	hack/demo.sh
 
 lint: ## gofmt, go vet and shellcheck

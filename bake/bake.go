@@ -29,6 +29,12 @@ type Manifest struct {
 	Verified     bool      `json:"verified"`
 	Created      time.Time `json:"created"`
 	Timings      []Timing  `json:"timings"`
+	// WallTime is the whole run; RemoteTime the part in commands on the
+	// instances; WaitTime the part waiting for EC2 (boots, reboots, stop,
+	// image capture). What is left is the tool's own overhead.
+	WallTime   time.Duration `json:"wall_ns"`
+	RemoteTime time.Duration `json:"remote_ns"`
+	WaitTime   time.Duration `json:"wait_ns"`
 }
 
 // Result is what a run produced.
@@ -49,6 +55,7 @@ func (s *State) manifest() Manifest {
 		SourceAMI: s.BaseAMI, SourceName: s.BaseName, FromPrevious: s.opts.FromPrevious, Replaces: s.Replaces,
 		Worker: s.opts.Config.Worker.Name, Master: s.opts.Config.Worker.Master, RunID: s.RunID,
 		Creator: s.CallerARN, Verified: !s.opts.NoVerify, Created: s.now().UTC(), Timings: s.Timings,
+		WallTime: time.Since(s.started), RemoteTime: s.RemoteTime, WaitTime: s.WaitTime,
 	}
 	if !s.opts.TerminateBuilder {
 		m.Builder = s.InstanceID
@@ -100,7 +107,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if steps == nil {
 		steps = Steps()
 	}
-	s := &State{RunID: opts.RunID, Region: opts.Region, opts: opts}
+	s := &State{RunID: opts.RunID, Region: opts.Region, opts: opts, started: time.Now()}
 	s.undo.notify = s.emit
 	if s.RunID == "" {
 		s.RunID = fleet.NewRunID()

@@ -53,7 +53,7 @@ type env struct {
 	cfg      *config.Config
 }
 
-func setup(t *testing.T) *env {
+func setup(t testing.TB) *env {
 	t.Helper()
 	labtest.Require(t)
 	dir := t.TempDir()
@@ -77,7 +77,7 @@ func setup(t *testing.T) *env {
 	return &env{lab: l, ec2: l.EC2(""), sts: sts.NewFromConfig(l.AWS), password: password, cfg: cfg}
 }
 
-func (e *env) options(t *testing.T, rec *recorder) bake.Options {
+func (e *env) options(t testing.TB, rec *recorder) bake.Options {
 	return bake.Options{
 		Config: e.cfg, Password: config.NewSecret(e.password),
 		EC2: e.ec2, STS: e.sts, Region: lab.DefaultRegion, Endpoint: e.lab.State.Endpoint,

@@ -52,6 +52,11 @@ type State struct {
 
 	// Timings holds each finished step's duration, in order.
 	Timings []Timing
+	// RemoteTime is the time spent in commands on instances; WaitTime the
+	// time spent waiting for EC2 (instances booting, rebooting, stopping,
+	// the image being captured). The rest of a run is the tool's own.
+	RemoteTime, WaitTime time.Duration
+	started              time.Time
 
 	opts   Options
 	labels fleet.Labels

@@ -443,6 +443,7 @@ func (s *State) waitInstance(ctx context.Context, id string) (string, error) {
 	w := ec2.NewInstanceRunningWaiter(s.opts.EC2, func(o *ec2.InstanceRunningWaiterOptions) {
 		o.MinDelay, o.MaxDelay = time.Second, s.opts.Timeouts.Poll
 	})
+	defer s.waiting()()
 	out, err := w.WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, s.opts.Timeouts.Running)
 	if err != nil {
 		return "", fmt.Errorf("waiting for instance %s to run: %w", id, err)
@@ -465,6 +466,7 @@ func waitRunning(ctx context.Context, s *State) error {
 
 // dialInstance reads id's host keys from its console and connects.
 func (s *State) dialInstance(ctx context.Context, step, id, addr string) (*provision.Client, provision.Target, error) {
+	defer s.waiting()()
 	keys, err := s.consoleHostKeys(ctx, id)
 	t := provision.Target{
 		Addr:   net.JoinHostPort(addr, "22"),
@@ -494,6 +496,7 @@ func (s *State) dialInstance(ctx context.Context, step, id, addr string) (*provi
 	dctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Connect)
 	defer cancel()
 	c, err := provision.Dial(dctx, t)
+	s.timed(c)
 	if err != nil {
 		return nil, t, fmt.Errorf("connecting to instance %s at %s: %w", id, t.Addr, err)
 	}
@@ -549,7 +552,8 @@ func (s *State) redial(ctx context.Context) (*provision.Client, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Reboot)
 	defer cancel()
-	return provision.Dial(dctx, t)
+	c, err := provision.Dial(dctx, t)
+	return s.timed(c), err
 }
 
 // driver returns the platform's driver, reporting script output as progress.
@@ -622,7 +626,9 @@ func updatesReboot(ctx context.Context, s *State) error {
 	max := s.opts.MaxReboots
 	for n := 1; ; n++ {
 		s.emit(Event{Type: EventProgress, Step: StepUpdates, Percent: -1, Message: fmt.Sprintf("reboot %d of instance %s", n, s.InstanceID)})
+		done := s.waiting()
 		c, err := provision.Reboot(ctx, s.client, s.redial)
+		done()
 		s.client = c
 		if err != nil {
 			return fmt.Errorf("rebooting instance %s: %w", s.InstanceID, err)
@@ -690,6 +696,7 @@ func stop(ctx context.Context, s *State) error {
 	w := ec2.NewInstanceStoppedWaiter(s.opts.EC2, func(o *ec2.InstanceStoppedWaiterOptions) {
 		o.MinDelay, o.MaxDelay = time.Second, s.opts.Timeouts.Poll
 	})
+	defer s.waiting()()
 	if err := w.Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{s.InstanceID}}, s.opts.Timeouts.Stop); err != nil {
 		return fmt.Errorf("waiting for instance %s to stop: %w", s.InstanceID, err)
 	}
@@ -766,6 +773,7 @@ func imageSnapshots(im types.Image) []string {
 }
 
 func waitImage(ctx context.Context, s *State) error {
+	defer s.waiting()()
 	wctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Image)
 	defer cancel()
 	last := -2
@@ -859,5 +867,20 @@ var _ io.Writer = lineWriter(nil)
 func (s *State) creating(ctx context.Context) context.Context {
 	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.Timeouts.Create)
 	s.createCancels = append(s.createCancels, cancel)
+	return c
+}
+
+// waiting starts counting time spent waiting for EC2; call the result to
+// stop.
+func (s *State) waiting() func() {
+	start, remote := time.Now(), s.RemoteTime
+	return func() { s.WaitTime += time.Since(start) - (s.RemoteTime - remote) }
+}
+
+// timed makes c report its commands' time to the run.
+func (s *State) timed(c *provision.Client) *provision.Client {
+	if c != nil {
+		c.OnCommand = func(d time.Duration) { s.RemoteTime += d }
+	}
 	return c
 }

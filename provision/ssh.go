@@ -66,6 +66,10 @@ type Target struct {
 // Client is an SSH connection to one machine. Its methods may be called
 // concurrently; each Run uses its own session.
 type Client struct {
+	// OnCommand, when set, is told how long each Run took (benchmarks
+	// split a bake's time between remote commands and the rest).
+	OnCommand func(time.Duration)
+
 	ssh        *ssh.Client
 	addr, user string
 	bootIDPath string
@@ -335,6 +339,9 @@ func (e *ExitError) Error() string {
 // reports progress dies at its next write. One that is silent and ignores
 // SIGTERM may go on running on the machine.
 func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if c.OnCommand != nil {
+		defer func(start time.Time) { c.OnCommand(time.Since(start)) }(time.Now())
+	}
 	sess, err := c.ssh.NewSession()
 	if err != nil {
 		return fmt.Errorf("run %q on %s: open session: %w", cmd, c.addr, err)

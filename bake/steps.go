@@ -424,6 +424,7 @@ func (s *State) terminate(ctx context.Context, id string) error {
 	w := ec2.NewInstanceTerminatedWaiter(s.opts.EC2, func(o *ec2.InstanceTerminatedWaiterOptions) {
 		o.MinDelay, o.MaxDelay = time.Second, s.opts.Timeouts.Poll
 	})
+	defer s.waiting()()
 	return w.Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, s.opts.Timeouts.Stop)
 }
 

@@ -166,3 +166,18 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	return res, errors.Join(runErr, undoErr)
 }
+
+// Check runs the preflight step alone — credentials, the base image, its
+// architecture against the instance type, the instance type's size, the SSH
+// CIDR — and creates nothing. It is what `latentworker validate` asks of AWS.
+// The returned state holds what preflight found (CallerARN, BaseAMI,
+// BaseName, Replaces, SSHCIDR).
+func Check(ctx context.Context, opts Options) (*State, error) {
+	opts.Steps = Steps()[:1]
+	opts.ManifestPath = ""
+	res, err := Run(ctx, opts)
+	if res == nil {
+		return nil, err
+	}
+	return res.State, err
+}

@@ -11,8 +11,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -117,22 +115,17 @@ func runBake(ctx context.Context, o *bakeOptions) error {
 		p = newTextPrinter(o.stderr, o.verbose)
 		fmt.Fprintf(o.stderr, "latentworker: baking worker %s in %s (run %s)\n", cfg.Worker.Name, awsCfg.Region, runID)
 	}
-	res, err := bake.Run(ctx, bake.Options{
-		Config:           cfg,
-		Password:         password,
-		EC2:              ec2.NewFromConfig(awsCfg),
-		STS:              sts.NewFromConfig(awsCfg),
-		Region:           awsCfg.Region,
-		Endpoint:         aws.ToString(awsCfg.BaseEndpoint),
-		FromPrevious:     o.fromPrevious,
-		KeepOnFailure:    o.keepOnFailure,
-		TerminateBuilder: o.terminateBuilder,
-		NoVerify:         o.noVerify,
-		ManifestPath:     manifest,
-		Events:           p,
-		RunID:            runID,
-	})
+	opts := bakeOptionsFor(cfg, password, awsCfg)
+	opts.FromPrevious = o.fromPrevious
+	opts.KeepOnFailure = o.keepOnFailure
+	opts.TerminateBuilder = o.terminateBuilder
+	opts.NoVerify = o.noVerify
+	opts.ManifestPath = manifest
+	opts.Events = p
+	opts.RunID = runID
+	res, err := bake.Run(ctx, opts)
 	p.close()
+	err = fieldError(err)
 	if err != nil {
 		if jp, ok := p.(*jsonPrinter); ok {
 			jp.emit(map[string]any{"type": "error", "error": err.Error(), "run_id": runID, "leftovers": resLeftovers(res)})

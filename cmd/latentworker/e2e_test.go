@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
 	"github.com/latentworker/latentworker/bake"
 	"github.com/latentworker/latentworker/fleet"
 	"github.com/latentworker/latentworker/lab/labtest"
@@ -287,5 +289,40 @@ func TestBakeInterrupted(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestValidateAgainstLab runs validate against the lab's AWS: the newest
+// Debian AMI by filter passes; a too small instance type and an AMI of the
+// wrong architecture are bad input naming the field, before anything is made.
+func TestValidateAgainstLab(t *testing.T) {
+	e := newCLIEnv(t)
+	ctx := context.Background()
+	out, err := e.command(ctx, "validate").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "base_image: ami-") || !strings.Contains(string(out), "debian-12-amd64-20261101-1234") {
+		t.Fatalf("validate: %v\n%s", err, out)
+	}
+	for _, tt := range []struct {
+		args  []string
+		field string
+	}{
+		{[]string{"--instance-type", "t2.micro"}, "aws.instance_type"},
+		{[]string{"--base-ami", "ami-0d4f6b8a2c1e90573"}, "aws.instance_type"}, // arm64 in the lab's catalogue
+		{[]string{"--base-name", "debian-99-*"}, "image.base_name"},
+	} {
+		cmd := e.command(ctx, append([]string{"validate"}, tt.args...)...)
+		out, err := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != exitBadInput || !strings.Contains(string(out), tt.field) {
+			t.Errorf("validate %v = exit %d (%v):\n%s\nwant exit %d naming %s", tt.args, code, err, out, exitBadInput, tt.field)
+		}
+	}
+	c := e.lab.EC2("")
+	kp, err := c.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{})
+	if err != nil || len(kp.KeyPairs) > 0 {
+		t.Errorf("after validate: key pairs %v (%v); want none", kp, err)
+	}
+	in, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{})
+	if err != nil || len(in.Reservations) > 0 {
+		t.Errorf("after validate: reservations %v (%v); want none", in, err)
 	}
 }

@@ -50,16 +50,16 @@ func TestInitThenValidate(t *testing.T) {
 	if err := run(t, nil, "init", "-c", cfg); !errors.Is(err, errBadInput) {
 		t.Errorf("second init = %v; want a bad-input error (file exists)", err)
 	}
-	err := run(t, map[string]string{"LATENTWORKER_PASSWORD": ""}, "validate", "-c", cfg)
+	err := run(t, map[string]string{"LATENTWORKER_PASSWORD": ""}, "validate", "--offline", "-c", cfg)
 	if !errors.Is(err, errBadInput) || !strings.Contains(err.Error(), "worker.name") {
 		t.Errorf("validate of the starter = %v; want a bad-input error naming worker.name", err)
 	}
-	err = run(t, map[string]string{"LATENTWORKER_PASSWORD": "s3cret-pw"}, "validate", "-c", cfg,
+	err = run(t, map[string]string{"LATENTWORKER_PASSWORD": "s3cret-pw"}, "validate", "--offline", "-c", cfg,
 		"--worker-name", "w1", "--admin-name", "Jane Doe", "--admin-email", "jane@example.com")
 	if err != nil {
 		t.Fatalf("validate with the fields filled in: %v", err)
 	}
-	err = run(t, map[string]string{"LATENTWORKER_PASSWORD": "s3cret-pw"}, "validate", "-c", cfg,
+	err = run(t, map[string]string{"LATENTWORKER_PASSWORD": "s3cret-pw"}, "validate", "--offline", "-c", cfg,
 		"--worker-name", "w1;rm -rf /", "--admin-name", "Jane Doe", "--admin-email", "jane@example.com")
 	if err == nil || strings.Contains(err.Error(), "s3cret-pw") {
 		t.Errorf("validate with a bad name = %v; want an error without the password", err)

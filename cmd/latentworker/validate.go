@@ -1,36 +1,105 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/spf13/cobra"
+
+	"github.com/latentworker/latentworker/bake"
+	"github.com/latentworker/latentworker/config"
 )
 
+type validateOptions struct {
+	cf      *configFlags
+	offline bool
+	stdout  io.Writer
+}
+
 func newValidate() *cobra.Command {
-	var cf *configFlags
+	o := &validateOptions{stdout: os.Stdout}
 	cmd := &cobra.Command{
 		Use:   "validate",
-		Short: "Check the configuration before anything costs money",
+		Short: "Check the configuration, and against AWS, before anything costs money",
 		Long: `validate checks every field of the configuration (file, then LATENTWORKER_*
-environment variables, then flags) and that the worker password can be read,
-without prompting. Every error names the field and what is allowed.`,
+environment variables, then flags) and that the worker password can be read
+(without prompting). Every error names the field and what is allowed.
+
+Then, unless --offline, it asks AWS, creating nothing: that the credentials
+work (STS), that the base AMI exists (or which one the owner + name filter
+picks), that its architecture fits the instance type, and that the instance
+type has at least 2 vCPUs and 512 MiB, the buildbot worker guide's minimum.
+
+` + exitCodesHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := cf.load()
-			if err != nil {
-				return err
-			}
-			verr := cfg.Validate()
-			_, perr := cfg.Password(nil)
-			if err := errors.Join(verr, perr); err != nil {
-				return badInput{err}
-			}
-			fmt.Fprintln(os.Stderr, "latentworker: configuration is valid")
-			return nil
+			return runValidate(cmd.Context(), o)
 		},
 	}
-	cf = addConfigFlags(cmd)
+	o.cf = addConfigFlags(cmd)
+	cmd.Flags().BoolVar(&o.offline, "offline", false, "check the configuration only; do not ask AWS")
 	return cmd
+}
+
+func runValidate(ctx context.Context, o *validateOptions) error {
+	cfg, err := o.cf.load()
+	if err != nil {
+		return err
+	}
+	verr := cfg.Validate()
+	password, perr := cfg.Password(nil)
+	if err := errors.Join(verr, perr); err != nil {
+		return badInput{err}
+	}
+	if o.offline {
+		fmt.Fprintln(os.Stderr, "latentworker: configuration is valid (not checked against AWS: --offline)")
+		return nil
+	}
+	awsCfg, err := awsConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	st, err := bake.Check(ctx, bakeOptionsFor(cfg, password, awsCfg))
+	if err != nil {
+		return fieldError(err)
+	}
+	fmt.Fprintf(o.stdout, "caller: %s\nregion: %s\nbase_image: %s (%s)\ninstance_type: %s\nssh_cidr: %s\n",
+		st.CallerARN, awsCfg.Region, st.BaseAMI, st.BaseName, cfg.AWS.InstanceType, st.SSHCIDR)
+	if st.Replaces != "" {
+		fmt.Fprintf(o.stdout, "replaces: %s\n", st.Replaces)
+	}
+	fmt.Fprintln(os.Stderr, "latentworker: configuration is valid")
+	return nil
+}
+
+// bakeOptionsFor are the options every AWS-facing command shares.
+func bakeOptionsFor(cfg *config.Config, password config.Secret, awsCfg aws.Config) bake.Options {
+	return bake.Options{
+		Config:   cfg,
+		Password: password,
+		EC2:      ec2.NewFromConfig(awsCfg),
+		STS:      sts.NewFromConfig(awsCfg),
+		Region:   awsCfg.Region,
+		Endpoint: aws.ToString(awsCfg.BaseEndpoint),
+	}
+}
+
+// fieldError names the config field behind a preflight error and marks it
+// as bad input.
+func fieldError(err error) error {
+	switch {
+	case errors.Is(err, bake.ErrUnfitInstance):
+		return badInput{fmt.Errorf("aws.instance_type (with the base image): %w", err)}
+	case errors.Is(err, bake.ErrNoBaseImage):
+		return badInput{fmt.Errorf("image.base_ami, or image.base_owner and image.base_name: %w", err)}
+	case errors.Is(err, bake.ErrNoSSHCIDR):
+		return badInput{fmt.Errorf("aws.ssh_cidr: %w", err)}
+	}
+	return err
 }

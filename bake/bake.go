@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/latentworker/latentworker/fleet"
@@ -137,6 +138,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			break
 		}
 	}
+	if runErr != nil && opts.KeepOnFailure {
+		s.authorizeDebugKey(ctx)
+	}
 	s.closeClient()
 	for _, cancel := range s.createCancels {
 		cancel()
@@ -180,4 +184,26 @@ func Check(ctx context.Context, opts Options) (*State, error) {
 		return nil, err
 	}
 	return res.State, err
+}
+
+// authorizeDebugKey adds Options.DebugKey to the login user's
+// authorized_keys on a builder kept after a failure, so that its owner can
+// log in: the run's own key never leaves the process and is deleted.
+func (s *State) authorizeDebugKey(ctx context.Context) {
+	if s.opts.DebugKey == "" || s.InstanceID == "" {
+		return
+	}
+	if s.client == nil {
+		s.warn("", fmt.Sprintf("could not add the debug key to %s: the run never logged in to it", s.InstanceID))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	key := strings.TrimSpace(s.opts.DebugKey) + "\n"
+	err := s.client.Run(ctx, "umask 077 && mkdir -p ~/.ssh && cat >> ~/.ssh/authorized_keys", strings.NewReader(key), nil, nil)
+	if err != nil {
+		s.warn("", fmt.Sprintf("could not add the debug key to %s: %v", s.InstanceID, err))
+		return
+	}
+	s.DebugKeyAdded = true
 }

@@ -100,6 +100,10 @@ type Options struct {
 	// KeepOnFailure keeps the builder instance (and the security group
 	// that lets SSH reach it) when the run fails.
 	KeepOnFailure bool
+	// DebugKey is a public key (authorized_keys line) added to the login
+	// user's authorized_keys on a builder kept after a failure, so its
+	// owner can log in to debug. Empty: none.
+	DebugKey string
 	// TerminateBuilder terminates the builder once the AMI is available;
 	// by default it is left stopped.
 	TerminateBuilder bool

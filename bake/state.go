@@ -45,6 +45,9 @@ type State struct {
 	HostKeys     provision.HostKeys
 	// TOFU is set when the console showed no host keys.
 	TOFU bool
+	// DebugKeyAdded is set when Options.DebugKey was authorized on a
+	// builder kept after a failure.
+	DebugKeyAdded bool
 
 	ImageID     string
 	ImageName   string

@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/term"
 
 	"github.com/latentworker/latentworker/bake"
@@ -27,6 +28,7 @@ type bakeOptions struct {
 	keepOnFailure    bool
 	terminateBuilder bool
 	noVerify         bool
+	debugKey         string
 	manifest         string
 	stdout, stderr   io.Writer
 }
@@ -68,6 +70,7 @@ per line on stdout, ending with a "result" object.
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "show the provisioning scripts' output and every resource created")
 	f.BoolVar(&o.fromPrevious, "from-previous", false, "start from the newest AMI this tool baked for the worker (updates + reboot) instead of the base AMI")
 	f.BoolVar(&o.keepOnFailure, "keep-on-failure", false, "keep the builder instance when the run fails, for debugging")
+	f.StringVar(&o.debugKey, "debug-key", "", "with --keep-on-failure: a public key file to authorize on the kept builder, so you can log in")
 	f.BoolVar(&o.terminateBuilder, "terminate-builder", false, "terminate the builder instance once the AMI is available")
 	f.BoolVar(&o.noVerify, "no-verify", false, "do not boot a throwaway instance from the new AMI to verify it")
 	f.StringVar(&o.manifest, "manifest", "", "where to write the manifest JSON (default WORKER-RUNID.manifest.json)")
@@ -99,6 +102,10 @@ func runBake(ctx context.Context, o *bakeOptions) error {
 	if err := errors.Join(verr, perr); err != nil {
 		return badInput{err}
 	}
+	debugKey, err := readDebugKey(o)
+	if err != nil {
+		return err
+	}
 	awsCfg, err := awsConfig(ctx, cfg)
 	if err != nil {
 		return err
@@ -118,6 +125,7 @@ func runBake(ctx context.Context, o *bakeOptions) error {
 	opts := bakeOptionsFor(cfg, password, awsCfg)
 	opts.FromPrevious = o.fromPrevious
 	opts.KeepOnFailure = o.keepOnFailure
+	opts.DebugKey = debugKey
 	opts.TerminateBuilder = o.terminateBuilder
 	opts.NoVerify = o.noVerify
 	opts.ManifestPath = manifest
@@ -131,8 +139,13 @@ func runBake(ctx context.Context, o *bakeOptions) error {
 			jp.emit(map[string]any{"type": "error", "error": err.Error(), "run_id": runID, "leftovers": resLeftovers(res)})
 		}
 		if res != nil && o.keepOnFailure && res.State != nil && res.State.InstanceID != "" {
-			fmt.Fprintf(o.stderr, "latentworker: kept builder %s at %s for debugging (ssh %s@%s with your own key; terminate it with: aws ec2 terminate-instances --instance-ids %s --region %s)\n",
-				res.State.InstanceID, res.State.InstanceAddr, cfg.Image.EffectiveSSHUser(), res.State.InstanceAddr, res.State.InstanceID, awsCfg.Region)
+			st := res.State
+			how := "nobody can log in to it: the run's own key is gone; next time add --debug-key ~/.ssh/id_ed25519.pub"
+			if st.DebugKeyAdded {
+				how = fmt.Sprintf("log in with: ssh -i YOUR_PRIVATE_KEY %s@%s", cfg.Image.EffectiveSSHUser(), st.InstanceAddr)
+			}
+			fmt.Fprintf(o.stderr, "latentworker: kept builder %s at %s for debugging; %s\nlatentworker: when done: aws ec2 terminate-instances --instance-ids %s --region %s, then delete security group %s\n",
+				st.InstanceID, st.InstanceAddr, how, st.InstanceID, awsCfg.Region, st.SecurityGroupID)
 		}
 		return err
 	}
@@ -173,4 +186,22 @@ func awsConfig(ctx context.Context, cfg *config.Config) (aws.Config, error) {
 		return aws.Config{}, badInput{errors.New("aws.region: not set: set it in the config file, --region, LATENTWORKER_REGION, AWS_REGION, or the profile")}
 	}
 	return awsCfg, nil
+}
+
+// readDebugKey reads and checks --debug-key.
+func readDebugKey(o *bakeOptions) (string, error) {
+	if o.debugKey == "" {
+		return "", nil
+	}
+	if !o.keepOnFailure {
+		return "", badInput{errors.New("--debug-key: only with --keep-on-failure (it is authorized on a builder kept after a failure)")}
+	}
+	b, err := os.ReadFile(o.debugKey)
+	if err != nil {
+		return "", badInput{fmt.Errorf("--debug-key: %w", err)}
+	}
+	if _, _, _, _, err := ssh.ParseAuthorizedKey(b); err != nil {
+		return "", badInput{fmt.Errorf("--debug-key %s: not an SSH public key (%v); give the .pub file", o.debugKey, err)}
+	}
+	return strings.TrimSpace(string(b)), nil
 }

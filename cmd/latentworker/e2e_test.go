@@ -326,3 +326,48 @@ func TestValidateAgainstLab(t *testing.T) {
 		t.Errorf("after validate: reservations %v (%v); want none", in, err)
 	}
 }
+
+// TestBakeKeepOnFailure fails a bake in an extra script with
+// --keep-on-failure --debug-key: the builder stays, the owner's key logs in,
+// and everything else of the run is removed.
+func TestBakeKeepOnFailure(t *testing.T) {
+	e := newCLIEnv(t)
+	ctx := context.Background()
+	script := filepath.Join(e.dir, "fail.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho 'extra script: failing on purpose' >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(e.dir, "debug")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	cmd := e.command(ctx, "bake", "--extra-script", script, "--keep-on-failure", "--debug-key", key+".pub")
+	out, err := cmd.CombinedOutput()
+	e.noSecret(t, "output", out)
+	if code := cmd.ProcessState.ExitCode(); code != exitFailure {
+		t.Fatalf("bake with a failing extra script = exit %d (%v); want %d\n%s", code, err, exitFailure, out)
+	}
+	var addr, id string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "latentworker: kept builder ") {
+			f := strings.Fields(line)
+			id, addr = f[3], strings.TrimSuffix(f[5], ";")
+		}
+	}
+	if id == "" || !strings.Contains(string(out), "log in with: ssh") {
+		t.Fatalf("no kept builder with login instructions in:\n%s", out)
+	}
+	login := exec.Command("ssh", "-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "admin@"+addr, "systemctl is-enabled buildbot-worker@"+cliWorker)
+	if lout, err := login.CombinedOutput(); err != nil || strings.TrimSpace(string(lout)) != "enabled" {
+		t.Errorf("ssh with the debug key to the kept builder %s: %v: %s", id, err, lout)
+	}
+	c := e.lab.EC2("")
+	kp, err := c.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{})
+	if err != nil || len(kp.KeyPairs) > 0 {
+		t.Errorf("key pairs after the failed run: %v (%v); want none", kp.KeyPairs, err)
+	}
+	if _, err := c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+		t.Errorf("terminate the kept builder: %v", err)
+	}
+}

@@ -177,8 +177,9 @@ func (a *actor) run(ctx context.Context, fs []Finding) {
 	}
 	a.terminate(ctx, insts)
 	for _, f := range keys {
+		// By name: moto ignores KeyPairId.
 		in := &ec2.DeleteKeyPairInput{KeyName: aws.String(f.Name)}
-		if strings.HasPrefix(f.ID, "key-") {
+		if f.Name == "" {
 			in = &ec2.DeleteKeyPairInput{KeyPairId: aws.String(f.ID)}
 		}
 		_, err := a.api.DeleteKeyPair(ctx, in)

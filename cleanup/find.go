@@ -282,11 +282,11 @@ func (s *search) listImages(ctx context.Context) error {
 	return nil
 }
 
-func (s *search) describeInstances(ctx context.Context, what string, fs ...types.Filter) error {
+func (s *search) describeInstances(ctx context.Context, what string, opt []func(*ec2.Options), fs ...types.Filter) error {
 	fs = append(fs, filter("instance-state-name", liveStates...))
 	p := ec2.NewDescribeInstancesPaginator(s.api, &ec2.DescribeInstancesInput{Filters: fs, MaxResults: aws.Int32(1000)})
 	for p.HasMorePages() {
-		out, err := p.NextPage(ctx)
+		out, err := p.NextPage(ctx, opt...)
 		if err != nil {
 			return fmt.Errorf("listing instances %s (ec2 DescribeInstances) in %s: %w", what, s.region, err)
 		}
@@ -304,12 +304,12 @@ func (s *search) describeInstances(ctx context.Context, what string, fs ...types
 // a worker's instance profile.
 func (s *search) listInstances(ctx context.Context) error {
 	s.instances = map[string]types.Instance{}
-	if err := s.describeInstances(ctx, "tagged "+fleet.TagWorker, s.tagFilters(fleet.TagWorker)...); err != nil {
+	if err := s.describeInstances(ctx, "tagged "+fleet.TagWorker, nil, s.tagFilters(fleet.TagWorker)...); err != nil {
 		return err
 	}
 	ids := slices.Sorted(maps.Keys(s.images))
 	for chunk := range slices.Chunk(ids, maxFilterValues) {
-		if err := s.describeInstances(ctx, "launched from latentworker AMIs", filter("image-id", chunk...)); err != nil {
+		if err := s.describeInstances(ctx, "launched from latentworker AMIs", nil, filter("image-id", chunk...)); err != nil {
 			return err
 		}
 	}
@@ -317,9 +317,12 @@ func (s *search) listInstances(ctx context.Context) error {
 	if w == "" {
 		w = "*"
 	}
-	err := s.describeInstances(ctx, "with a worker instance profile", filter("iam-instance-profile.arn", "arn:*:iam::*:instance-profile/"+ProfilePrefix+w))
+	// Not retried: an endpoint that does not implement the filter (moto,
+	// the lab) answers 500, which the SDK would retry with backoff.
+	noRetry := []func(*ec2.Options){func(o *ec2.Options) { o.Retryer = aws.NopRetryer{} }}
+	err := s.describeInstances(ctx, "with a worker instance profile", noRetry, filter("iam-instance-profile.arn", "arn:*:iam::*:instance-profile/"+ProfilePrefix+w))
 	if err != nil && unsupportedFilter(err) {
-		s.warn("the endpoint does not support the iam-instance-profile.arn filter (%s): instances found only by their worker instance profile were not looked for", apiCode(err))
+		s.warn("the endpoint refused the iam-instance-profile.arn filter (%s): instances found only by their worker instance profile were not looked for", errSummary(err))
 		return nil
 	}
 	return err
@@ -334,6 +337,18 @@ func unsupportedFilter(err error) bool {
 	}
 	var re interface{ HTTPStatusCode() int }
 	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusInternalServerError
+}
+
+// errSummary is the AWS error code of err, else its HTTP status.
+func errSummary(err error) string {
+	if c := apiCode(err); c != "" {
+		return c
+	}
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) {
+		return fmt.Sprintf("HTTP %d", re.HTTPStatusCode())
+	}
+	return err.Error()
 }
 
 func (s *search) listKeyPairs(ctx context.Context) error {

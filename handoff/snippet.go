@@ -54,8 +54,8 @@ func pyComment(s string) string {
 // directory): PasswordSecretName, AccessKeyIDSecretName and
 // SecretAccessKeySecretName of the worker name. The password is
 // util.Secret(...), which needs c['secretsProviders'] to include
-// util.SecretInAFile(dirname=LATENTWORKER_SECRETS_DIR); the access key is
-// read when master.cfg is loaded, because EC2LatentWorker passes it to
+// secrets.SecretInAFile(dirname=LATENTWORKER_SECRETS_DIR) (secrets from
+// buildbot.plugins); the access key is read when master.cfg is loaded, because EC2LatentWorker passes it to
 // boto3 in its constructor, before secrets are rendered. The comments in
 // the snippet say so for the admins.
 //
@@ -91,7 +91,8 @@ func MasterCfgSnippet(b Bundle) (string, error) {
 	p("# password= goes through buildbot's secret lookup: util.Secret() is")
 	p("# rendered when the master (re)configures, by c['secretsProviders'],")
 	p("# which must include a provider for that directory, for example:")
-	p("#   c['secretsProviders'] = [util.SecretInAFile(dirname=LATENTWORKER_SECRETS_DIR)]")
+	p("#   from buildbot.plugins import secrets")
+	p("#   c['secretsProviders'] = [secrets.SecretInAFile(dirname=LATENTWORKER_SECRETS_DIR)]")
 	p("# identifier= and secret_identifier= cannot be util.Secret():")
 	p("# EC2LatentWorker hands them to boto3 in its constructor, before secrets")
 	p("# are rendered, so _latentworker_secret() reads them when master.cfg is")

@@ -34,8 +34,11 @@
 //
 // # Leftovers
 //
-// Leftovers are resources tagged latentworker:run-id by a bake run. A run
-// is judged by what it left in the region:
+// Leftovers are resources tagged latentworker:run-id by a bake run, with
+// the role bake gives them (builder, verify, temp-key, temp-sg, image,
+// snapshot): a resource with a run ID and another role (a handoff's key
+// pair or group, say) is never judged as a bake leftover. A run is judged
+// by what it left in the region:
 //   - live: its temporary key pair still exists and the run is younger than
 //     MaxAge (its age is the time in its run ID) and not past its
 //     latentworker:expires tag. Nothing of a live run is a leftover.

@@ -237,6 +237,11 @@ func (s *search) tagFilters(key string) []types.Filter {
 	return fs
 }
 
+// runFilters select what a bake run tagged with role.
+func (s *search) runFilters(role fleet.Role) []types.Filter {
+	return append(s.tagFilters(fleet.TagRunID), filter("tag:"+fleet.TagRole, string(role)))
+}
+
 func (s *search) protected(tags map[string]string) bool {
 	_, ok := tags[s.opts.ProtectTag]
 	return ok
@@ -353,7 +358,7 @@ func errSummary(err error) string {
 
 func (s *search) listKeyPairs(ctx context.Context) error {
 	s.keys = map[string]types.KeyPairInfo{}
-	out, err := s.api.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{Filters: s.tagFilters(fleet.TagRunID)})
+	out, err := s.api.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{Filters: s.runFilters(fleet.RoleTempKey)})
 	if err != nil {
 		return fmt.Errorf("listing bake key pairs (ec2 DescribeKeyPairs) in %s: %w", s.region, err)
 	}
@@ -491,7 +496,11 @@ func (s *search) judgeInstances(ctx context.Context) {
 			f.State = string(in.State.Name)
 		}
 		if rid := tags[fleet.TagRunID]; rid != "" {
-			if reason, ok := s.leftoverInstance(rid, fleet.Role(tags[fleet.TagRole]), tags); ok {
+			role := fleet.Role(tags[fleet.TagRole])
+			if role != fleet.RoleBuilder && role != fleet.RoleVerify {
+				continue // not a bake instance, and tagged with a run: not ours to judge
+			}
+			if reason, ok := s.leftoverInstance(rid, role, tags); ok {
 				f.Kind, f.Reason = KindLeftover, reason
 				s.add(f)
 			}
@@ -577,7 +586,7 @@ func (s *search) judgeSecurityGroups(ctx context.Context) error {
 			usedByStaying[g] = true
 		}
 	}
-	p := ec2.NewDescribeSecurityGroupsPaginator(s.api, &ec2.DescribeSecurityGroupsInput{Filters: s.tagFilters(fleet.TagRunID)})
+	p := ec2.NewDescribeSecurityGroupsPaginator(s.api, &ec2.DescribeSecurityGroupsInput{Filters: s.runFilters(fleet.RoleTempSG)})
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)
 		if err != nil {
@@ -640,7 +649,7 @@ func (s *search) judgeImagesAndSnapshots(ctx context.Context) error {
 			Since: since, Reason: reason, Snapshots: snaps})
 	}
 	p := ec2.NewDescribeSnapshotsPaginator(s.api, &ec2.DescribeSnapshotsInput{
-		OwnerIds: []string{"self"}, Filters: s.tagFilters(fleet.TagRunID),
+		OwnerIds: []string{"self"}, Filters: s.runFilters(fleet.RoleSnapshot),
 	})
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)

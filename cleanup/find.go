@@ -36,7 +36,8 @@ const (
 )
 
 // ProfilePrefix starts the name of a worker's instance profile,
-// "latentworker-WORKER" (iam.Name).
+// "latentworker-WORKER" (iam.Name), under any IAM path (iam.DefaultPath is
+// /latentworker/).
 const ProfilePrefix = "latentworker-"
 
 // Options tune Find.
@@ -325,7 +326,7 @@ func (s *search) listInstances(ctx context.Context) error {
 	// Not retried: an endpoint that does not implement the filter (moto,
 	// the lab) answers 500, which the SDK would retry with backoff.
 	noRetry := []func(*ec2.Options){func(o *ec2.Options) { o.Retryer = aws.NopRetryer{} }}
-	err := s.describeInstances(ctx, "with a worker instance profile", noRetry, filter("iam-instance-profile.arn", "arn:*:iam::*:instance-profile/"+ProfilePrefix+w))
+	err := s.describeInstances(ctx, "with a worker instance profile", noRetry, filter("iam-instance-profile.arn", "arn:*:iam::*:instance-profile/*"+ProfilePrefix+w))
 	if err != nil && unsupportedFilter(err) {
 		s.warn("the endpoint refused the iam-instance-profile.arn filter (%s): instances found only by their worker instance profile were not looked for", errSummary(err))
 		return nil

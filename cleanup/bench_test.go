@@ -2,9 +2,12 @@ package cleanup
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,7 +46,8 @@ func envInt(tb testing.TB, name string, def int) int {
 // filter, paginated, filtered on the client, which is what a shell loop of
 // `aws ec2 describe-instances --region R` does. It reports the wall time
 // and API calls of both and their ratios. The issue's size is
-// SWEEP_BENCH_REGIONS=17 SWEEP_BENCH_INSTANCES=2000.
+// SWEEP_BENCH_REGIONS=17 SWEEP_BENCH_INSTANCES=2000. With SWEEP_BENCH_AWSCLI
+// set it also times a shell-style loop of the aws CLI (awsCLIListing), once.
 func BenchmarkFind(b *testing.B) {
 	nRegions := min(envInt(b, "SWEEP_BENCH_REGIONS", 2), len(benchRegions))
 	perRegion := envInt(b, "SWEEP_BENCH_INSTANCES", 200)
@@ -103,6 +107,16 @@ func BenchmarkFind(b *testing.B) {
 	if want := nRegions * max(perRegion/20, 1); found != want || naiveFound != want {
 		b.Fatalf("Find found %d zombies, the naive listing %d; want %d", found, naiveFound, want)
 	}
+	if os.Getenv("SWEEP_BENCH_AWSCLI") != "" {
+		t0 := time.Now()
+		n, calls, err := awsCLIListing(url, regions)
+		if err != nil {
+			b.Fatalf("aws CLI listing: %v", err)
+		}
+		d := time.Since(t0)
+		fmt.Fprintf(os.Stderr, "aws ec2 describe-instances loop over %d regions: %s, %d calls, %d worker instances; ratio to Find: time %.2f, calls %.2f\n",
+			nRegions, d.Round(time.Millisecond), calls, n, d.Seconds()/(findTime.Seconds()/float64(b.N)), float64(calls)/(float64(findCalls)/float64(b.N)))
+	}
 	n := float64(b.N)
 	b.ReportMetric(float64(findCalls)/n, "find-calls/op")
 	b.ReportMetric(float64(naiveCalls)/n, "naive-calls/op")
@@ -114,6 +128,56 @@ func BenchmarkFind(b *testing.B) {
 		nRegions, perRegion, (findTime / time.Duration(b.N)).Round(time.Millisecond), findCalls/int64(b.N),
 		(naiveTime / time.Duration(b.N)).Round(time.Millisecond), naiveCalls/int64(b.N),
 		naiveTime.Seconds()/findTime.Seconds(), float64(naiveCalls)/float64(findCalls))
+}
+
+// awsCLIListing runs `aws ec2 describe-instances` against moto at url,
+// region by region, one page (up to 1000 instances) per invocation,
+// following NextToken, and counts the running instances with the worker
+// tag. It returns that count and the number of invocations (API calls).
+func awsCLIListing(url string, regions []string) (int, int, error) {
+	found, calls := 0, 0
+	for _, region := range regions {
+		token := ""
+		for {
+			args := []string{"ec2", "describe-instances", "--region", region, "--endpoint-url", url,
+				"--no-paginate", "--max-results", "1000", "--output", "json"}
+			if token != "" {
+				args = append(args, "--next-token", token)
+			}
+			cmd := exec.Command("aws", args...)
+			cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=testing", "AWS_SECRET_ACCESS_KEY=testing", "AWS_PAGER=")
+			out, err := cmd.Output()
+			calls++
+			if err != nil {
+				return 0, calls, fmt.Errorf("aws %s: %w", strings.Join(args, " "), err)
+			}
+			var page struct {
+				Reservations []struct {
+					Instances []struct {
+						State struct{ Name string }
+						Tags  []struct{ Key, Value string }
+					}
+				}
+				NextToken string
+			}
+			if err := json.Unmarshal(out, &page); err != nil {
+				return 0, calls, fmt.Errorf("aws describe-instances in %s: %w", region, err)
+			}
+			for _, r := range page.Reservations {
+				for _, in := range r.Instances {
+					for _, t := range in.Tags {
+						if t.Key == fleet.TagWorker && in.State.Name == "running" {
+							found++
+						}
+					}
+				}
+			}
+			if token = page.NextToken; token == "" {
+				break
+			}
+		}
+	}
+	return found, calls, nil
 }
 
 // naiveListing lists every instance of every region, one region after the

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
@@ -323,9 +324,14 @@ func (s *search) listInstances(ctx context.Context) error {
 	if w == "" {
 		w = "*"
 	}
-	// Not retried: an endpoint that does not implement the filter (moto,
-	// the lab) answers 500, which the SDK would retry with backoff.
-	noRetry := []func(*ec2.Options){func(o *ec2.Options) { o.Retryer = aws.NopRetryer{} }}
+	// Retried only when throttled: an endpoint that does not implement the
+	// filter (moto, the lab) answers 500, which the SDK would retry with
+	// backoff.
+	noRetry := []func(*ec2.Options){func(o *ec2.Options) {
+		o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
+			so.Retryables = []retry.IsErrorRetryable{retry.RetryableErrorCode{Codes: retry.DefaultThrottleErrorCodes}}
+		})
+	}}
 	err := s.describeInstances(ctx, "with a worker instance profile", noRetry, filter("iam-instance-profile.arn", "arn:*:iam::*:instance-profile/*"+ProfilePrefix+w))
 	if err != nil && unsupportedFilter(err) {
 		s.warn("the endpoint refused the iam-instance-profile.arn filter (%s): instances found only by their worker instance profile were not looked for", errSummary(err))
@@ -564,8 +570,9 @@ func (s *search) judgeKeyPairs() {
 	}
 }
 
-// staying reports whether instance in stays (it is not a finding).
-func (s *search) staying() map[string]bool {
+// leaving returns the IDs of the instances found so far as zombies or
+// leftovers: Act terminates them.
+func (s *search) leaving() map[string]bool {
 	gone := map[string]bool{}
 	for _, f := range s.findings {
 		if f.Resource == ResInstance {
@@ -577,7 +584,7 @@ func (s *search) staying() map[string]bool {
 
 func (s *search) judgeSecurityGroups(ctx context.Context) error {
 	// Groups used by instances that stay, and by instances of each run.
-	gone := s.staying()
+	gone := s.leaving()
 	usedByStaying := map[string]bool{}
 	for id, in := range s.instances {
 		if gone[id] {

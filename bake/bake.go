@@ -138,6 +138,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			break
 		}
 	}
+	// A cancel that came while the last step ran still cancels the run.
+	if cause := context.Cause(ctx); runErr == nil && cause != nil {
+		runErr = fmt.Errorf("cancelled as the run finished: %w", cause)
+	}
+	if runErr != nil && opts.ManifestPath != "" {
+		_ = os.Remove(opts.ManifestPath) // it would name an image that is rolled back
+	}
 	if runErr != nil && opts.KeepOnFailure {
 		s.authorizeDebugKey(ctx)
 	}

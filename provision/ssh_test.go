@@ -309,6 +309,9 @@ func TestReboot(t *testing.T) {
 	}
 	h := s.pinned()
 	tg := s.target(h.Check)
+	// The fake boot ID changes only once reboot has redialled and seen the
+	// old one (the marker), whatever the machine's load.
+	marker := filepath.Join(t.TempDir(), "redialled")
 	dials := 0
 	redial := func(ctx context.Context) (*Client, error) {
 		dials++
@@ -316,13 +319,16 @@ func TestReboot(t *testing.T) {
 		if c != nil {
 			c.bootIDPath = idFile
 		}
+		if dials == 3 { // the first redial after the reboot command is done
+			_ = os.WriteFile(marker, nil, 0o644)
+		}
 		return c, err
 	}
 	c, err := redial(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fakeReboot := "(sleep 1; echo new-boot > " + shellQuote(idFile) + ".tmp; mv " + shellQuote(idFile) + ".tmp " +
+	fakeReboot := "(while [ ! -e " + shellQuote(marker) + " ]; do sleep 0.1; done; echo new-boot > " + shellQuote(idFile) + ".tmp; mv " + shellQuote(idFile) + ".tmp " +
 		shellQuote(idFile) + ") </dev/null >/dev/null 2>&1 & kill -9 $PPID"
 	nc, err := reboot(ctx, c, redial, fakeReboot, 100*time.Millisecond)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -243,7 +244,19 @@ func TestBakeInterrupted(t *testing.T) {
 				t.Parallel()
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 				defer cancel()
-				cmd := e.command(ctx, "bake", "--json")
+				args := []string{"bake", "--json"}
+				// The manifest step takes a millisecond: a signal sent as
+				// it starts would land after the run. A FIFO as the
+				// manifest holds the step until the signal has landed.
+				var fifo string
+				if step.Name == bake.StepManifest {
+					fifo = filepath.Join(t.TempDir(), "manifest.fifo")
+					if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+						t.Fatal(err)
+					}
+					args = append(args, "--manifest", fifo)
+				}
+				cmd := e.command(ctx, args...)
 				stdout, err := cmd.StdoutPipe()
 				if err != nil {
 					t.Fatal(err)
@@ -267,6 +280,16 @@ func TestBakeInterrupted(t *testing.T) {
 							t.Fatal(err)
 						}
 						sent = true
+						if fifo != "" {
+							go func() {
+								// Let the signal be handled, then let the write go.
+								time.Sleep(500 * time.Millisecond)
+								if f, err := os.Open(fifo); err == nil {
+									_, _ = io.Copy(io.Discard, f)
+									f.Close()
+								}
+							}()
+						}
 					}
 				}
 				err = cmd.Wait()

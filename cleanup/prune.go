@@ -65,10 +65,20 @@ func PlanPrune(ctx context.Context, clients ClientFunc, worker string, keep int,
 			return cmp.Or(cmp.Compare(aws.ToString(b.CreationDate), aws.ToString(a.CreationDate)),
 				cmp.Compare(aws.ToString(b.Name), aws.ToString(a.Name)))
 		})
-		for i, im := range images {
+		// Protected AMIs (by tag) are outside retention altogether: they
+		// take no place among the newest kept.
+		kept := 0
+		for _, im := range images {
 			id := aws.ToString(im.ImageId)
 			tags := tagsMap(im.Tags)
-			if _, p := tags[opts.ProtectTag]; i < keep || p || slices.Contains(protect, id) {
+			if _, p := tags[opts.ProtectTag]; p {
+				continue
+			}
+			if kept < keep {
+				kept++
+				continue
+			}
+			if slices.Contains(protect, id) {
 				continue
 			}
 			since, _ := time.Parse(time.RFC3339, aws.ToString(im.CreationDate))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -392,5 +393,83 @@ func TestBakeKeepOnFailure(t *testing.T) {
 	}
 	if _, err := c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
 		t.Errorf("terminate the kept builder: %v", err)
+	}
+}
+
+// TestHandoffCLI hands off a baked AMI in the lab: the secret reaches only
+// the 0600 file (and stdout only with --show-secret), a refresh reports the
+// one value that changed, and the two key slots are managed.
+func TestHandoffCLI(t *testing.T) {
+	e := newCLIEnv(t)
+	ctx := context.Background()
+	run := func(args ...string) (string, string, int) {
+		t.Helper()
+		cmd := e.command(ctx, args...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		_ = cmd.Run()
+		e.noSecret(t, "handoff stdout", stdout.Bytes())
+		e.noSecret(t, "handoff stderr", stderr.Bytes())
+		return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+	}
+	bakeOut, stderr, code := run("bake", "--no-verify", "--terminate-builder")
+	if code != 0 {
+		t.Fatalf("bake: exit %d\n%s", code, stderr)
+	}
+	ami := strings.TrimPrefix(strings.SplitN(bakeOut, "\n", 2)[0], "image_id: ")
+	pub := filepath.Join(e.dir, "master-key")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", pub).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	if _, stderr, code := run("handoff"); code != exitFailure || !strings.Contains(stderr, "--public-key") {
+		t.Errorf("handoff without the key pair or --public-key = exit %d\n%s\nwant a failure asking for --public-key", code, stderr)
+	}
+	out, stderr, code := run("handoff", "--public-key", pub+".pub")
+	if code != 0 {
+		t.Fatalf("handoff: exit %d\n%s", code, stderr)
+	}
+	for _, want := range []string{"t3.small", "us-east-1", ami, "Access key ID", "EC2LatentWorker(", "keepalive_interval=60"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("handoff text lacks %q:\n%s", want, out)
+		}
+	}
+	secretFiles, _ := filepath.Glob(filepath.Join(e.dir, cliWorker+"-*.secret"))
+	if len(secretFiles) != 1 {
+		t.Fatalf("secret files %v; want one", secretFiles)
+	}
+	fi, err := os.Stat(secretFiles[0])
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file %s: %v, mode %v; want 0600", secretFiles[0], err, fi.Mode())
+	}
+	full, _ := os.ReadFile(secretFiles[0])
+	m := regexp.MustCompile(`"secret_access_key": "([^"]+)"`).FindSubmatch(full)
+	if m == nil {
+		t.Fatalf("no secret in %s", secretFiles[0])
+	}
+	secret := string(m[1])
+	if strings.Contains(out, secret) || strings.Contains(stderr, secret) {
+		t.Errorf("the secret access key reached the terminal without --show-secret")
+	}
+	if b, _ := os.ReadFile(e.lab.State.RequestLog); bytes.Contains(b, []byte(secret)) {
+		t.Errorf("the secret access key is in the lab's request log")
+	}
+
+	// A refresh: the admins swap one value; the key stays.
+	if _, stderr, code := run("bake", "--from-previous", "--no-verify", "--terminate-builder"); code != 0 {
+		t.Fatalf("bake --from-previous: exit %d\n%s", code, stderr)
+	}
+	_, stderr, code = run("handoff")
+	if code != 0 || !strings.Contains(stderr, "AMI "+ami+" -> ") || !strings.Contains(stderr, "unchanged") {
+		t.Errorf("handoff after a refresh: exit %d\n%s\nwant the AMI change and the key unchanged", code, stderr)
+	}
+	// Key slots: rotate once, a second rotation is refused, retire the old.
+	if _, stderr, code := run("handoff", "--rotate"); code != 0 {
+		t.Errorf("handoff --rotate: exit %d\n%s", code, stderr)
+	}
+	if _, stderr, code := run("handoff", "--rotate"); code == 0 || !strings.Contains(stderr, "2 access keys") {
+		t.Errorf("a second --rotate: exit %d\n%s\nwant a refusal naming the two keys", code, stderr)
+	}
+	if _, stderr, code := run("handoff", "--retire-old"); code != 0 || !strings.Contains(stderr, "deleted the older access key") {
+		t.Errorf("handoff --retire-old: exit %d\n%s", code, stderr)
 	}
 }

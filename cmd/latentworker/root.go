@@ -68,7 +68,7 @@ AWS_ENDPOINT_URL). Start with 'latentworker init'.
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput{err} })
-	root.AddCommand(newInit(), newValidate(), newBake())
+	root.AddCommand(newInit(), newValidate(), newBake(), newHandoff())
 	return root
 }
 

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/latentworker/latentworker/handoff"
+)
+
+type handoffOptions struct {
+	cf         *configFlags
+	ami        string
+	keyPair    string
+	publicKey  string
+	rotate     bool
+	retireOld  bool
+	showSecret bool
+	secretFile string
+	encryptTo  []string
+	format     string
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+func newHandoff() *cobra.Command {
+	o := &handoffOptions{stdout: os.Stdout, stderr: os.Stderr}
+	cmd := &cobra.Command{
+		Use:   "handoff",
+		Short: "Give the buildmaster admins what they need: a least-privilege key and the bundle",
+		Long: `handoff prepares what the buildmaster's EC2LatentWorker needs and prints the
+bundle the admins paste: instance size, full region, AMI ID, access key ID
+(and secret), then the key pair, security group, subnet, instance profile and
+tags the key is limited to, and a ready EC2LatentWorker(...) for master.cfg.
+
+It creates or updates, idempotently: the key pair the master names (imported
+from --public-key; the private key stays with you), a security group with no
+inbound rules, the worker's instance profile (a role with no permissions), an
+IAM user under /latentworker/ with a policy that allows only the calls
+EC2LatentWorker makes, in this region, for this worker's AMI, and an access
+key. Run it again after a refresh: it reuses the user and key, moves the
+policy to the new AMI and says what changed.
+
+The secret goes to a file created 0600 (--secret-file), not to the terminal
+unless --show-secret; --encrypt-to writes the whole bundle encrypted to an
+age recipient or SSH public key, for mailing. The AMI holds the worker
+password: handoff refuses a public AMI.
+
+` + exitCodesHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runHandoff(cmd.Context(), o)
+		},
+	}
+	o.cf = addConfigFlags(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.ami, "ami", "", "the AMI to hand off (default: the newest this tool baked for the worker)")
+	f.StringVar(&o.keyPair, "key-pair-name", "", "the EC2 key pair the master names (default latentworker-WORKER)")
+	f.StringVar(&o.publicKey, "public-key", "", "public key file to import as that key pair when it does not exist")
+	f.BoolVar(&o.rotate, "rotate", false, "create a second access key (the old one stays active until --retire-old)")
+	f.BoolVar(&o.retireOld, "retire-old", false, "delete the older access key, once the admins use the newer one")
+	f.BoolVar(&o.showSecret, "show-secret", false, "print the secret access key too")
+	f.StringVar(&o.secretFile, "secret-file", "", "where to write the bundle with the secret, 0600 (default WORKER-ACCESSKEYID.secret)")
+	f.StringArrayVar(&o.encryptTo, "encrypt-to", nil, "also write the bundle encrypted to this age recipient or SSH public key (WORKER-handoff.age); repeatable")
+	f.StringVar(&o.format, "format", "text", "what goes to stdout: text (an email), json, or snippet (master.cfg)")
+	return cmd
+}
+
+func runHandoff(ctx context.Context, o *handoffOptions) error {
+	switch o.format {
+	case "text", "json", "snippet":
+	default:
+		return badInput{fmt.Errorf("--format %q: must be text, json or snippet", o.format)}
+	}
+	cfg, err := o.cf.load()
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return badInput{err}
+	}
+	pub := ""
+	if o.publicKey != "" {
+		b, err := os.ReadFile(o.publicKey)
+		if err != nil {
+			return badInput{fmt.Errorf("--public-key: %w", err)}
+		}
+		if _, _, _, _, err := ssh.ParseAuthorizedKey(b); err != nil {
+			return badInput{fmt.Errorf("--public-key %s: not an SSH public key (%v)", o.publicKey, err)}
+		}
+		pub = string(b)
+	}
+	for _, r := range o.encryptTo {
+		if _, err := handoff.ParseRecipient(r); err != nil {
+			return badInput{fmt.Errorf("--encrypt-to: %w", err)}
+		}
+	}
+	awsCfg, err := awsConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	res, err := handoff.Run(ctx, handoff.Options{
+		Worker: cfg.Worker.Name, MasterAddress: cfg.Worker.Master, Region: awsCfg.Region,
+		InstanceTypes: []string{cfg.AWS.InstanceType}, SubnetID: cfg.AWS.SubnetID,
+		AMI: o.ami, KeyPairName: o.keyPair, PublicKey: pub, Rotate: o.rotate, RetireOld: o.retireOld,
+		EC2: ec2.NewFromConfig(awsCfg), IAM: awsiam.NewFromConfig(awsCfg), STS: sts.NewFromConfig(awsCfg),
+	})
+	if err != nil {
+		if errors.Is(err, handoff.ErrPublicImage) || errors.Is(err, handoff.ErrNoImage) {
+			return badInput{err}
+		}
+		return err
+	}
+	b := res.Bundle
+	for _, c := range res.Created {
+		fmt.Fprintf(o.stderr, "latentworker: created %s\n", c)
+	}
+	for _, k := range res.Retired {
+		fmt.Fprintf(o.stderr, "latentworker: deleted the older access key %s\n", k.ID)
+	}
+	if res.PolicyChanged {
+		fmt.Fprintf(o.stderr, "latentworker: the key's policy now allows %s\n", b.AMI)
+	}
+	if b.Changes.OldAMI != "" {
+		fmt.Fprintf(o.stderr, "latentworker: changed since the last handoff: AMI %s -> %s (the admins swap this one value)\n", b.Changes.OldAMI, b.AMI)
+	}
+	secretFile := o.secretFile
+	if secretFile == "" {
+		// One file per key: a rotation never meets the previous file.
+		secretFile = b.WorkerName + "-" + b.AccessKeyID + ".secret"
+	}
+	if !b.SecretAccessKey.IsZero() {
+		if err := handoff.WriteSecretFile(secretFile, b, o.secretFile != ""); err != nil {
+			return fmt.Errorf("writing the secret file: %w", err)
+		}
+		fmt.Fprintf(o.stderr, "latentworker: wrote the bundle with the secret access key to %s (0600)\n", secretFile)
+		if len(o.encryptTo) > 0 {
+			full, err := handoff.Full(b)
+			if err != nil {
+				return err
+			}
+			enc, err := handoff.EncryptTo(o.encryptTo, full)
+			if err != nil {
+				return err
+			}
+			encFile := b.WorkerName + "-handoff.age"
+			if err := os.WriteFile(encFile, enc, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.stderr, "latentworker: wrote the bundle encrypted to %s to %s, to mail\n", strings.Join(o.encryptTo, ", "), encFile)
+		}
+	} else {
+		secretFile = ""
+		fmt.Fprintf(o.stderr, "latentworker: the access key %s is unchanged; the admins keep the secret they have\n", b.AccessKeyID)
+	}
+	fmt.Fprintf(o.stderr, "latentworker: %s\n", handoff.AMIWarning)
+	var out string
+	switch o.format {
+	case "json":
+		j, err := handoff.JSON(b, o.showSecret)
+		if err != nil {
+			return err
+		}
+		out = string(j)
+	case "snippet":
+		out, err = handoff.MasterCfgSnippet(b)
+	default:
+		var text, snippet string
+		text, err = handoff.Text(b, handoff.TextOptions{ShowSecret: o.showSecret, SecretFile: secretFile})
+		if err == nil {
+			snippet, err = handoff.MasterCfgSnippet(b)
+		}
+		out = text + "\n" + snippet
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(o.stdout, strings.TrimRight(out, "\n")+"\n")
+	return nil
+}

@@ -1,0 +1,343 @@
+package handoff
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go"
+
+	"github.com/latentworker/latentworker/fleet"
+	"github.com/latentworker/latentworker/iam"
+)
+
+// TagHandedOff marks, on an AMI, when it was last handed off: the newest
+// such AMI of a worker is the one the admins run, which a sweep's image
+// retention never removes, and the one the next handoff reports as
+// replaced.
+const TagHandedOff = fleet.Prefix + "handed-off"
+
+// RoleMaster is the fleet role of the key pair and security group the
+// master names.
+const RoleMaster fleet.Role = "master"
+
+// EC2API is the part of the EC2 client a handoff uses.
+type EC2API interface {
+	DescribeImages(context.Context, *ec2.DescribeImagesInput, ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
+	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
+	DescribeKeyPairs(context.Context, *ec2.DescribeKeyPairsInput, ...func(*ec2.Options)) (*ec2.DescribeKeyPairsOutput, error)
+	ImportKeyPair(context.Context, *ec2.ImportKeyPairInput, ...func(*ec2.Options)) (*ec2.ImportKeyPairOutput, error)
+	DescribeSecurityGroups(context.Context, *ec2.DescribeSecurityGroupsInput, ...func(*ec2.Options)) (*ec2.DescribeSecurityGroupsOutput, error)
+	CreateSecurityGroup(context.Context, *ec2.CreateSecurityGroupInput, ...func(*ec2.Options)) (*ec2.CreateSecurityGroupOutput, error)
+	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
+}
+
+// STSAPI is the part of the STS client a handoff uses.
+type STSAPI interface {
+	GetCallerIdentity(context.Context, *sts.GetCallerIdentityInput, ...func(*sts.Options)) (*sts.GetCallerIdentityOutput, error)
+}
+
+// Options configure a handoff.
+type Options struct {
+	Worker        string
+	MasterAddress string
+	Region        string
+	InstanceTypes []string
+	// SubnetID is the subnet instances run in; "" picks the default VPC's
+	// default subnet (the first by availability zone).
+	SubnetID string
+	// AMI is the image to hand off; "" picks the newest this tool baked
+	// for the worker.
+	AMI string
+	// KeyPairName is the EC2 key pair the master names; "" means
+	// latentworker-WORKER. PublicKey (an authorized_keys line, whose
+	// private half the owner keeps) is imported when it does not exist.
+	KeyPairName string
+	PublicKey   string
+	// Rotate creates a second access key while the old stays active;
+	// RetireOld deletes the older key once the admins have switched.
+	Rotate, RetireOld bool
+
+	EC2 EC2API
+	IAM iam.API
+	STS STSAPI
+	Now func() time.Time
+}
+
+// Result is what a handoff did and the bundle for the admins.
+type Result struct {
+	Bundle        Bundle
+	PolicyChanged bool
+	Created       []string // what this handoff created, e.g. "security group sg-..."
+	Retired       []iam.KeyInfo
+}
+
+// ErrPublicImage refuses to hand off a public AMI: it holds the worker
+// password.
+var ErrPublicImage = errors.New("the AMI is public, and it holds the worker password: make it private first")
+
+// ErrNoImage is returned when the worker has no AMI to hand off.
+var ErrNoImage = errors.New("no AMI to hand off")
+
+// Run prepares what the master needs — the key pair, a security group
+// without inbound rules, the worker's instance profile, its IAM user with
+// the least-privilege policy and an access key — and returns the bundle.
+// It is idempotent: run again after a refresh, it reuses the user and key,
+// moves the policy to the new AMI and reports the change.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if len(o.InstanceTypes) == 0 {
+		return nil, errors.New("handoff: no instance type")
+	}
+	res := &Result{}
+	id, err := o.STS.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		return nil, fmt.Errorf("checking AWS credentials (sts GetCallerIdentity): %w", err)
+	}
+	account := aws.ToString(id.Account)
+
+	img, prevHandedOff, err := o.image(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ami := aws.ToString(img.ImageId)
+	subnet, vpc, err := o.subnet(ctx)
+	if err != nil {
+		return nil, err
+	}
+	keyName, err := o.keyPair(ctx, res)
+	if err != nil {
+		return nil, err
+	}
+	sg, err := o.securityGroup(ctx, vpc, res)
+	if err != nil {
+		return nil, err
+	}
+
+	m := iam.NewManager(o.IAM)
+	profile, err := m.EnsureInstanceProfile(ctx, o.Worker)
+	if err != nil {
+		return nil, err
+	}
+	user, err := m.EnsureUser(ctx, o.Worker)
+	if err != nil {
+		return nil, err
+	}
+	tags := map[string]string{fleet.TagWorker: o.Worker}
+	doc, err := iam.WorkerPolicy(iam.PolicyOptions{
+		Region: o.Region, AccountID: account, AMIs: []string{ami}, InstanceTypes: o.InstanceTypes,
+		KeyPair: keyName, SecurityGroupID: sg, SubnetID: subnet,
+		InstanceProfileARN: profile.ARN, RoleARN: profile.RoleARN, Tags: tags,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("policy for worker %s: %w", o.Worker, err)
+	}
+	if res.PolicyChanged, err = m.PutPolicy(ctx, user, doc); err != nil {
+		return nil, err
+	}
+
+	b := Bundle{
+		WorkerName: o.Worker, MasterAddress: o.MasterAddress, InstanceTypes: o.InstanceTypes,
+		Region: o.Region, AMI: ami, KeyPairName: keyName, SecurityGroupID: sg, SubnetID: subnet,
+		InstanceProfileName: profile.Name, Tags: tags,
+		ReplacesAMI: tagValue(img.Tags, fleet.TagReplaces),
+	}
+	if prevHandedOff != "" && prevHandedOff != ami {
+		b.Changes.OldAMI = prevHandedOff
+	}
+	if err := o.keys(ctx, m, user, &b, res); err != nil {
+		return nil, err
+	}
+	// Mark the AMI as the one the admins run.
+	if _, err := o.EC2.CreateTags(ctx, &ec2.CreateTagsInput{
+		Resources: []string{ami},
+		Tags:      []types.Tag{{Key: aws.String(TagHandedOff), Value: aws.String(o.Now().UTC().Format(time.RFC3339))}},
+	}); err != nil {
+		return nil, fmt.Errorf("tagging AMI %s as handed off: %w", ami, err)
+	}
+	res.Bundle = b
+	return res, nil
+}
+
+// image finds the AMI to hand off and the one handed off before.
+func (o Options) image(ctx context.Context) (types.Image, string, error) {
+	out, err := o.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{
+		Owners: []string{"self"},
+		Filters: []types.Filter{
+			{Name: aws.String("tag:" + fleet.TagWorker), Values: []string{o.Worker}},
+			{Name: aws.String("tag:" + fleet.TagRole), Values: []string{string(fleet.RoleImage)}},
+		},
+	})
+	if err != nil {
+		return types.Image{}, "", fmt.Errorf("listing the AMIs of worker %s: %w", o.Worker, err)
+	}
+	imgs := out.Images
+	sort.Slice(imgs, func(i, j int) bool { return aws.ToString(imgs[i].CreationDate) > aws.ToString(imgs[j].CreationDate) })
+	prev, prevAt := "", ""
+	for _, im := range imgs {
+		if at := tagValue(im.Tags, TagHandedOff); at > prevAt {
+			prev, prevAt = aws.ToString(im.ImageId), at
+		}
+	}
+	var img *types.Image
+	for i := range imgs {
+		if o.AMI == "" && imgs[i].State == types.ImageStateAvailable || o.AMI != "" && aws.ToString(imgs[i].ImageId) == o.AMI {
+			img = &imgs[i]
+			break
+		}
+	}
+	if img == nil {
+		if o.AMI != "" {
+			return types.Image{}, "", fmt.Errorf("%w: %s is not an AMI latentworker baked for worker %s in %s", ErrNoImage, o.AMI, o.Worker, o.Region)
+		}
+		return types.Image{}, "", fmt.Errorf("%w: worker %s has no available AMI in %s (run latentworker bake)", ErrNoImage, o.Worker, o.Region)
+	}
+	if aws.ToBool(img.Public) {
+		return types.Image{}, "", fmt.Errorf("AMI %s: %w", aws.ToString(img.ImageId), ErrPublicImage)
+	}
+	return *img, prev, nil
+}
+
+// subnet returns the configured subnet, or the default VPC's first default
+// subnet, and its VPC.
+func (o Options) subnet(ctx context.Context) (string, string, error) {
+	in := &ec2.DescribeSubnetsInput{}
+	if o.SubnetID != "" {
+		in.SubnetIds = []string{o.SubnetID}
+	} else {
+		in.Filters = []types.Filter{{Name: aws.String("default-for-az"), Values: []string{"true"}}}
+	}
+	out, err := o.EC2.DescribeSubnets(ctx, in)
+	if err != nil {
+		return "", "", fmt.Errorf("describing subnets: %w", err)
+	}
+	subs := out.Subnets
+	if len(subs) == 0 {
+		return "", "", errors.New("aws.subnet_id: not set, and the region has no default VPC subnet")
+	}
+	sort.Slice(subs, func(i, j int) bool {
+		return aws.ToString(subs[i].AvailabilityZone) < aws.ToString(subs[j].AvailabilityZone)
+	})
+	return aws.ToString(subs[0].SubnetId), aws.ToString(subs[0].VpcId), nil
+}
+
+func (o Options) labels() fleet.Labels { return fleet.Labels{Worker: o.Worker} }
+
+// keyPair makes sure the key pair the master names exists.
+func (o Options) keyPair(ctx context.Context, res *Result) (string, error) {
+	name := o.KeyPairName
+	if name == "" {
+		name = iam.Name(o.Worker)
+	}
+	_, err := o.EC2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{KeyNames: []string{name}})
+	if err == nil {
+		return name, nil
+	}
+	if code(err) != "InvalidKeyPair.NotFound" {
+		return "", fmt.Errorf("describing key pair %s: %w", name, err)
+	}
+	if o.PublicKey == "" {
+		return "", fmt.Errorf("key pair %s does not exist: give --public-key with the public half of a key you keep (the master never needs the private key)", name)
+	}
+	if _, err := o.EC2.ImportKeyPair(ctx, &ec2.ImportKeyPairInput{
+		KeyName: aws.String(name), PublicKeyMaterial: []byte(strings.TrimSpace(o.PublicKey)),
+		TagSpecifications: []types.TagSpecification{o.labels().Spec(types.ResourceTypeKeyPair, RoleMaster, name)},
+	}); err != nil {
+		return "", fmt.Errorf("importing key pair %s: %w", name, err)
+	}
+	res.Created = append(res.Created, "key pair "+name)
+	return name, nil
+}
+
+// securityGroup makes sure the worker's group exists: no inbound rules,
+// as the worker only connects out.
+func (o Options) securityGroup(ctx context.Context, vpc string, res *Result) (string, error) {
+	name := iam.Name(o.Worker)
+	out, err := o.EC2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []types.Filter{
+		{Name: aws.String("group-name"), Values: []string{name}},
+		{Name: aws.String("vpc-id"), Values: []string{vpc}},
+	}})
+	if err != nil {
+		return "", fmt.Errorf("describing security group %s: %w", name, err)
+	}
+	if len(out.SecurityGroups) > 0 {
+		return aws.ToString(out.SecurityGroups[0].GroupId), nil
+	}
+	cr, err := o.EC2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{
+		GroupName: aws.String(name), VpcId: aws.String(vpc),
+		Description:       aws.String("buildbot latent worker " + o.Worker + ": no inbound rules, the worker only connects out"),
+		TagSpecifications: []types.TagSpecification{o.labels().Spec(types.ResourceTypeSecurityGroup, RoleMaster, name)},
+	})
+	if err != nil {
+		return "", fmt.Errorf("creating security group %s: %w", name, err)
+	}
+	id := aws.ToString(cr.GroupId)
+	res.Created = append(res.Created, "security group "+id)
+	return id, nil
+}
+
+// keys creates, reuses, rotates or retires the user's access keys.
+func (o Options) keys(ctx context.Context, m *iam.Manager, u iam.User, b *Bundle, res *Result) error {
+	if o.RetireOld {
+		retired, err := m.RetireOld(ctx, u, "")
+		if err != nil {
+			return err
+		}
+		res.Retired = retired
+	}
+	have, err := m.Keys(ctx, u)
+	if err != nil {
+		return err
+	}
+	switch {
+	case o.Rotate:
+		r, err := m.Rotate(ctx, u)
+		if err != nil {
+			return err
+		}
+		b.AccessKeyID, b.SecretAccessKey = r.New.ID, r.New.Secret
+		b.Changes.OldAccessKeyID = r.Old.ID
+	case len(have) == 0:
+		k, err := m.CreateKey(ctx, u)
+		if err != nil {
+			return err
+		}
+		b.AccessKeyID, b.SecretAccessKey = k.ID, k.Secret
+	default:
+		// The admins have the secret already; AWS never shows it again.
+		newest := have[0]
+		for _, k := range have[1:] {
+			if k.Created.After(newest.Created) {
+				newest = k
+			}
+		}
+		b.AccessKeyID = newest.ID
+	}
+	return nil
+}
+
+func tagValue(tags []types.Tag, key string) string {
+	for _, t := range tags {
+		if aws.ToString(t.Key) == key {
+			return aws.ToString(t.Value)
+		}
+	}
+	return ""
+}
+
+func code(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}

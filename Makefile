@@ -8,7 +8,7 @@ LATENTLAB_STATE ?= /var/lib/latentlab
 LATENTLAB_CACHE ?= /var/cache/latentlab
 export LATENTLAB_STATE LATENTLAB_CACHE
 
-.PHONY: help build test e2e demo bench-bake lint check update-golden deps clean
+.PHONY: help build test e2e demo bench-bake bench-sweep lint check update-golden deps clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,7 +20,10 @@ test: ## run every test (the lab tests need root and the packages .ci/run instal
 	$(GO) test -count=1 -timeout 60m ./...
 
 e2e: ## the end-to-end tests in the lab: the lab itself, bake (library and command line), interruptions
-	$(GO) test -count=1 -timeout 60m -run 'TestLab|TestDownAfterCrash|E2E|TestBakeCLI|TestBakeInterrupted|TestCancelAtStepBoundaries' ./lab/ ./bake/ ./cmd/...
+	$(GO) test -count=1 -timeout 60m -run 'TestLab|TestDownAfterCrash|E2E|TestBakeCLI|TestBakeInterrupted|TestCancelAtStepBoundaries|TestValidateAgainstLab|TestBakeKeepOnFailure|TestHandoffCLI|TestSweepAfterKilledBake' ./lab/ ./bake/ ./cmd/...
+
+bench-sweep: ## one sweep over 17 regions x 2000 instances in moto, against a per-region aws ec2 describe-instances loop
+	SWEEP_BENCH_REGIONS=17 SWEEP_BENCH_INSTANCES=2000 SWEEP_BENCH_AWSCLI=1 $(GO) test -count=1 -timeout 60m -run '^$$' -bench BenchmarkFind -benchtime 1x ./cleanup/
 
 bench-bake: ## bake in the lab and split its wall time: remote commands, waits for EC2, the tool's overhead
 	$(GO) test -count=1 -timeout 30m -run '^$$' -bench BenchmarkBake -benchtime 3x ./bake/

@@ -65,6 +65,13 @@ func PlanPrune(ctx context.Context, clients ClientFunc, worker string, keep int,
 			return cmp.Or(cmp.Compare(aws.ToString(b.CreationDate), aws.ToString(a.CreationDate)),
 				cmp.Compare(aws.ToString(b.Name), aws.ToString(a.Name)))
 		})
+		// The last handed-off AMI is the one the master runs: never pruned.
+		lastHandoff, lastAt := "", ""
+		for _, im := range images {
+			if at := tagsMap(im.Tags)[fleet.TagHandedOff]; at > lastAt {
+				lastHandoff, lastAt = aws.ToString(im.ImageId), at
+			}
+		}
 		// Protected AMIs (by tag) are outside retention altogether: they
 		// take no place among the newest kept.
 		kept := 0
@@ -78,7 +85,7 @@ func PlanPrune(ctx context.Context, clients ClientFunc, worker string, keep int,
 				kept++
 				continue
 			}
-			if slices.Contains(protect, id) {
+			if slices.Contains(protect, id) || id == lastHandoff {
 				continue
 			}
 			since, _ := time.Parse(time.RFC3339, aws.ToString(im.CreationDate))

@@ -32,6 +32,10 @@ const (
 	TagSourceAMI = Prefix + "source-ami" // the image the builder started from
 	TagReplaces  = Prefix + "replaces"   // the previous AMI of the worker, on an image
 	TagName      = "Name"                // the console's name column
+	// TagHandedOff is set on an AMI when it is handed off (RFC 3339 time):
+	// a worker's newest such AMI is the one its master runs, which image
+	// retention never removes.
+	TagHandedOff = Prefix + "handed-off"
 )
 
 // Role is the value of TagRole: what a resource is for.

@@ -19,10 +19,9 @@ import (
 )
 
 // TagHandedOff marks, on an AMI, when it was last handed off: the newest
-// such AMI of a worker is the one the admins run, which a sweep's image
-// retention never removes, and the one the next handoff reports as
-// replaced.
-const TagHandedOff = fleet.Prefix + "handed-off"
+// such AMI of a worker is the one the admins run, and the one the next
+// handoff reports as replaced.
+const TagHandedOff = fleet.TagHandedOff
 
 // RoleMaster is the fleet role of the key pair and security group the
 // master names.

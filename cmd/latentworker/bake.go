@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -117,7 +118,10 @@ func runBake(ctx context.Context, o *bakeOptions) error {
 	}
 	var p printer
 	if o.json {
-		p = newJSONPrinter(o.stdout)
+		jp := newJSONPrinter(o.stdout)
+		jp.emit(map[string]any{"type": "run", "run_id": runID, "worker": cfg.Worker.Name, "region": awsCfg.Region,
+			"time": time.Now().UTC().Format(time.RFC3339Nano)})
+		p = jp
 	} else {
 		p = newTextPrinter(o.stderr, o.verbose)
 		fmt.Fprintf(o.stderr, "latentworker: baking worker %s in %s (run %s)\n", cfg.Worker.Name, awsCfg.Region, runID)

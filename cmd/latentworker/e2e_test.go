@@ -473,3 +473,81 @@ func TestHandoffCLI(t *testing.T) {
 		t.Errorf("handoff --retire-old: exit %d\n%s", code, stderr)
 	}
 }
+
+// TestSweepAfterKilledBake kills bake with SIGKILL as each step starts (no
+// cleanup can run), then checks that sweep reports what the run left
+// (exit 1), removes it all with --terminate --yes (exit 3), and is silent
+// afterwards (exit 0).
+func TestSweepAfterKilledBake(t *testing.T) {
+	e := newCLIEnv(t)
+	c := e.lab.EC2("")
+	ctx := context.Background()
+	sweep := func(args ...string) (string, string, int) {
+		cmd := exec.CommandContext(ctx, e.bin, append([]string{"sweep", "--region", "us-east-1", "--max-age", "1s"}, args...)...)
+		cmd.Env = e.lab.Environ()
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		_ = cmd.Run()
+		return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+	}
+	for _, step := range bake.Steps()[1:] { // preflight creates nothing
+		t.Run(step.Name, func(t *testing.T) {
+			cmd := e.command(ctx, "bake", "--json")
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			var run string
+			sc := bufio.NewScanner(stdout)
+			sc.Buffer(make([]byte, 1<<20), 1<<20)
+			for sc.Scan() {
+				var ev map[string]any
+				if json.Unmarshal(sc.Bytes(), &ev) != nil {
+					continue
+				}
+				if ev["type"] == "run" {
+					run, _ = ev["run_id"].(string)
+				}
+				if ev["type"] == string(bake.EventStepStarted) && ev["step"] == step.Name {
+					_ = cmd.Process.Kill()
+					break
+				}
+			}
+			_ = cmd.Wait()
+			if run == "" {
+				t.Fatalf("killed at %s: no run event", step.Name)
+			}
+			left := labtest.RunResources(t, c, run)
+			if len(left) == 0 {
+				// Killed before it made anything (the key is its first).
+				if out, stderr, code := sweep(); code != 0 || out != "" {
+					t.Errorf("sweep after a bake killed before creating anything = exit %d\n%s\n%s", code, out, stderr)
+				}
+				return
+			}
+			time.Sleep(1100 * time.Millisecond) // older than --max-age
+			out, stderr, code := sweep()
+			if code != 1 {
+				t.Fatalf("sweep after a bake killed at %s = exit %d; want 1\n%s\n%s", step.Name, code, out, stderr)
+			}
+			for _, l := range left {
+				id := strings.Fields(l)[1]
+				if !strings.Contains(out, id) {
+					t.Errorf("sweep report lacks %s (%s):\n%s", id, l, out)
+				}
+			}
+			if _, stderr, code := sweep("--terminate", "--yes"); code != 3 {
+				t.Fatalf("sweep --terminate --yes = exit %d; want 3\n%s", code, stderr)
+			}
+			if left := labtest.RunResources(t, c, run); len(left) > 0 {
+				t.Errorf("after sweep --terminate, run %s still has %v", run, left)
+			}
+			if out, stderr, code := sweep(); code != 0 || out != "" || stderr != "" {
+				t.Errorf("a second sweep = exit %d, stdout %q, stderr %q; want 0 and silence", code, out, stderr)
+			}
+		})
+	}
+}

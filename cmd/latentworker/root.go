@@ -37,9 +37,19 @@ func (e badInput) Unwrap() []error { return []error{e.err, errBadInput} }
 
 // report prints err for a human and returns the exit code.
 func report(w io.Writer, err error) int {
+	var ec exitCode
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &ec):
+		if ec.err != nil {
+			if errors.Is(ec.err, context.Canceled) {
+				fmt.Fprintln(w, "latentworker: interrupted")
+				return exitInterrupted
+			}
+			fmt.Fprintln(w, "latentworker:", ec.err)
+		}
+		return ec.code
 	case errors.Is(err, context.Canceled):
 		fmt.Fprintln(w, "latentworker: interrupted")
 		return exitInterrupted
@@ -68,7 +78,7 @@ AWS_ENDPOINT_URL). Start with 'latentworker init'.
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput{err} })
-	root.AddCommand(newInit(), newValidate(), newBake(), newHandoff())
+	root.AddCommand(newInit(), newValidate(), newBake(), newHandoff(), newSweep())
 	return root
 }
 

@@ -16,6 +16,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // Suite is the Debian release of the base image.
@@ -43,9 +45,17 @@ func BaseKey() string {
 // EnsureBase returns the directory of the cached base rootfs under cacheDir,
 // building it with debootstrap first when it is not there (about two minutes;
 // later calls return at once). log receives progress lines.
+//
+// Labs started at once (tests run side by side) share the cache: one builds
+// while the others wait on a lock, and a complete base is never replaced,
+// since running instances have it as their overlay's lowest layer.
 func EnsureBase(ctx context.Context, cacheDir string, log io.Writer) (string, error) {
 	dir := filepath.Join(cacheDir, "base-"+Suite+"-"+BaseKey())
-	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
+	complete := func() bool {
+		_, err := os.Stat(filepath.Join(dir, ".complete"))
+		return err == nil
+	}
+	if complete() {
 		return filepath.Join(dir, "rootfs"), nil
 	}
 	if _, err := exec.LookPath("debootstrap"); err != nil {
@@ -53,6 +63,14 @@ func EnsureBase(ctx context.Context, cacheDir string, log io.Writer) (string, er
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", err
+	}
+	unlock, err := lockFile(ctx, filepath.Join(cacheDir, ".base.lock"), log)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if complete() { // built by another lab while this one waited
+		return filepath.Join(dir, "rootfs"), nil
 	}
 	tmp, err := os.MkdirTemp(cacheDir, "building-")
 	if err != nil {
@@ -73,12 +91,44 @@ func EnsureBase(ctx context.Context, cacheDir string, log io.Writer) (string, er
 	if err := os.WriteFile(filepath.Join(tmp, ".complete"), []byte(BaseKey()+"\n"), 0o644); err != nil {
 		return "", err
 	}
+	// An incomplete base (a build cut off before .complete) is no one's
+	// lower layer.
 	_ = os.RemoveAll(dir)
 	if err := os.Rename(tmp, dir); err != nil {
 		return "", err
 	}
 	fmt.Fprintf(log, "latentlab: base image ready\n")
 	return filepath.Join(dir, "rootfs"), nil
+}
+
+// lockFile takes an exclusive flock on path, waiting while another process
+// holds it (saying so once on log) until ctx ends. The lock goes with the
+// process, also when it crashes.
+func lockFile(ctx context.Context, path string, log io.Writer) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	for said := false; ; {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if !said {
+			fmt.Fprintf(log, "latentlab: another lab is building the base image; waiting for it\n")
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // prepareBase makes a debootstrapped tree look like a Debian cloud AMI and

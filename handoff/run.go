@@ -63,6 +63,9 @@ type Options struct {
 	// Rotate creates a second access key while the old stays active;
 	// RetireOld deletes the older key once the admins have switched.
 	Rotate, RetireOld bool
+	// BuildWaitTimeout goes into the bundle (build_wait_timeout=); 0 means
+	// DefaultBuildWaitTimeout.
+	BuildWaitTimeout time.Duration
 
 	EC2 EC2API
 	IAM iam.API
@@ -148,7 +151,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		WorkerName: o.Worker, MasterAddress: o.MasterAddress, InstanceTypes: o.InstanceTypes,
 		Region: o.Region, AMI: ami, KeyPairName: keyName, SecurityGroupID: sg, SubnetID: subnet,
 		InstanceProfileName: profile.Name, Tags: tags,
-		ReplacesAMI: tagValue(img.Tags, fleet.TagReplaces),
+		ReplacesAMI:      tagValue(img.Tags, fleet.TagReplaces),
+		BuildWaitTimeout: o.BuildWaitTimeout,
 	}
 	if prevHandedOff != "" && prevHandedOff != ami {
 		b.Changes.OldAMI = prevHandedOff

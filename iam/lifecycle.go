@@ -2,6 +2,7 @@ package iam
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -244,6 +245,28 @@ func (m *Manager) PutPolicy(ctx context.Context, u User, doc Document) (changed 
 		return changed, err
 	}
 	return changed, nil
+}
+
+// Policy returns the default version of the user's managed policy, as
+// PutPolicy last wrote it.
+func (m *Manager) Policy(ctx context.Context, u User) (Document, error) {
+	var doc Document
+	arn, err := m.policyARN(u)
+	if err != nil {
+		return doc, err
+	}
+	pol, err := m.API.GetPolicy(ctx, &awsiam.GetPolicyInput{PolicyArn: aws.String(arn)})
+	if err != nil {
+		return doc, fmt.Errorf("getting IAM policy %s: %w", arn, err)
+	}
+	cur, err := m.API.GetPolicyVersion(ctx, &awsiam.GetPolicyVersionInput{PolicyArn: aws.String(arn), VersionId: pol.Policy.DefaultVersionId})
+	if err != nil {
+		return doc, fmt.Errorf("getting the default version of IAM policy %s: %w", arn, err)
+	}
+	if err := json.Unmarshal([]byte(decodePolicy(cur.PolicyVersion.Document)), &doc); err != nil {
+		return doc, fmt.Errorf("IAM policy %s: %w", arn, err)
+	}
+	return doc, nil
 }
 
 // decodePolicy returns a policy document as IAM returned it, URL-decoded

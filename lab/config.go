@@ -32,8 +32,13 @@ type Config struct {
 	// ImagePending is the least time a new AMI stays pending, so clients'
 	// progress reporting is exercised (AWS takes minutes; the lab's copy a
 	// fraction of a second).
-	ImagePending Duration     `toml:"image_pending"`
-	Master       MasterConfig `toml:"master"`
+	ImagePending Duration `toml:"image_pending"`
+	// IAMEnforcement turns moto's IAM enforcement on: every request is
+	// allowed or denied by the policies of the key that signed it (actions
+	// only; moto ignores conditions). The lab then works with an
+	// administrator's key, which `latentlab env` exports.
+	IAMEnforcement bool         `toml:"iam_enforcement"`
+	Master         MasterConfig `toml:"master"`
 }
 
 // MasterConfig configures the lab's buildbot master.

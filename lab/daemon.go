@@ -32,7 +32,9 @@ import (
 // every region; its catalogue AMIs are in all of them.
 const DefaultRegion = "us-east-1"
 
-// Dummy credentials moto accepts while IAM enforcement is off.
+// Dummy credentials moto accepts while IAM enforcement is off. With
+// iam_enforcement on, the lab works with an administrator's key instead,
+// recorded in its state and exported by `latentlab env`.
 const (
 	DummyAccessKeyID     = "AKIALATENTLAB0000000"
 	DummySecretAccessKey = "latentlab-dummy-secret"
@@ -82,6 +84,19 @@ type State struct {
 	MasterPIDS uint64    `json:"master_pid_start,omitempty"`
 	StateDir   string    `json:"state_dir"`
 	RequestLog string    `json:"request_log"`
+	// The key the lab's clients use: the dummy one, or with IAM
+	// enforcement the lab administrator's (lab.json is 0600).
+	AccessKeyID     string `json:"access_key_id,omitempty"`
+	SecretAccessKey string `json:"secret_access_key,omitempty"`
+	IAMEnforcement  bool   `json:"iam_enforcement,omitempty"`
+}
+
+// Credentials returns the key that works in this lab.
+func (s State) Credentials() aws.Credentials {
+	if s.AccessKeyID == "" {
+		return aws.Credentials{AccessKeyID: DummyAccessKeyID, SecretAccessKey: DummySecretAccessKey}
+	}
+	return aws.Credentials{AccessKeyID: s.AccessKeyID, SecretAccessKey: s.SecretAccessKey}
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "lab.json") }
@@ -167,11 +182,23 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		return err
 	}
 	logf("moto at %s (pid %d)", ms.URL, ms.PID())
+	if cfg.IAMEnforcement {
+		creds, err := enforceIAM(ctx, ms.URL)
+		if err != nil {
+			return err
+		}
+		st.AccessKeyID, st.SecretAccessKey, st.IAMEnforcement = creds.AccessKeyID, creds.SecretAccessKey, true
+		if err := writeState(o.StateDir, st); err != nil {
+			return err
+		}
+		logf("IAM enforcement on: requests are checked against the policies of their key; the lab's key is %s's %s", labAdminUser, creds.AccessKeyID)
+	}
+	creds := st.Credentials()
 
 	client := ec2.New(ec2.Options{
 		Region:       DefaultRegion,
 		BaseEndpoint: aws.String(ms.URL),
-		Credentials:  credentials.NewStaticCredentialsProvider(DummyAccessKeyID, DummySecretAccessKey, ""),
+		Credentials:  credentials.StaticCredentialsProvider{Value: creds},
 	})
 	aptProxy := ""
 	if cfg.AptCache != "off" {
@@ -207,7 +234,8 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	}
 	cleanups = append(cleanups, func() { reqLog.Close() })
 	front := ec2front.New(ms.URL, fl, reqLog)
-	front.Credentials = aws.Credentials{AccessKeyID: DummyAccessKeyID, SecretAccessKey: DummySecretAccessKey}
+	front.Credentials = creds
+	front.Enforcing = cfg.IAMEnforcement
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("EC2 endpoint: listen on %s: %w (is another lab up? set listen in the lab file)", cfg.Listen, err)
@@ -243,7 +271,8 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 			Workers:          workers,
 			Extra:            cfg.Master.Extra,
 			ExtraWorkerNames: cfg.Master.ExtraWorkers,
-			Env:              labEnv(st.Endpoint),
+			Env:              labEnv(st),
+			AWSEndpoint:      st.Endpoint,
 		})
 		if err != nil {
 			return fmt.Errorf("buildbot master: %w", err)
@@ -267,13 +296,14 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 }
 
 // labEnv is the environment that points AWS clients at the lab.
-func labEnv(endpoint string) []string {
+func labEnv(st State) []string {
+	creds := st.Credentials()
 	return []string{
-		"AWS_ENDPOINT_URL=" + endpoint,
+		"AWS_ENDPOINT_URL=" + st.Endpoint,
 		"AWS_REGION=" + DefaultRegion,
 		"AWS_DEFAULT_REGION=" + DefaultRegion,
-		"AWS_ACCESS_KEY_ID=" + DummyAccessKeyID,
-		"AWS_SECRET_ACCESS_KEY=" + DummySecretAccessKey,
+		"AWS_ACCESS_KEY_ID=" + creds.AccessKeyID,
+		"AWS_SECRET_ACCESS_KEY=" + creds.SecretAccessKey,
 		"AWS_EC2_METADATA_DISABLED=true",
 	}
 }

@@ -153,7 +153,7 @@ func Down(o Options, log io.Writer) error {
 // tools, the AWS CLI, boto3) at the lab.
 func Env(st State) string {
 	var b strings.Builder
-	for _, kv := range labEnv(st.Endpoint) {
+	for _, kv := range labEnv(st) {
 		k, v, _ := strings.Cut(kv, "=")
 		fmt.Fprintf(&b, "export %s=%s\n", k, v)
 	}
@@ -174,6 +174,9 @@ func Status(o Options) (string, error) {
 	fmt.Fprintf(&b, "lab:        up since %s (pid %d)\n", st.Started.Local().Format(time.DateTime), st.PID)
 	fmt.Fprintf(&b, "endpoint:   %s (region %s; every region answers)\n", st.Endpoint, st.Region)
 	fmt.Fprintf(&b, "moto:       %s (pid %d)\n", st.MotoURL, st.MotoPID)
+	if st.IAMEnforcement {
+		fmt.Fprintf(&b, "IAM:        enforced (actions only); the lab's key is %s's %s\n", labAdminUser, st.AccessKeyID)
+	}
 	if st.MasterURL != "" {
 		fmt.Fprintf(&b, "master:     %s, workers connect to %s (pid %d)\n", st.MasterURL, st.MasterPB, st.MasterPID)
 	}

@@ -66,13 +66,27 @@ type cliEnv struct {
 
 func newCLIEnv(t *testing.T) *cliEnv {
 	t.Helper()
+	return newCLIEnvWith(t, "", "")
+}
+
+// newCLIEnvWith starts a lab whose file begins with labFile (top-level
+// keys). With masterAddr "", the lab's own master accepts the worker and
+// bake points the worker at it; otherwise the lab runs no master and the
+// worker is baked for masterAddr (a master the test starts).
+func newCLIEnvWith(t *testing.T, labFile, masterAddr string) *cliEnv {
+	t.Helper()
 	labtest.Require(t)
 	e := &cliEnv{bin: latentworkerBin(t), dir: t.TempDir(), password: "cli-pw-" + fleet.NewRunID()}
 	pw := filepath.Join(e.dir, "password")
 	if err := os.WriteFile(pw, []byte(e.password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.lab = labtest.Start(t, fmt.Sprintf("[master]\n[[master.workers]]\nname = %q\npassword_file = %q\n", cliWorker, pw))
+	if masterAddr == "" {
+		e.lab = labtest.Start(t, labFile+fmt.Sprintf("[master]\n[[master.workers]]\nname = %q\npassword_file = %q\n", cliWorker, pw))
+		masterAddr = e.lab.State.MasterPB
+	} else {
+		e.lab = labtest.Start(t, labFile+"[master]\nenabled = false\n")
+	}
 	e.config = filepath.Join(e.dir, "latentworker.toml")
 	cfg := fmt.Sprintf(`[worker]
 name = %q
@@ -83,7 +97,7 @@ password_file = %q
 
 [aws]
 instance_type = "t3.small"
-`, cliWorker, e.lab.State.MasterPB, pw)
+`, cliWorker, masterAddr, pw)
 	if err := os.WriteFile(e.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +109,17 @@ func (e *cliEnv) command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd.Dir = e.dir
 	cmd.Env = append(e.lab.Environ(), "LATENTWORKER_PASSWORD=")
 	return cmd
+}
+
+// sweep runs latentworker sweep on the lab's region, without the config
+// file (as from cron), and returns its stdout, stderr and exit code.
+func (e *cliEnv) sweep(ctx context.Context, args ...string) (string, string, int) {
+	cmd := exec.CommandContext(ctx, e.bin, append([]string{"sweep", "--region", "us-east-1"}, args...)...)
+	cmd.Env = e.lab.Environ()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	_ = cmd.Run()
+	return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
 }
 
 // events parses --json output.
@@ -483,12 +508,7 @@ func TestSweepAfterKilledBake(t *testing.T) {
 	c := e.lab.EC2("")
 	ctx := context.Background()
 	sweep := func(args ...string) (string, string, int) {
-		cmd := exec.CommandContext(ctx, e.bin, append([]string{"sweep", "--region", "us-east-1", "--max-age", "1s"}, args...)...)
-		cmd.Env = e.lab.Environ()
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		_ = cmd.Run()
-		return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+		return e.sweep(ctx, append([]string{"--max-age", "1s"}, args...)...)
 	}
 	for _, step := range bake.Steps()[1:] { // preflight creates nothing
 		t.Run(step.Name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
@@ -28,6 +29,7 @@ type handoffOptions struct {
 	secretFile string
 	encryptTo  []string
 	format     string
+	buildWait  time.Duration
 	stdout     io.Writer
 	stderr     io.Writer
 }
@@ -72,6 +74,7 @@ password: handoff refuses a public AMI.
 	f.StringVar(&o.secretFile, "secret-file", "", "where to write the bundle with the secret, 0600 (default WORKER-ACCESSKEYID.secret)")
 	f.StringArrayVar(&o.encryptTo, "encrypt-to", nil, "also write the bundle encrypted to this age recipient or SSH public key (WORKER-handoff.age); repeatable")
 	f.StringVar(&o.format, "format", "text", "what goes to stdout: text (an email), json, or snippet (master.cfg)")
+	f.DurationVar(&o.buildWait, "build-wait-timeout", handoff.DefaultBuildWaitTimeout, "how long the master keeps an idle instance for the next build before terminating it (build_wait_timeout=; whole seconds, 1s to 24h)")
 	return cmd
 }
 
@@ -80,6 +83,9 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 	case "text", "json", "snippet":
 	default:
 		return badInput{fmt.Errorf("--format %q: must be text, json or snippet", o.format)}
+	}
+	if o.buildWait < time.Second || o.buildWait > 24*time.Hour || o.buildWait%time.Second != 0 {
+		return badInput{fmt.Errorf("--build-wait-timeout %s: must be whole seconds from 1s to 24h", o.buildWait)}
 	}
 	cfg, err := o.cf.load()
 	if err != nil {
@@ -112,7 +118,8 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 		Worker: cfg.Worker.Name, MasterAddress: cfg.Worker.Master, Region: awsCfg.Region,
 		InstanceTypes: []string{cfg.AWS.InstanceType}, SubnetID: cfg.AWS.SubnetID,
 		AMI: o.ami, KeyPairName: o.keyPair, PublicKey: pub, Rotate: o.rotate, RetireOld: o.retireOld,
-		EC2: ec2.NewFromConfig(awsCfg), IAM: awsiam.NewFromConfig(awsCfg), STS: sts.NewFromConfig(awsCfg),
+		BuildWaitTimeout: o.buildWait,
+		EC2:              ec2.NewFromConfig(awsCfg), IAM: awsiam.NewFromConfig(awsCfg), STS: sts.NewFromConfig(awsCfg),
 	})
 	if err != nil {
 		if errors.Is(err, handoff.ErrPublicImage) || errors.Is(err, handoff.ErrNoImage) {

@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -91,6 +92,10 @@ type Front struct {
 	Backend Backend
 	// Credentials re-sign requests the front had to rewrite.
 	Credentials aws.Credentials
+	// Enforcing says moto enforces IAM. A rewritten request signed with
+	// another key than Credentials is then refused rather than re-signed:
+	// re-signing would run it with the lab's rights instead of its own.
+	Enforcing bool
 	// Log receives one JSON line per request (may be nil).
 	Log io.Writer
 
@@ -194,9 +199,16 @@ func init() {
 	}
 }
 
+// errCannotResign is a request the front had to rewrite for moto, signed
+// with a key whose secret the front does not have, under IAM enforcement.
+var errCannotResign = errors.New("lab: under IAM enforcement only the lab's own key may use what the lab emulates for moto (launch-time filters, image state filters, snapshot tags at CreateImage)")
+
 // forward sends the call to moto as it is (or re-signed when rewritten).
 func (f *Front) forward(c *call) (int, []byte, http.Header) {
 	status, body, hdr, err := f.roundTrip(c)
+	if errors.Is(err, errCannotResign) {
+		return errorResponse(&APIError{Status: 400, Code: "UnsupportedOperation", Message: err.Error()})
+	}
 	if err != nil {
 		return errorResponse(&APIError{Status: 503, Code: "ServiceUnavailable", Message: "lab: moto: " + err.Error()})
 	}
@@ -217,6 +229,9 @@ func (f *Front) roundTrip(c *call) (int, []byte, http.Header, error) {
 	req.ContentLength = int64(len(body))
 	req.Header.Del("Content-Length")
 	if c.rewrote {
+		if akid := accessKeyID(c.r.Header.Get("Authorization")); f.Enforcing && akid != f.Credentials.AccessKeyID {
+			return 0, nil, nil, fmt.Errorf("%w: %s from %s", errCannotResign, c.action, akid)
+		}
 		if err := f.sign(c, req, body); err != nil {
 			return 0, nil, nil, err
 		}
@@ -247,6 +262,9 @@ func (f *Front) sign(c *call, req *http.Request, body []byte) error {
 // returned as it is, in the raw return values.
 func (f *Front) forwardXML(c *call) (*etree.Document, int, []byte, http.Header, error) {
 	status, body, hdr, err := f.roundTrip(c)
+	if errors.Is(err, errCannotResign) {
+		return nil, 0, nil, nil, &APIError{Status: 400, Code: "UnsupportedOperation", Message: err.Error()}
+	}
 	if err != nil {
 		return nil, 0, nil, nil, &APIError{Status: 503, Code: "ServiceUnavailable", Message: "lab: moto: " + err.Error()}
 	}

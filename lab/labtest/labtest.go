@@ -138,7 +138,7 @@ func Start(t testing.TB, extra string) *Lab {
 	}
 	l.AWS = aws.Config{
 		Region:       lab.DefaultRegion,
-		Credentials:  credentials.NewStaticCredentialsProvider(lab.DummyAccessKeyID, lab.DummySecretAccessKey, ""),
+		Credentials:  credentials.StaticCredentialsProvider{Value: st.Credentials()},
 		BaseEndpoint: aws.String(st.Endpoint),
 	}
 	return l

@@ -83,6 +83,16 @@ type Config struct {
 	// for boto3. It overrides the inherited environment; a PYTHONPATH in it
 	// is appended to the stub plugin's directory.
 	Env []string
+	// AWSEndpoint, when set, is where every boto3 client and resource the
+	// master makes goes unless told otherwise: what AWS_ENDPOINT_URL does
+	// for newer boto3 (Debian's 1.26 predates it). An EC2LatentWorker
+	// pasted as handed off then talks to the lab. Loopback http URLs only.
+	AWSEndpoint string
+	// Secrets are files in the master's secrets directory (secretsDir,
+	// 0700; each file 0600), read by a SecretInAFile provider, so
+	// util.Secret("name") and a handoff snippet's secret files work. Names
+	// are file names: letters, digits, '.', '_', '-'.
+	Secrets map[string]string
 
 	// Buildbot is the buildbot command; default DefaultBuildbot.
 	Buildbot string
@@ -115,6 +125,7 @@ type Master struct {
 // Names of files in the master's directory.
 const (
 	cfgFile    = "master.cfg"
+	secretsDir = "secrets"
 	tacFile    = "buildbot.tac"
 	dbFile     = "state.sqlite"
 	twistdLog  = "twistd.log"
@@ -234,6 +245,9 @@ var cannotListenRE = regexp.MustCompile(`Couldn't listen on [^\s]*:(\d+): .*Addr
 func start(ctx context.Context, cfg Config, env []string) (*Master, error) {
 	text, err := Render(cfg)
 	if err != nil {
+		return nil, fmt.Errorf("start master: %w", err)
+	}
+	if err := writeSecrets(filepath.Join(cfg.Dir, secretsDir), cfg.Secrets); err != nil {
 		return nil, fmt.Errorf("start master: %w", err)
 	}
 	if err := writeSecret(filepath.Join(cfg.Dir, cfgFile), text); err != nil {
@@ -432,6 +446,26 @@ func writeSecret(path string, data []byte) error {
 	return nil
 }
 
+// writeSecrets makes dir hold exactly secrets, one 0600 file each, in a
+// 0700 directory (SecretInAFile refuses files others can read).
+func writeSecrets(dir string, secrets map[string]string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("secrets: %w", err)
+	}
+	if len(secrets) == 0 {
+		return nil
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return fmt.Errorf("secrets: %w", err)
+	}
+	for name, value := range secrets {
+		if err := writeSecret(filepath.Join(dir, name), []byte(value)); err != nil {
+			return fmt.Errorf("secrets: %w", err)
+		}
+	}
+	return nil
+}
+
 // Stop stops the master: SIGTERM to its process group, then SIGKILL after
 // Config.StopTimeout or as soon as ctx ends. It returns once the process has
 // exited, and an error only if a process could not be removed. A master that
@@ -480,6 +514,19 @@ func (m *Master) kill() error {
 		}
 	}
 	return nil
+}
+
+// Kill ends the master at once with SIGKILL, as a crash would: nothing it
+// started is shut down (a latent worker's instance keeps running). It
+// returns once the process has been reaped.
+func (m *Master) Kill() error {
+	var err error
+	m.stopOnce.Do(func() {
+		defer m.logFile.Close()
+		m.stopErr = m.kill()
+		err = m.stopErr
+	})
+	return err
 }
 
 // Done is closed when the master process has exited, for whatever reason.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"regexp"
 	"strings"
 	"unicode/utf8"
@@ -27,6 +28,9 @@ var ErrInvalidConfig = errors.New("invalid master config")
 // restricted to ASCII: buildbot checks worker and ForceScheduler names
 // against it, and such names also appear in REST API paths.
 var identRE = regexp.MustCompile(`^[A-Za-z_-][A-Za-z0-9_-]*$`)
+
+// secretNameRE is what a secret's file name may be.
+var secretNameRE = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]*$`)
 
 // maxWorkerName is buildbot's limit on worker names.
 const maxWorkerName = 50
@@ -104,6 +108,21 @@ func (cfg Config) validate() error {
 	if !printableASCII(cfg.BuilderName) || strings.HasPrefix(cfg.BuilderName, "_") {
 		bad("builder name %q must be printable ASCII and not start with '_'", cfg.BuilderName)
 	}
+	if cfg.AWSEndpoint != "" {
+		u, err := url.Parse(cfg.AWSEndpoint)
+		var ip net.IP
+		if err == nil {
+			ip = net.ParseIP(u.Hostname())
+		}
+		if err != nil || u.Scheme != "http" || ip == nil || !ip.IsLoopback() || u.Path != "" && u.Path != "/" {
+			bad("AWS endpoint %q is not an http URL on a loopback address", cfg.AWSEndpoint)
+		}
+	}
+	for name := range cfg.Secrets {
+		if !secretNameRE.MatchString(name) {
+			bad("secret name %q is not a file name (letters, digits, '.', '_', '-')", name)
+		}
+	}
 	if !utf8.ValidString(cfg.Extra) {
 		bad("extra config is not valid UTF-8")
 	}
@@ -169,7 +188,28 @@ func Render(cfg Config) ([]byte, error) {
 	p("# master.cfg for the latentworker lab, written by lab/master. Do not edit:\n")
 	p("# it is rewritten every time the lab starts this master.\n")
 	p("from buildbot.plugins import schedulers, steps, util, worker\n\n")
+	if cfg.AWSEndpoint != "" {
+		p("# boto3 talks to the lab: Debian's boto3 predates AWS_ENDPOINT_URL, so\n")
+		p("# every session's clients and resources default to the lab's endpoint.\n")
+		p("import boto3.session\n\n\n")
+		p("def _lab_endpoint(make):\n")
+		p("    if getattr(make, 'lab_endpoint', False):\n")
+		p("        return make\n\n")
+		p("    def with_endpoint(self, *args, **kw):\n")
+		p("        kw.setdefault('endpoint_url', %s)\n", pyStr(cfg.AWSEndpoint))
+		p("        return make(self, *args, **kw)\n")
+		p("    with_endpoint.lab_endpoint = True\n")
+		p("    return with_endpoint\n\n\n")
+		p("boto3.session.Session.client = _lab_endpoint(boto3.session.Session.client)\n")
+		p("boto3.session.Session.resource = _lab_endpoint(boto3.session.Session.resource)\n\n")
+	}
 	p("c = BuildmasterConfig = {}\n\n")
+	if len(cfg.Secrets) > 0 {
+		p("# util.Secret(name) reads the file name in the master's %s directory.\n", secretsDir)
+		p("import os\n\n")
+		p("from buildbot.plugins import secrets\n\n")
+		p("c['secretsProviders'] = [secrets.SecretInAFile(dirname=os.path.join(basedir, %s))]\n\n", pyStr(secretsDir))
+	}
 
 	p("c['workers'] = [\n")
 	for _, w := range cfg.Workers {

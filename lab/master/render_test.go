@@ -14,24 +14,13 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
-// ec2Extra is the kind of snippet the lab inserts: an EC2LatentWorker with
-// a boto3 session pointed at moto.
-const ec2Extra = `import boto3
-
-class LabSession(boto3.session.Session):
-    def resource(self, *args, **kw):
-        kw.setdefault('endpoint_url', 'http://127.0.0.1:5000')
-        return super().resource(*args, **kw)
-
-    def client(self, *args, **kw):
-        kw.setdefault('endpoint_url', 'http://127.0.0.1:5000')
-        return super().client(*args, **kw)
-
-c['workers'].append(worker.EC2LatentWorker(
-    'latent-1', 'latent-pw',
+// ec2Extra is the kind of snippet the lab inserts: an EC2LatentWorker as
+// handed off, with AWSEndpoint pointing boto3 at the lab.
+const ec2Extra = `c['workers'].append(worker.EC2LatentWorker(
+    'latent-1', util.Secret('latent-1-password'),
     instance_type='t3.micro',
     ami='ami-12345678',
-    session=LabSession(region_name='us-east-1'),
+    region='us-east-1',
 ))
 `
 
@@ -52,6 +41,8 @@ func TestRenderGolden(t *testing.T) {
 			Workers:          []Worker{{Name: "plain", Password: "plain-pw"}},
 			Extra:            ec2Extra,
 			ExtraWorkerNames: []string{"latent-1"},
+			AWSEndpoint:      "http://127.0.0.1:4570",
+			Secrets:          map[string]string{"latent-1-password": "latent-pw"},
 			BuilderName:      "AMD64 Debian latent 3.x",
 			SchedulerName:    "force-latent",
 		}},
@@ -165,6 +156,12 @@ func TestRenderInvalid(t *testing.T) {
 		{"scheduler", func(c *Config) { c.SchedulerName = "force now" }, "scheduler name"},
 		{"builder underscore", func(c *Config) { c.BuilderName = "_b" }, "builder name"},
 		{"builder newline", func(c *Config) { c.BuilderName = "b\n" }, "builder name"},
+		{"endpoint", func(c *Config) { c.AWSEndpoint = "http://127.0.0.1:4570" }, ""},
+		{"remote endpoint", func(c *Config) { c.AWSEndpoint = "https://ec2.us-east-1.amazonaws.com" }, "AWS endpoint"},
+		{"endpoint hostname", func(c *Config) { c.AWSEndpoint = "http://localhost:4570" }, "AWS endpoint"},
+		{"endpoint quote", func(c *Config) { c.AWSEndpoint = "http://127.0.0.1:4570/'" }, "AWS endpoint"},
+		{"secret", func(c *Config) { c.Secrets = map[string]string{"w1-password": "x"} }, ""},
+		{"secret path", func(c *Config) { c.Secrets = map[string]string{"../x": "x"} }, "secret name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,373 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/latentworker/latentworker/iam"
+	"github.com/latentworker/latentworker/lab/master"
+)
+
+// TestHandedOffMaster is the handoff proved end to end: a lab with moto's
+// IAM enforcement on, a bake, a handoff, and a real buildbot master
+// configured with the handoff's snippet as pasted (the lab adds only the
+// boto3 endpoint and the secret files the snippet names). A forced build
+// makes the master launch the baked AMI with the handed-off key; the worker
+// connects, the build succeeds, and after build_wait_timeout the master
+// terminates the instance. Every call the master made was allowed, and
+// calls outside the policy are denied to that key.
+//
+// Then the zombie the guide warns of: the master launches another instance
+// and is killed with SIGKILL, so nobody terminates it; sweep reports it
+// (exit 1), terminates it (exit 3), and is silent afterwards (exit 0).
+func TestHandedOffMaster(t *testing.T) {
+	pb := freeLoopbackPort(t)
+	e := newCLIEnvWith(t, "iam_enforcement = true\n", pb)
+	ctx := context.Background()
+	if !e.lab.State.IAMEnforcement {
+		t.Fatal("the lab did not turn IAM enforcement on")
+	}
+	run := func(args ...string) (string, string) {
+		t.Helper()
+		cmd := e.command(ctx, args...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("latentworker %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		}
+		e.noSecret(t, "stdout of "+args[0], stdout.Bytes())
+		e.noSecret(t, "stderr of "+args[0], stderr.Bytes())
+		return stdout.String(), stderr.String()
+	}
+	out, _ := run("bake", "--no-verify", "--terminate-builder")
+	ami := strings.TrimPrefix(strings.SplitN(out, "\n", 2)[0], "image_id: ")
+	key := filepath.Join(e.dir, "master-key")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	snippet, _ := run("handoff", "--public-key", key+".pub", "--format", "snippet", "--build-wait-timeout", "5s")
+	var bundle struct {
+		AccessKeyID     string `json:"access_key_id"`
+		SecretAccessKey string `json:"secret_access_key"`
+		AMI             string `json:"ami"`
+		SecretFiles     struct {
+			Password        string `json:"password"`
+			AccessKeyID     string `json:"access_key_id"`
+			SecretAccessKey string `json:"secret_access_key"`
+		} `json:"secret_files"`
+	}
+	secretFiles, _ := filepath.Glob(filepath.Join(e.dir, cliWorker+"-*.secret"))
+	if len(secretFiles) != 1 {
+		t.Fatalf("secret files %v; want one", secretFiles)
+	}
+	// The secret file: the text, the snippet, then the bundle as JSON.
+	full, err := os.ReadFile(secretFiles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, js, _ := bytes.Cut(full, []byte("\n--- JSON ---\n"))
+	if err := json.Unmarshal(js, &bundle); err != nil || bundle.SecretAccessKey == "" {
+		t.Fatalf("the bundle's JSON in %s: %v", secretFiles[0], err)
+	}
+	if bundle.AMI != ami || !strings.Contains(snippet, `ami="`+ami+`"`) || !strings.Contains(snippet, "build_wait_timeout=5,") {
+		t.Fatalf("the handoff is not of %s with build_wait_timeout 5:\n%s", ami, snippet)
+	}
+
+	// moto enforces actions only: it ignores conditions and denies
+	// resource-scoped allows. The handed-off key gets the same actions as
+	// the generated policy, on every resource (iam.Document.ActionLevel).
+	adminIAM := awsiam.NewFromConfig(e.lab.AWS)
+	m := iam.NewManager(adminIAM)
+	u, err := m.EnsureUser(ctx, cliWorker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := m.Policy(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.PutPolicy(ctx, u, policy.ActionLevel()); err != nil {
+		t.Fatal(err)
+	}
+
+	mcfg := master.Config{
+		Dir:              filepath.Join(e.dir, "master"),
+		PBPort:           mustAtoi(t, strings.TrimPrefix(pb, "127.0.0.1:")),
+		Extra:            snippet,
+		ExtraWorkerNames: []string{cliWorker},
+		AWSEndpoint:      e.lab.State.Endpoint,
+		Secrets: map[string]string{
+			bundle.SecretFiles.Password:        e.password,
+			bundle.SecretFiles.AccessKeyID:     bundle.AccessKeyID,
+			bundle.SecretFiles.SecretAccessKey: bundle.SecretAccessKey,
+		},
+		// Only the key in the secret files: no credentials from the
+		// environment or from files.
+		Env: []string{"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_SESSION_TOKEN=",
+			"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true"},
+	}
+	logStart := fileSize(e.lab.State.RequestLog)
+	mst, err := master.Start(ctx, mcfg)
+	if err != nil {
+		t.Fatalf("a master with the handoff snippet: %v", err)
+	}
+	defer mst.Stop(context.Background())
+	mc := mst.Client()
+	c := e.lab.EC2("")
+
+	// A build makes the master launch the AMI; the worker connects and
+	// builds; build_wait_timeout later the master terminates the instance.
+	req, err := mc.ForceBuild(ctx, master.DefaultSchedulerName, master.DefaultBuilderName, "handoff e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := mc.WaitBuild(ctx, req, 5*time.Minute)
+	if err != nil || !b.Succeeded() {
+		t.Fatalf("a build on the latent worker: %+v, %v; want success\n%s", b, err, mst.LogTail())
+	}
+	launched := instances(t, c, filter("image-id", ami))
+	if len(launched) != 1 {
+		t.Fatalf("instances of %s: %v; want the one the master launched", ami, launched)
+	}
+	if err := waitInstanceState(ctx, c, launched[0], "terminated", 2*time.Minute); err != nil {
+		t.Fatalf("the master did not terminate %s after build_wait_timeout: %v\n%s", launched[0], err, mst.LogTail())
+	}
+	if live := liveInstances(t, c); len(live) > 0 {
+		t.Errorf("after the master terminated its instance, the lab still has %v", live)
+	}
+
+	// Every call the master made with the handed-off key was allowed, and
+	// each is an action of the generated policy.
+	calls := masterCalls(t, e.lab.State.RequestLog, logStart, bundle.AccessKeyID)
+	made := map[string]bool{}
+	for _, call := range calls {
+		action := "ec2:" + call.Action
+		made[action] = true
+		if call.Status != http.StatusOK {
+			t.Errorf("the master's %s with the handed-off key = HTTP %d; want allowed", action, call.Status)
+		}
+		if !slices.Contains(policy.Actions(), action) {
+			t.Errorf("the master called %s, which the generated policy does not allow", action)
+		}
+	}
+	for _, want := range []string{"ec2:DescribeKeyPairs", "ec2:RunInstances", "ec2:DescribeInstances", "ec2:CreateTags", "ec2:TerminateInstances"} {
+		if !made[want] {
+			t.Errorf("the master made no %s call with the handed-off key (calls: %v)", want, made)
+		}
+	}
+	t.Logf("the master's calls with the handed-off key: %d, actions %v", len(calls), slices.Sorted(maps.Keys(made)))
+
+	// Outside the policy: denied to the handed-off key.
+	keyCfg := e.lab.AWS.Copy()
+	keyCfg.Credentials = credentials.NewStaticCredentialsProvider(bundle.AccessKeyID, bundle.SecretAccessKey, "")
+	kEC2, kIAM := ec2.NewFromConfig(keyCfg), awsiam.NewFromConfig(keyCfg)
+	vol, err := c.CreateVolume(ctx, &ec2.CreateVolumeInput{AvailabilityZone: aws.String("us-east-1a"), Size: aws.Int32(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.DeleteVolume(context.Background(), &ec2.DeleteVolumeInput{VolumeId: vol.VolumeId})
+	for name, call := range map[string]func() error{
+		"ec2:CreateSecurityGroup": func() error {
+			_, err := kEC2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{GroupName: aws.String("evil"), Description: aws.String("evil")})
+			return err
+		},
+		"ec2:DeleteVolume": func() error {
+			_, err := kEC2.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: vol.VolumeId})
+			return err
+		},
+		"ec2:CreateImage": func() error {
+			_, err := kEC2.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(launched[0]), Name: aws.String("evil")})
+			return err
+		},
+		"iam:CreateUser": func() error {
+			_, err := kIAM.CreateUser(ctx, &awsiam.CreateUserInput{UserName: aws.String("evil")})
+			return err
+		},
+		"iam:CreateAccessKey": func() error {
+			_, err := kIAM.CreateAccessKey(ctx, &awsiam.CreateAccessKeyInput{UserName: aws.String(u.Name)})
+			return err
+		},
+	} {
+		if err := call(); !deniedErr(err) {
+			t.Errorf("%s with the handed-off key = %v; want access denied", name, err)
+		}
+	}
+
+	t.Run("zombie after the master is killed", func(t *testing.T) {
+		req, err := mc.ForceBuild(ctx, master.DefaultSchedulerName, master.DefaultBuilderName, "handoff e2e: a zombie")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := mc.WaitWorkerConnected(ctx, cliWorker, 3*time.Minute); err != nil {
+			t.Fatalf("build request %d: the worker did not connect: %v\n%s", req, err, mst.LogTail())
+		}
+		if err := mst.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		zombies := liveInstances(t, c)
+		if len(zombies) != 1 {
+			t.Fatalf("after the master was killed: live instances %v; want the one it launched", zombies)
+		}
+		sweep := func(args ...string) (string, string, int) {
+			return e.sweep(ctx, append([]string{"--max-age", "2s"}, args...)...)
+		}
+		time.Sleep(2500 * time.Millisecond) // older than --max-age
+		out, stderr, code := sweep()
+		if code != 1 || !strings.Contains(out, zombies[0]) {
+			t.Fatalf("sweep = exit %d; want 1 and a report naming %s\n%s\n%s", code, zombies[0], out, stderr)
+		}
+		t.Logf("sweep's report:\n%s", out)
+		if _, stderr, code := sweep("--terminate", "--yes"); code != 3 {
+			t.Fatalf("sweep --terminate --yes = exit %d; want 3\n%s", code, stderr)
+		}
+		if err := waitInstanceState(ctx, c, zombies[0], "terminated", time.Minute); err != nil {
+			t.Fatalf("after sweep --terminate: %v", err)
+		}
+		if out, stderr, code := sweep(); code != 0 || out != "" || stderr != "" {
+			t.Errorf("a second sweep = exit %d, stdout %q, stderr %q; want 0 and silence", code, out, stderr)
+		}
+	})
+}
+
+func freeLoopbackPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// instances lists the IDs of the lab's instances that match filters.
+func instances(t *testing.T, c *ec2.Client, filters ...ec2types.Filter) []string {
+	t.Helper()
+	out, err := c.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{Filters: filters})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range out.Reservations {
+		for _, i := range r.Instances {
+			ids = append(ids, aws.ToString(i.InstanceId))
+		}
+	}
+	return ids
+}
+
+func filter(name string, values ...string) ec2types.Filter {
+	return ec2types.Filter{Name: aws.String(name), Values: values}
+}
+
+// liveInstances lists the lab's instances that are not terminated.
+func liveInstances(t *testing.T, c *ec2.Client) []string {
+	t.Helper()
+	return instances(t, c, filter("instance-state-name", "pending", "running", "stopping", "stopped", "shutting-down"))
+}
+
+func waitInstanceState(ctx context.Context, c *ec2.Client, id, state string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for {
+		out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+		if err == nil && len(out.Reservations) == 1 {
+			last = string(out.Reservations[0].Instances[0].State.Name)
+			if last == state {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return errors.New(id + " is " + last + ", not " + state + ", after " + timeout.String())
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// loggedCall is one line of the lab's request log.
+type loggedCall struct {
+	Service     string `json:"service"`
+	Action      string `json:"action"`
+	Status      int    `json:"status"`
+	AccessKeyID string `json:"access_key_id"`
+}
+
+// masterCalls reads the request log from offset and returns the calls
+// signed with key.
+func masterCalls(t *testing.T, path string, offset int64, key string) []loggedCall {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, 0); err != nil {
+		t.Fatal(err)
+	}
+	var calls []loggedCall
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var c loggedCall
+		if json.Unmarshal(sc.Bytes(), &c) == nil && c.AccessKeyID == key {
+			if c.Service != "ec2" {
+				t.Errorf("the master called %s:%s", c.Service, c.Action)
+			}
+			calls = append(calls, c)
+		}
+	}
+	return calls
+}
+
+// deniedErr says whether err is AWS's (or moto's) access denial.
+func deniedErr(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "AccessDenied", "UnauthorizedOperation", "AccessDeniedException":
+			return true
+		}
+	}
+	// moto's IAM denial has a body the SDK's IAM deserializer does not
+	// read; the status is still 403.
+	var re *smithyhttp.ResponseError
+	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusForbidden
+}

@@ -648,20 +648,41 @@ func updatesReboot(ctx context.Context, s *State) error {
 }
 
 // serviceActive waits, bounded by Timeouts.Verify, until the worker's
-// service is active on c.
-func (s *State) serviceActive(ctx context.Context, c *provision.Client, id string) error {
+// service is active on the machine *c is connected to. A connection that
+// drops meanwhile (a young boot) is made again with redial, and *c is then
+// the new client (nil if the last attempt failed).
+func (s *State) serviceActive(ctx context.Context, c **provision.Client, redial func(context.Context) (*provision.Client, error), id string) error {
 	unit := "buildbot-worker@" + s.opts.Config.Worker.Name + ".service"
 	vctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Verify)
 	defer cancel()
 	var state string
+	var lastErr error
 	err := poll(vctx, min(s.opts.Timeouts.Poll, 2*time.Second), func() (bool, error) {
-		out, _ := c.Output(vctx, "systemctl is-active "+unit, nil)
+		if *c == nil {
+			nc, err := redial(vctx)
+			if err != nil {
+				lastErr = err
+				return false, nil
+			}
+			*c = nc
+		}
+		out, err := (*c).Output(vctx, "systemctl is-active "+unit, nil)
 		state = strings.TrimSpace(string(out))
+		var exit *provision.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			// Not the unit's state: the connection is gone.
+			lastErr = err
+			_ = (*c).Close()
+			*c = nil
+		}
 		return state == "active", nil
 	})
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
+		}
+		if state == "" && lastErr != nil {
+			return fmt.Errorf("%w: %s on instance %s: no answer after %s: %w", ErrWorkerService, unit, id, s.opts.Timeouts.Verify, lastErr)
 		}
 		return fmt.Errorf("%w: %s on instance %s is %q after %s", ErrWorkerService, unit, id, state, s.opts.Timeouts.Verify)
 	}
@@ -669,7 +690,7 @@ func (s *State) serviceActive(ctx context.Context, c *provision.Client, id strin
 }
 
 func verifyService(ctx context.Context, s *State) error {
-	if err := s.serviceActive(ctx, s.client, s.InstanceID); err != nil {
+	if err := s.serviceActive(ctx, &s.client, s.redial, s.InstanceID); err != nil {
 		return err
 	}
 	return verifyConfig(ctx, s)
@@ -841,18 +862,27 @@ func verifyImage(ctx context.Context, s *State) error {
 	if err != nil {
 		return err
 	}
-	c, _, err := s.dialInstance(ctx, StepVerifyImage, id, addr)
+	c, t, err := s.dialInstance(ctx, StepVerifyImage, id, addr)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	if err := s.serviceActive(ctx, c, id); err != nil {
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	redial := func(ctx context.Context) (*provision.Client, error) {
+		nc, err := provision.Dial(ctx, t)
+		return s.timed(nc), err
+	}
+	if err := s.serviceActive(ctx, &c, redial, id); err != nil {
 		return err
 	}
 	if _, err := s.driver(StepVerifyImage).Verify(ctx, c, s.Worker, s.opts.Password.Reveal()); err != nil {
 		return fmt.Errorf("verifying worker %s on instance %s booted from %s: %w", s.Worker.Name, id, s.ImageID, err)
 	}
 	_ = c.Close()
+	c = nil
 	if err := s.undo.runNow(ctx, it); err != nil {
 		return fmt.Errorf("terminating verification instance %s: %w", id, err)
 	}

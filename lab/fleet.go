@@ -289,7 +289,11 @@ func (f *fleet) Console(id string) ([]byte, bool) {
 func (f *fleet) CreateImage(ctx context.Context, region, instanceID, imageID string, noReboot bool, snapTags map[string]string) error {
 	inst, _ := f.instance(instanceID)
 	state := inst.m.State()
-	if state != machine.Running && state != machine.Stopped {
+	release, held := inst.m.Hold()
+	if !held || state != machine.Running && state != machine.Stopped {
+		if held {
+			release()
+		}
 		_, _ = f.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(imageID)}, inRegion(region))
 		return incorrectState(instanceID, state, "imaged")
 	}
@@ -333,7 +337,10 @@ func (f *fleet) CreateImage(ctx context.Context, region, instanceID, imageID str
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
+		// The image is captured even if the instance is terminated
+		// meanwhile: Terminate waits for the copy.
 		err := f.capture(inst, layer, state == machine.Running && !noReboot)
+		release()
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		if err != nil {
@@ -358,7 +365,12 @@ func (f *fleet) capture(inst *labInstance, layer string, reboot bool) error {
 	}
 	err := image.Capture(ctx, inst.m.UpperDir(), layer)
 	if reboot {
-		err = errors.Join(err, inst.m.Start())
+		// Unless the instance is being terminated meanwhile.
+		if serr := inst.m.Start(); serr != nil {
+			if s := inst.m.State(); s != machine.ShuttingDown && s != machine.Terminated {
+				err = errors.Join(err, serr)
+			}
+		}
 	}
 	return err
 }

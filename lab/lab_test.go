@@ -423,6 +423,24 @@ func TestLab(t *testing.T) {
 		}
 	})
 
+	t.Run("an image outlives its instance's termination", func(t *testing.T) {
+		// As an EBS snapshot in progress does: CreateImage (which
+		// stops the instance first) and at once TerminateInstances.
+		src := launch(t, c, aws.ToString(base.ImageId), key, 1)[0]
+		img, err := c.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(src.id), Name: aws.String("lab-test-terminated-" + time.Now().Format("20060102-150405"))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		terminate(t, c, src.id)
+		if err := ec2.NewImageAvailableWaiter(c).Wait(ctx, &ec2.DescribeImagesInput{ImageIds: []string{aws.ToString(img.ImageId)}}, 2*time.Minute); err != nil {
+			t.Fatalf("image %s of an instance terminated while it was captured: %v", aws.ToString(img.ImageId), err)
+		}
+		assertNoBody(t, l, src.id)
+		if _, err := c.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: img.ImageId}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("five instances at once", func(t *testing.T) {
 		start := time.Now()
 		insts := launch(t, c, aws.ToString(base.ImageId), key, 5)

@@ -512,7 +512,18 @@ func TestSweepAfterKilledBake(t *testing.T) {
 	}
 	for _, step := range bake.Steps()[1:] { // preflight creates nothing
 		t.Run(step.Name, func(t *testing.T) {
-			cmd := e.command(ctx, "bake", "--json")
+			args := []string{"bake", "--json"}
+			if step.Name == bake.StepManifest {
+				// The manifest step takes a millisecond, and the run's
+				// cleanup follows: a FIFO nobody reads holds the step
+				// until the kill lands.
+				fifo := filepath.Join(t.TempDir(), "manifest.fifo")
+				if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--manifest", fifo)
+			}
+			cmd := e.command(ctx, args...)
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)

@@ -83,7 +83,8 @@ type Machine struct {
 	mounted   bool
 	hostKeys  []string // public host keys, authorized_keys format
 	bootCount int
-	changed   chan struct{} // closed and replaced on every state change
+	changed   chan struct{}  // closed and replaced on every state change
+	holds     sync.WaitGroup // Hold: readers of the upper directory
 }
 
 // New returns a machine in the stopped state; call Start to boot it.
@@ -592,7 +593,23 @@ func (m *Machine) Stop(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
-// Terminate stops the machine, unmounts its overlay and deletes its directory.
+// Hold keeps the machine's files (its upper directory) until release is
+// called: Terminate stops the machine at once but deletes them only when
+// every hold is released, as an EBS snapshot in progress outlives its
+// instance. A machine shutting down or terminated cannot be held.
+func (m *Machine) Hold() (release func(), ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state == ShuttingDown || m.state == Terminated {
+		return nil, false
+	}
+	m.holds.Add(1)
+	var once sync.Once
+	return func() { once.Do(m.holds.Done) }, true
+}
+
+// Terminate stops the machine, unmounts its overlay and deletes its
+// directory once nothing holds it.
 func (m *Machine) Terminate(ctx context.Context) error {
 	m.mu.Lock()
 	if m.state == Terminated {
@@ -602,6 +619,7 @@ func (m *Machine) Terminate(ctx context.Context) error {
 	m.setState(ShuttingDown)
 	m.mu.Unlock()
 	err := m.Stop(ctx, 20*time.Second)
+	m.holds.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.mounted {

@@ -3,7 +3,8 @@
 # expects a worker, bake that worker's AMI from the newest Debian 12 AMI
 # (found by filter, as on AWS), boot an instance from the new AMI with the
 # AWS CLI as the master's EC2LatentWorker would, watch the worker connect to
-# the master and run a forced build, then take everything down.
+# the master and run a forced build, hand the AMI off (a least-privilege
+# key and the admins' bundle), sweep, then take everything down.
 # Needs root (the lab boots containers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,4 +90,12 @@ echo "build succeeded"
 step "terminate"
 aws ec2 terminate-instances --instance-ids "$id" --query 'TerminatingInstances[0].CurrentState.Name' --output text
 aws ec2 wait instance-terminated --instance-ids "$id"
+
+step "latentworker handoff: what the buildmaster admins get"
+ssh-keygen -q -t ed25519 -N '' -C "demo master key" -f "$work/master-key"
+"$bin/latentworker" handoff --public-key "$work/master-key.pub"
+
+step "latentworker sweep: no zombie, nothing left by the bake (silent, exit 0)"
+"$bin/latentworker" sweep --region "$AWS_REGION"
+echo "sweep: exit $?"
 echo "baked $ami; the lab goes down now"

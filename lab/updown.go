@@ -18,7 +18,7 @@ import (
 
 // ErrNotRoot is returned when the lab is run without root: it mounts
 // overlays and boots containers.
-var ErrNotRoot = errors.New("latentlab needs root: it mounts overlay filesystems and boots systemd-nspawn containers (run it with sudo)")
+var ErrNotRoot = errors.New("latentlab needs root: it mounts overlay filesystems and boots systemd-nspawn containers (run it as root, with a PATH that finds moto_server)")
 
 // RequireRoot fails unless the process runs as root.
 func RequireRoot() error {

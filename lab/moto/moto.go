@@ -62,7 +62,7 @@ func FreePort() (int, error) {
 func Start(ctx context.Context, dir string, port int, amis []AMI) (*Server, error) {
 	bin, err := exec.LookPath("moto_server")
 	if err != nil {
-		return nil, errors.New("the lab needs moto_server (Python package moto with its server extra) on PATH")
+		return nil, errors.New("the lab needs moto_server (Python package moto with its server extra) on PATH (sudo resets PATH: run latentlab as root with your PATH, or sudo env PATH=\"$PATH\" ...)")
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err

@@ -92,15 +92,19 @@ type Front struct {
 	Backend Backend
 	// Credentials re-sign requests the front had to rewrite.
 	Credentials aws.Credentials
-	// Enforcing says moto enforces IAM. A rewritten request signed with
-	// another key than Credentials is then refused rather than re-signed:
-	// re-signing would run it with the lab's rights instead of its own.
+	// Enforcing says moto enforces IAM. A rewritten request is then
+	// re-signed with the key that signed it, so that moto checks the
+	// caller's rights, not the lab's: the front knows the secrets of the
+	// keys created through it (IAM CreateAccessKey). A rewritten request
+	// of any other key is refused.
 	Enforcing bool
 	// Log receives one JSON line per request (may be nil).
 	Log io.Writer
 
 	client *http.Client
 	logMu  sync.Mutex
+	keysMu sync.Mutex
+	keys   map[string]string // access key ID -> secret, of keys created through the front
 }
 
 // New returns a front for moto at motoURL.
@@ -160,6 +164,13 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *Front) handle(c *call) (int, []byte, http.Header) {
+	if c.service == "iam" && c.action == "CreateAccessKey" {
+		status, body, hdr := f.forward(c)
+		if status == http.StatusOK {
+			f.learnKey(body)
+		}
+		return status, body, hdr
+	}
 	if c.service != "ec2" || c.action == "" {
 		return f.forward(c)
 	}
@@ -199,9 +210,40 @@ func init() {
 	}
 }
 
+// learnKey remembers the key in an IAM CreateAccessKey answer, so that a
+// rewritten request signed with it can be signed again with it. Secrets
+// stay in memory; the request log never has them.
+func (f *Front) learnKey(body []byte) {
+	doc := etree.NewDocument()
+	if doc.ReadFromBytes(body) != nil {
+		return
+	}
+	k := doc.FindElement("//AccessKey")
+	if k == nil {
+		return
+	}
+	id, secret := childText(k, "AccessKeyId"), childText(k, "SecretAccessKey")
+	if id == "" || secret == "" {
+		return
+	}
+	f.keysMu.Lock()
+	defer f.keysMu.Unlock()
+	if f.keys == nil {
+		f.keys = map[string]string{}
+	}
+	f.keys[id] = secret
+}
+
+func (f *Front) secret(id string) (string, bool) {
+	f.keysMu.Lock()
+	defer f.keysMu.Unlock()
+	s, ok := f.keys[id]
+	return s, ok
+}
+
 // errCannotResign is a request the front had to rewrite for moto, signed
 // with a key whose secret the front does not have, under IAM enforcement.
-var errCannotResign = errors.New("lab: under IAM enforcement only the lab's own key may use what the lab emulates for moto (launch-time filters, image state filters, snapshot tags at CreateImage)")
+var errCannotResign = errors.New("lab: under IAM enforcement, what the lab emulates for moto (instance state and launch-time filters, image state filters, snapshot tags at CreateImage) works only for the lab's key and keys created through the lab's endpoint")
 
 // forward sends the call to moto as it is (or re-signed when rewritten).
 func (f *Front) forward(c *call) (int, []byte, http.Header) {
@@ -229,10 +271,15 @@ func (f *Front) roundTrip(c *call) (int, []byte, http.Header, error) {
 	req.ContentLength = int64(len(body))
 	req.Header.Del("Content-Length")
 	if c.rewrote {
-		if akid := accessKeyID(c.r.Header.Get("Authorization")); f.Enforcing && akid != f.Credentials.AccessKeyID {
-			return 0, nil, nil, fmt.Errorf("%w: %s from %s", errCannotResign, c.action, akid)
+		creds := f.Credentials
+		if akid := accessKeyID(c.r.Header.Get("Authorization")); f.Enforcing && akid != creds.AccessKeyID {
+			secret, ok := f.secret(akid)
+			if !ok {
+				return 0, nil, nil, fmt.Errorf("%w: %s from %s", errCannotResign, c.action, akid)
+			}
+			creds = aws.Credentials{AccessKeyID: akid, SecretAccessKey: secret}
 		}
-		if err := f.sign(c, req, body); err != nil {
+		if err := f.sign(c, req, body, creds); err != nil {
 			return 0, nil, nil, err
 		}
 	}
@@ -245,7 +292,7 @@ func (f *Front) roundTrip(c *call) (int, []byte, http.Header, error) {
 	return resp.StatusCode, rb, resp.Header, err
 }
 
-func (f *Front) sign(c *call, req *http.Request, body []byte) error {
+func (f *Front) sign(c *call, req *http.Request, body []byte, creds aws.Credentials) error {
 	req.Header.Del("Authorization")
 	req.Header.Del("X-Amz-Date")
 	req.Header.Del("X-Amz-Content-Sha256")
@@ -255,7 +302,7 @@ func (f *Front) sign(c *call, req *http.Request, body []byte) error {
 	if region == "" {
 		region = "us-east-1"
 	}
-	return v4.NewSigner().SignHTTP(c.r.Context(), f.Credentials, req, sum, "ec2", region, time.Now())
+	return v4.NewSigner().SignHTTP(c.r.Context(), creds, req, sum, "ec2", region, time.Now())
 }
 
 // forwardXML forwards and parses a successful XML answer. A moto error is

@@ -68,6 +68,9 @@ func Start(ctx context.Context, dir string, port int, amis []AMI) (*Server, erro
 		return nil, err
 	}
 	catalogue := filepath.Join(dir, "amis.json")
+	if amis == nil {
+		amis = []AMI{} // moto reads null as no catalogue and fails
+	}
 	b, err := json.MarshalIndent(amis, "", "  ")
 	if err != nil {
 		return nil, err

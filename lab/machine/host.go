@@ -162,8 +162,8 @@ func Unmount(path string) error {
 
 // Reap removes every trace of machines under dir: it kills processes rooted
 // there, unmounts what is mounted there and removes nspawn's propagation
-// directories for the given machine names. It is what `latentlab down` runs
-// after a crash.
+// directories and the cgroups of the given machine names. It is what
+// `latentlab down` runs after a crash.
 func Reap(dir string, names []string) error {
 	KillRootedIn(dir)
 	var firstErr error
@@ -178,6 +178,11 @@ func Reap(dir string, names []string) error {
 	}
 	for _, n := range names {
 		removePropagate(n)
+		if dirs, err := cgroupDirs(n); err == nil {
+			if err := removeCgroups(dirs); err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}
 	}
 	return firstErr
 }

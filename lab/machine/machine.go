@@ -381,10 +381,23 @@ func (m *Machine) bootOnce() (int, error) {
 		return -1, err
 	}
 	defer console.Close()
-	cmd := exec.Command("systemd-nspawn", "--quiet", "-b",
+	cgroups, err := cgroupDirs(m.spec.Name)
+	if err != nil {
+		return -1, fmt.Errorf("machine %s: cgroups: %w", m.spec.ID, err)
+	}
+	procs, err := makeCgroups(cgroups)
+	if err != nil {
+		return -1, fmt.Errorf("machine %s: %w", m.spec.ID, err)
+	}
+	defer func() { _ = removeCgroups(cgroups) }()
+	// A shell moves itself into the machine's cgroups, then becomes
+	// systemd-nspawn, so the container's tree is built there (cgroup.go).
+	cmd := exec.Command("/bin/sh", "-c", `for p in $LATENTLAB_CGROUP_PROCS; do echo $$ >"$p" || exit 1; done; exec "$@"`, "sh",
+		"systemd-nspawn", "--quiet", "-b",
 		"-D", m.merged(), "-M", m.spec.Name,
 		"--register=no", "--keep-unit", "--console=read-only",
 		"--link-journal=no", "--resolv-conf=off", "--timezone=off")
+	cmd.Env = append(os.Environ(), "LATENTLAB_CGROUP_PROCS="+strings.Join(procs, " "))
 	cmd.Stdout = console
 	cmd.Stderr = console
 	cmd.Stdin = nil

@@ -78,7 +78,21 @@ func writeManifest(ctx context.Context, s *State) error {
 	if err := os.WriteFile(s.opts.ManifestPath, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("writing manifest: %w", err)
 	}
+	s.manifestWritten = true
 	return nil
+}
+
+// unwriteManifest removes the manifest this run wrote, once the run has
+// failed after all: it would name an image that is rolled back. Only a
+// regular file goes; a path the run did not write (an older manifest, a
+// device, a FIFO) stays.
+func (s *State) unwriteManifest() {
+	if !s.manifestWritten {
+		return
+	}
+	if fi, err := os.Lstat(s.opts.ManifestPath); err == nil && fi.Mode().IsRegular() {
+		_ = os.Remove(s.opts.ManifestPath)
+	}
 }
 
 // Run bakes an AMI. It runs the steps in order, then unwinds the undo stack
@@ -142,8 +156,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if cause := context.Cause(ctx); runErr == nil && cause != nil {
 		runErr = fmt.Errorf("cancelled as the run finished: %w", cause)
 	}
-	if runErr != nil && opts.ManifestPath != "" {
-		_ = os.Remove(opts.ManifestPath) // it would name an image that is rolled back
+	if runErr != nil {
+		s.unwriteManifest()
 	}
 	if runErr != nil && opts.KeepOnFailure {
 		s.authorizeDebugKey(ctx)

@@ -66,10 +66,12 @@ type State struct {
 	undo   undoStack
 	// createCancels release the contexts of create calls when the run ends.
 	createCancels []context.CancelFunc
-	client        *provision.Client
-	hostKey       ssh.HostKeyCallback
-	builder       *undoItem
-	targetAlgos   []string
+	// manifestWritten: this run wrote the manifest (and may remove it).
+	manifestWritten bool
+	client          *provision.Client
+	hostKey         ssh.HostKeyCallback
+	builder         *undoItem
+	targetAlgos     []string
 }
 
 // Timing is how long one step took.

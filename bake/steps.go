@@ -27,6 +27,7 @@ import (
 
 	"github.com/latentworker/latentworker/fleet"
 	"github.com/latentworker/latentworker/provision"
+	"github.com/latentworker/latentworker/scripts"
 )
 
 // Step is one stage of the pipeline.
@@ -647,16 +648,19 @@ func updatesReboot(ctx context.Context, s *State) error {
 	}
 }
 
-// serviceActive waits, bounded by Timeouts.Verify, until the worker's
-// service is active on the machine *c is connected to. A connection that
-// drops meanwhile (a young boot) is made again with redial, and *c is then
-// the new client (nil if the last attempt failed).
-func (s *State) serviceActive(ctx context.Context, c **provision.Client, redial func(context.Context) (*provision.Client, error), id string) error {
+// verifyUp waits, bounded by Timeouts.Verify, until the worker's service
+// has come up on its own on the machine *c is connected to
+// (scripts.Facts.ServiceUp: active, or refused by the master after it
+// connected), then checks the worker's whole configuration there. A
+// connection that drops meanwhile (a young boot) is made again with redial,
+// and *c is then the new client (nil if the last attempt failed).
+func (s *State) verifyUp(ctx context.Context, step string, c **provision.Client, redial func(context.Context) (*provision.Client, error), id string) error {
 	unit := "buildbot-worker@" + s.opts.Config.Worker.Name + ".service"
+	d := s.driver(step)
 	vctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Verify)
 	defer cancel()
-	var state string
-	var lastErr error
+	var checkErr, lastErr error
+	why := ""
 	err := poll(vctx, min(s.opts.Timeouts.Poll, 2*time.Second), func() (bool, error) {
 		if *c == nil {
 			nc, err := redial(vctx)
@@ -666,34 +670,46 @@ func (s *State) serviceActive(ctx context.Context, c **provision.Client, redial 
 			}
 			*c = nc
 		}
-		out, err := (*c).Output(vctx, "systemctl is-active "+unit, nil)
-		state = strings.TrimSpace(string(out))
+		facts, err := d.Verify(vctx, *c, s.Worker, s.opts.Password.Reveal())
+		var mismatch *scripts.MismatchError
 		var exit *provision.ExitError
-		if err != nil && !errors.As(err, &exit) {
-			// Not the unit's state: the connection is gone.
+		switch {
+		case err == nil || errors.As(err, &mismatch):
+			var up bool
+			up, why = facts.ServiceUp()
+			checkErr, lastErr = err, nil
+			return up, nil
+		case errors.As(err, &exit):
+			return false, err // the script itself failed: no use waiting
+		default:
+			// The connection is gone.
 			lastErr = err
 			_ = (*c).Close()
 			*c = nil
+			return false, nil
 		}
-		return state == "active", nil
 	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return err
-		}
-		if state == "" && lastErr != nil {
-			return fmt.Errorf("%w: %s on instance %s: no answer after %s: %w", ErrWorkerService, unit, id, s.opts.Timeouts.Verify, lastErr)
-		}
-		return fmt.Errorf("%w: %s on instance %s is %q after %s", ErrWorkerService, unit, id, state, s.opts.Timeouts.Verify)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return err
+	case err != nil && !errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("verifying worker %s on instance %s: %w", s.Worker.Name, id, err)
+	case err != nil && why == "":
+		return fmt.Errorf("%w: %s on instance %s: no answer after %s: %w", ErrWorkerService, unit, id, s.opts.Timeouts.Verify, lastErr)
+	case err != nil:
+		return fmt.Errorf("%w: %s on instance %s is %s after %s", ErrWorkerService, unit, id, why, s.opts.Timeouts.Verify)
+	}
+	if why == scripts.RefusedByMaster {
+		s.emit(Event{Type: EventProgress, Step: step, Percent: -1, Message: fmt.Sprintf("worker %s on instance %s %s", s.Worker.Name, id, why)})
+	}
+	if checkErr != nil {
+		return fmt.Errorf("verifying worker %s on instance %s: %w", s.Worker.Name, id, checkErr)
 	}
 	return nil
 }
 
 func verifyService(ctx context.Context, s *State) error {
-	if err := s.serviceActive(ctx, &s.client, s.redial, s.InstanceID); err != nil {
-		return err
-	}
-	return verifyConfig(ctx, s)
+	return s.verifyUp(ctx, StepVerifyService, &s.client, s.redial, s.InstanceID)
 }
 
 func generalize(ctx context.Context, s *State) error {
@@ -875,11 +891,8 @@ func verifyImage(ctx context.Context, s *State) error {
 		nc, err := provision.Dial(ctx, t)
 		return s.timed(nc), err
 	}
-	if err := s.serviceActive(ctx, &c, redial, id); err != nil {
-		return err
-	}
-	if _, err := s.driver(StepVerifyImage).Verify(ctx, c, s.Worker, s.opts.Password.Reveal()); err != nil {
-		return fmt.Errorf("verifying worker %s on instance %s booted from %s: %w", s.Worker.Name, id, s.ImageID, err)
+	if err := s.verifyUp(ctx, StepVerifyImage, &c, redial, id); err != nil {
+		return fmt.Errorf("instance booted from %s: %w", s.ImageID, err)
 	}
 	_ = c.Close()
 	c = nil

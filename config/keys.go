@@ -73,7 +73,7 @@ var keyTable = []keyDef{
 		Help: "subnet to launch the builder in; empty: the default VPC"},
 		field: func(c *Config) any { return &c.AWS.SubnetID }},
 	{Key: Key{Name: "aws.ssh_cidr", Kind: KindString, Env: "LATENTWORKER_SSH_CIDR", Flag: "ssh-cidr",
-		Help: "addresses allowed to SSH to the builder; empty: your public address/32"},
+		Help: "addresses allowed to SSH to the builder: your public address as a /32; required against AWS (empty only with a loopback endpoint, the lab)"},
 		field: func(c *Config) any { return &c.AWS.SSHCIDR }},
 	{Key: Key{Name: "aws.tags", Kind: KindTable, Env: "LATENTWORKER_TAGS", Flag: "tag",
 		Help: "extra tags on everything created; env and flag take k=v[,k=v...] and merge"},

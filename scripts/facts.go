@@ -28,6 +28,10 @@ type Facts struct {
 	InfoHost           string // info_host: content of info/host
 	ServiceEnabled     string // service_enabled: output of systemctl is-enabled
 	ServiceActive      string // service_active: output of systemctl is-active
+	ServiceResult      string // service_result: the unit's Result, e.g. "success"
+	ServiceExitStatus  string // service_exit_status: its main process's exit status
+	ServiceStartedUsec string // service_started_usec: when it started in this boot, "0" if not
+	WorkerRefused      string // worker_refused: "yes" if the worker's last run ended with the master refusing it
 	Raw                map[string]string
 }
 
@@ -53,6 +57,10 @@ func ParseFacts(out []byte) (Facts, error) {
 		"info_host":            &f.InfoHost,
 		"service_enabled":      &f.ServiceEnabled,
 		"service_active":       &f.ServiceActive,
+		"service_result":       &f.ServiceResult,
+		"service_exit_status":  &f.ServiceExitStatus,
+		"service_started_usec": &f.ServiceStartedUsec,
+		"worker_refused":       &f.WorkerRefused,
 	}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
@@ -116,6 +124,35 @@ func unescapeFact(s string) (string, error) {
 	return b.String(), nil
 }
 
+// ServiceUp says whether the worker's service came up on its own in this
+// boot, and describes its state either way. It did if it is active, or if
+// it started, reached the master and was refused, which ends buildbot-worker
+// with status 0: a master that runs the worker as an EC2 latent worker
+// refuses a connection it did not ask for (a builder's, before the AMI
+// exists), and any master refuses a second connection under a name that is
+// connected already.
+func (f Facts) ServiceUp() (bool, string) {
+	if f.ServiceActive == "active" {
+		return true, "active"
+	}
+	started := f.ServiceStartedUsec != "" && f.ServiceStartedUsec != "0"
+	if f.ServiceActive == "inactive" && started && f.ServiceResult == "success" && f.ServiceExitStatus == "0" && f.WorkerRefused == "yes" {
+		return true, RefusedByMaster
+	}
+	state := f.ServiceActive
+	if state == "" {
+		state = "no state"
+	}
+	if !started {
+		return false, fmt.Sprintf("%q, not started in this boot", state)
+	}
+	return false, fmt.Sprintf("%q (result %s, exit status %s, refused by the master: %s)", state, f.ServiceResult, f.ServiceExitStatus, f.WorkerRefused)
+}
+
+// RefusedByMaster is ServiceUp's description of a worker that started and
+// was refused by its master.
+const RefusedByMaster = "started at boot, reached the master and was refused by it (exit status 0), as a master refuses a latent worker it did not start"
+
 // MismatchError lists every way Facts differ from what a Worker needs.
 type MismatchError struct {
 	Worker     string   // the worker's name
@@ -131,7 +168,7 @@ func (e *MismatchError) Error() string {
 // *MismatchError naming every mismatch: buildbot.tac present, mode 0600,
 // owned by buildbot:buildbot, keepalive 60, delete_leftover_dirs 1, master
 // host and port, worker name, password ok, info/admin and info/host present
-// with w's content, and the service enabled and active.
+// with w's content, and the service enabled and up (ServiceUp).
 func (f Facts) Check(w Worker) error {
 	if err := w.Validate(); err != nil {
 		return fmt.Errorf("check worker facts: %w", err)
@@ -168,7 +205,9 @@ func (f Facts) Check(w Worker) error {
 	want("info_host_present", f.InfoHostPresent, "yes")
 	want("info_host", f.InfoHost, w.HostInfo)
 	want("service_enabled", f.ServiceEnabled, "enabled")
-	want("service_active", f.ServiceActive, "active")
+	if up, why := f.ServiceUp(); !up {
+		bad = append(bad, fmt.Sprintf("service_active: got %s, want active (or refused by the master)", why))
+	}
 	if len(bad) > 0 {
 		return &MismatchError{Worker: w.Name, Mismatches: bad}
 	}

@@ -25,7 +25,38 @@ info_host_present=yes
 info_host=Debian 12 on EC2 t3.medium (latentworker)
 service_enabled=enabled
 service_active=active
+service_result=success
+service_exit_status=0
+service_started_usec=2712345
+worker_refused=no
 `
+
+// TestServiceUp: a worker is up when its service is active, or when it
+// started in this boot and ended with status 0 because the master refused
+// it; nothing else.
+func TestServiceUp(t *testing.T) {
+	refused := Facts{ServiceActive: "inactive", ServiceResult: "success", ServiceExitStatus: "0", ServiceStartedUsec: "2712345", WorkerRefused: "yes"}
+	for _, tc := range []struct {
+		desc string
+		edit func(*Facts)
+		want bool
+	}{
+		{"active", func(f *Facts) { *f = Facts{ServiceActive: "active"} }, true},
+		{"refused by the master", func(*Facts) {}, true},
+		{"ended without a refusal", func(f *Facts) { f.WorkerRefused = "no" }, false},
+		{"not started in this boot", func(f *Facts) { f.ServiceStartedUsec = "0" }, false},
+		{"exit status 1", func(f *Facts) { f.ServiceResult, f.ServiceExitStatus = "exit-code", "1" }, false},
+		{"failed", func(f *Facts) { f.ServiceActive = "failed" }, false},
+		{"activating", func(f *Facts) { f.ServiceActive = "activating" }, false},
+		{"no state", func(f *Facts) { *f = Facts{} }, false},
+	} {
+		f := refused
+		tc.edit(&f)
+		if got, why := f.ServiceUp(); got != tc.want || why == "" {
+			t.Errorf("%s: ServiceUp() = %v, %q; want %v and a description", tc.desc, got, why, tc.want)
+		}
+	}
+}
 
 func TestParseFacts(t *testing.T) {
 	f, err := ParseFacts([]byte(goodFacts))
@@ -33,7 +64,7 @@ func TestParseFacts(t *testing.T) {
 		t.Fatalf("ParseFacts(good) error: %v", err)
 	}
 	if f.Keepalive != "60" || f.MasterHost != "buildbot.example.org" || f.Passwd != "ok" ||
-		f.ServiceEnabled != "enabled" || f.InfoAdmin != "Jane Doe <jane AT example.org>" || len(f.Raw) != 15 {
+		f.ServiceEnabled != "enabled" || f.InfoAdmin != "Jane Doe <jane AT example.org>" || len(f.Raw) != 19 {
 		t.Errorf("ParseFacts(good) = %+v", f)
 	}
 	if err := f.Check(goldenWorker); err != nil {

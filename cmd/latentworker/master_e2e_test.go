@@ -28,6 +28,9 @@ import (
 
 	"github.com/latentworker/latentworker/iam"
 	"github.com/latentworker/latentworker/lab/master"
+	"github.com/latentworker/latentworker/provision"
+	"github.com/latentworker/latentworker/scripts"
+	"golang.org/x/crypto/ssh"
 )
 
 // TestHandedOffMaster is the handoff proved end to end: a lab with moto's
@@ -214,6 +217,71 @@ func TestHandedOffMaster(t *testing.T) {
 			t.Errorf("%s with the handed-off key = %v; want access denied", name, err)
 		}
 	}
+
+	// A refresh while the master runs, as it will on the CPython fleet:
+	// the builder's worker (and the verify instance's) connects to a
+	// master that runs it as a latent worker and did not start it; the
+	// master refuses it, the worker exits, and the bake still proves that
+	// the service came up on its own.
+	t.Run("refresh while the master runs", func(t *testing.T) {
+		cmd := e.command(ctx, "bake", "--from-previous", "--terminate-builder")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("bake --from-previous with the master up: %v\n%s", err, stderr.String())
+		}
+		e.noSecret(t, "stderr", stderr.Bytes())
+		if !strings.Contains(stdout.String(), "replaces: "+ami) {
+			t.Errorf("bake --from-previous = %q; want it to replace %s", stdout.String(), ami)
+		}
+		newAMI := strings.TrimPrefix(strings.SplitN(stdout.String(), "\n", 2)[0], "image_id: ")
+		if log, _ := os.ReadFile(filepath.Join(mst.Dir(), "twistd.log")); !bytes.Contains(log, []byte("received connection while not trying to substantiate")) {
+			t.Errorf("the master never refused the builder's worker: the test did not test that")
+		}
+
+		// The verify script on a real boot of the new AMI, once the
+		// master has refused its worker: the service counts as up.
+		out, err := c.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(newAMI), InstanceType: ec2types.InstanceTypeT3Small,
+			KeyName: aws.String("latentworker-" + cliWorker), MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := aws.ToString(out.Instances[0].InstanceId)
+		defer c.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+		if err := waitInstanceState(ctx, c, id, "running", 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		d, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pem, err := os.ReadFile(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer, err := ssh.ParsePrivateKey(pem)
+		if err != nil {
+			t.Fatal(err)
+		}
+		client, err := provision.Dial(ctx, provision.Target{
+			Addr: net.JoinHostPort(aws.ToString(d.Reservations[0].Instances[0].PublicIpAddress), "22"), User: "admin",
+			Signer: signer, HostKey: provision.TrustOnFirstUse(nil),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		worker := scripts.Worker{Name: cliWorker, Master: pb, AdminName: "Lab Admin", AdminEmail: "admin@example.com", HostInfo: "x"}
+		var facts scripts.Facts
+		deadline := time.Now().Add(time.Minute)
+		for facts.ServiceActive != "inactive" && time.Now().Before(deadline) {
+			time.Sleep(time.Second)
+			facts, _ = (&provision.Driver{Platform: "debian"}).Verify(ctx, client, worker, e.password)
+		}
+		if up, why := facts.ServiceUp(); !up || why != scripts.RefusedByMaster {
+			t.Errorf("an instance of %s whose worker the master refused: ServiceUp() = %v, %q; want true, %q (facts %+v)", newAMI, up, why, scripts.RefusedByMaster, facts.Raw)
+		}
+	})
 
 	t.Run("zombie after the master is killed", func(t *testing.T) {
 		req, err := mc.ForceBuild(ctx, master.DefaultSchedulerName, master.DefaultBuilderName, "handoff e2e: a zombie")

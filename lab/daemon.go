@@ -319,7 +319,7 @@ func reap(stateDir string) error {
 	var names []string
 	ids, _ := filepath.Glob(filepath.Join(stateDir, "i", "*"))
 	for _, d := range ids {
-		names = append(names, machineName(filepath.Base(d)))
+		names = append(names, MachineName(filepath.Base(d)))
 	}
 	err := machine.Reap(stateDir, names)
 	for _, sub := range []string{"i", "l", "moto", "master", DefaultWorkerPasswordFile} {

@@ -147,7 +147,7 @@ func (f *fleet) Launch(ctx context.Context, spec ec2front.LaunchSpec) (ec2front.
 	inst := &labInstance{id: spec.InstanceID, region: spec.Region, imageID: spec.ImageID, layers: img.layers, addr: addr}
 	inst.m = machine.New(machine.Spec{
 		ID:       spec.InstanceID,
-		Name:     machineName(spec.InstanceID),
+		Name:     MachineName(spec.InstanceID),
 		Dir:      filepath.Join(f.stateDir, "i", spec.InstanceID),
 		Layers:   img.layers,
 		Addr:     addr,
@@ -180,8 +180,9 @@ func (f *fleet) abandon(spec ec2front.LaunchSpec) {
 	_, _ = f.ec2.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{spec.InstanceID}}, inRegion(spec.Region))
 }
 
-// machineName is the nspawn machine name of an instance: short, unique.
-func machineName(instanceID string) string {
+// MachineName is the machine name (for nspawn and the machine's cgroups) of
+// an instance: short, unique.
+func MachineName(instanceID string) string {
 	return "lw-" + strings.TrimPrefix(instanceID, "i-")
 }
 
@@ -527,7 +528,7 @@ func (f *fleet) machineNames() []string {
 	defer f.mu.Unlock()
 	var out []string
 	for id := range f.instances {
-		out = append(out, machineName(id))
+		out = append(out, MachineName(id))
 	}
 	return out
 }

@@ -224,6 +224,9 @@ func assertNoBody(t *testing.T, l *labtest.Lab, ids ...string) {
 		if _, err := os.Stat(dir); err == nil {
 			t.Errorf("%s terminated but its directory %s is still there", id, dir)
 		}
+		if cgs, err := machine.CgroupsLeft(lab.MachineName(id)); err != nil || len(cgs) > 0 {
+			t.Errorf("%s terminated but its cgroups %v are still there (%v)", id, cgs, err)
+		}
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // Each machine boots in cgroups of its own. systemd-nspawn with --keep-unit
@@ -83,6 +85,22 @@ func systemdCgroupMounts() (map[string]string, error) {
 	return mounts, sc.Err()
 }
 
+// CgroupsLeft lists the cgroups of machine name that exist: none once the
+// machine has stopped or was reaped.
+func CgroupsLeft(name string) ([]string, error) {
+	dirs, err := cgroupDirs(name)
+	if err != nil {
+		return nil, err
+	}
+	var left []string
+	for _, d := range dirs {
+		if _, err := os.Stat(d); err == nil {
+			left = append(left, d)
+		}
+	}
+	return left, nil
+}
+
 // makeCgroups creates the machine's cgroups and returns the cgroup.procs
 // files a process writes its PID to in order to move there.
 func makeCgroups(dirs []string) ([]string, error) {
@@ -97,9 +115,21 @@ func makeCgroups(dirs []string) ([]string, error) {
 }
 
 // removeCgroups removes the machine's cgroups and what the guest made in
-// them, deepest first. A cgroup that still has processes stays (rmdir says
-// EBUSY) and is named in the error.
+// them, deepest first. Processes of a guest that was killed may take a
+// moment to leave them (rmdir says EBUSY): it tries again for a few
+// seconds, then names what stays in the error.
 func removeCgroups(dirs []string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := removeCgroupsOnce(dirs)
+		if err == nil || !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func removeCgroupsOnce(dirs []string) error {
 	var errs []error
 	for _, d := range dirs {
 		var tree []string

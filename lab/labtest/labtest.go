@@ -79,6 +79,14 @@ func Binary(t testing.TB) string {
 	return binPath
 }
 
+// RemoveBinaries removes what Binary built. Call it from TestMain once the
+// package's tests have run.
+func RemoveBinaries() {
+	if binPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binPath))
+	}
+}
+
 // Lab is a running private lab.
 type Lab struct {
 	State   lab.State

@@ -183,7 +183,7 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	}
 	logf("moto at %s (pid %d)", ms.URL, ms.PID())
 	if cfg.IAMEnforcement {
-		creds, err := enforceIAM(ctx, ms.URL)
+		creds, err := ms.EnforceIAM(ctx)
 		if err != nil {
 			return err
 		}
@@ -191,7 +191,7 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		if err := writeState(o.StateDir, st); err != nil {
 			return err
 		}
-		logf("IAM enforcement on: requests are checked against the policies of their key; the lab's key is %s's %s", labAdminUser, creds.AccessKeyID)
+		logf("IAM enforcement on: requests are checked against the policies of their key; the lab's key is %s's %s", moto.AdminUser, creds.AccessKeyID)
 	}
 	creds := st.Credentials()
 

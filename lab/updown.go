@@ -14,6 +14,7 @@ import (
 
 	"github.com/latentworker/latentworker/lab/image"
 	"github.com/latentworker/latentworker/lab/machine"
+	"github.com/latentworker/latentworker/lab/moto"
 )
 
 // ErrNotRoot is returned when the lab is run without root: it mounts
@@ -175,7 +176,7 @@ func Status(o Options) (string, error) {
 	fmt.Fprintf(&b, "endpoint:   %s (region %s; every region answers)\n", st.Endpoint, st.Region)
 	fmt.Fprintf(&b, "moto:       %s (pid %d)\n", st.MotoURL, st.MotoPID)
 	if st.IAMEnforcement {
-		fmt.Fprintf(&b, "IAM:        enforced (actions only); the lab's key is %s's %s\n", labAdminUser, st.AccessKeyID)
+		fmt.Fprintf(&b, "IAM:        enforced (actions only); the lab's key is %s's %s\n", moto.AdminUser, st.AccessKeyID)
 	}
 	if st.MasterURL != "" {
 		fmt.Fprintf(&b, "master:     %s, workers connect to %s (pid %d)\n", st.MasterURL, st.MasterPB, st.MasterPID)

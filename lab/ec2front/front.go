@@ -248,16 +248,26 @@ var errCannotResign = errors.New("lab: under IAM enforcement, what the lab emula
 // forward sends the call to moto as it is (or re-signed when rewritten).
 func (f *Front) forward(c *call) (int, []byte, http.Header) {
 	status, body, hdr, err := f.roundTrip(c)
-	if errors.Is(err, errCannotResign) {
-		return errorResponse(&APIError{Status: 400, Code: "UnsupportedOperation", Message: err.Error()})
-	}
 	if err != nil {
-		return errorResponse(&APIError{Status: 503, Code: "ServiceUnavailable", Message: "lab: moto: " + err.Error()})
+		return errorResponse(err)
 	}
 	return status, body, hdr
 }
 
+// roundTrip sends the call to moto and returns its answer. Its error is an
+// *APIError: the front's refusal, or moto out of reach.
 func (f *Front) roundTrip(c *call) (int, []byte, http.Header, error) {
+	status, body, hdr, err := f.send(c)
+	switch {
+	case errors.Is(err, errCannotResign):
+		return 0, nil, nil, &APIError{Status: 400, Code: "UnsupportedOperation", Message: err.Error()}
+	case err != nil:
+		return 0, nil, nil, &APIError{Status: 503, Code: "ServiceUnavailable", Message: "lab: moto: " + err.Error()}
+	}
+	return status, body, hdr, nil
+}
+
+func (f *Front) send(c *call) (int, []byte, http.Header, error) {
 	body := c.body
 	if c.rewrote {
 		body = []byte(c.form.Encode())
@@ -309,11 +319,8 @@ func (f *Front) sign(c *call, req *http.Request, body []byte, creds aws.Credenti
 // returned as it is, in the raw return values.
 func (f *Front) forwardXML(c *call) (*etree.Document, int, []byte, http.Header, error) {
 	status, body, hdr, err := f.roundTrip(c)
-	if errors.Is(err, errCannotResign) {
-		return nil, 0, nil, nil, &APIError{Status: 400, Code: "UnsupportedOperation", Message: err.Error()}
-	}
 	if err != nil {
-		return nil, 0, nil, nil, &APIError{Status: 503, Code: "ServiceUnavailable", Message: "lab: moto: " + err.Error()}
+		return nil, 0, nil, nil, err
 	}
 	if status != http.StatusOK {
 		return nil, status, body, hdr, nil

@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -53,7 +52,7 @@ func TestResignUnderEnforcement(t *testing.T) {
 		return ec2.New(ec2.Options{Region: "us-east-1", BaseEndpoint: aws.String(url),
 			Credentials: credentials.NewStaticCredentialsProvider(id, secret, "")})
 	}
-	// user makes a user allowed action, with a key made at url.
+	// user makes a user allowed action, with a key made through c.
 	user := func(c *iam.Client, name, action string) (string, string) {
 		t.Helper()
 		if _, err := c.CreateUser(ctx, &iam.CreateUserInput{UserName: aws.String(name)}); err != nil {
@@ -70,17 +69,16 @@ func TestResignUnderEnforcement(t *testing.T) {
 		return aws.ToString(k.AccessKey.AccessKeyId), aws.ToString(k.AccessKey.SecretAccessKey)
 	}
 
-	adminID, adminSecret := user(iamAt(ms.URL, "AKIDBOOTSTRAP0000000", "x"), "admin", "*")
+	admin, err := ms.EnforceIAM(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminID, adminSecret := admin.AccessKeyID, admin.SecretAccessKey
 	f := New(ms.URL, noBackend{}, nil)
-	f.Credentials = aws.Credentials{AccessKeyID: adminID, SecretAccessKey: adminSecret}
+	f.Credentials = admin
 	f.Enforcing = true
 	srv := httptest.NewServer(f)
 	defer srv.Close()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ms.URL+"/moto-api/reset-auth", strings.NewReader("0"))
-	req.Header.Set("Content-Type", "text/plain")
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("reset-auth: %v %v", resp, err)
-	}
 
 	viaFront := iamAt(srv.URL, adminID, adminSecret)
 	readerID, readerSecret := user(viaFront, "reader", "ec2:DescribeInstances")

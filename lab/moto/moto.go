@@ -1,7 +1,8 @@
 // Package moto runs moto_server, the lab's EC2/IAM/STS API, on a loopback
 // port with the lab's AMI catalogue in place of moto's ~1200 default AMIs.
-// It owns the moto process and its catalogue file; it does not give
-// instances a body (the lab's front endpoint does).
+// It owns the moto process, its catalogue file and the switch that turns
+// IAM enforcement on (EnforceIAM); it does not give instances a body (the
+// lab's front endpoint does).
 package moto
 
 import (

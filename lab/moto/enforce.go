@@ -1,4 +1,4 @@
-package lab
+package moto
 
 import (
 	"context"
@@ -11,11 +11,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 )
 
-// labAdminUser is the IAM user whose key the lab and its users work with
-// while moto enforces IAM.
-const labAdminUser = "latentlab-admin"
+// AdminUser is the IAM user EnforceIAM makes: its key is the one that may
+// do everything once moto enforces IAM.
+const AdminUser = "latentlab-admin"
 
-// enforceIAM makes an administrator (a user allowed everything) in moto,
+// EnforceIAM makes an administrator (a user allowed everything) in moto,
 // turns moto's IAM enforcement on and returns the administrator's key: from
 // then on every request is checked against the policies of the key that
 // signed it, so a least-privilege key is refused what it may not do.
@@ -23,30 +23,32 @@ const labAdminUser = "latentlab-admin"
 // moto checks actions only: it ignores conditions and wrongly denies
 // resource-scoped allows (LAB-NOTES), so a policy is enforced here at the
 // level of its actions.
-func enforceIAM(ctx context.Context, motoURL string) (aws.Credentials, error) {
+// It must come before anything else calls moto with a key of its own: until
+// then moto takes any key.
+func (s *Server) EnforceIAM(ctx context.Context) (aws.Credentials, error) {
 	c := iam.New(iam.Options{
-		Region:       DefaultRegion,
-		BaseEndpoint: aws.String(motoURL),
-		Credentials:  credentials.NewStaticCredentialsProvider(DummyAccessKeyID, DummySecretAccessKey, ""),
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(s.URL),
+		Credentials:  credentials.NewStaticCredentialsProvider("AKIDBOOTSTRAP0000000", "bootstrap", ""),
 	})
 	fail := func(err error) (aws.Credentials, error) {
 		return aws.Credentials{}, fmt.Errorf("IAM enforcement: %w", err)
 	}
-	if _, err := c.CreateUser(ctx, &iam.CreateUserInput{UserName: aws.String(labAdminUser), Path: aws.String("/latentlab/")}); err != nil {
+	if _, err := c.CreateUser(ctx, &iam.CreateUserInput{UserName: aws.String(AdminUser), Path: aws.String("/latentlab/")}); err != nil {
 		return fail(err)
 	}
 	const all = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}`
 	if _, err := c.PutUserPolicy(ctx, &iam.PutUserPolicyInput{
-		UserName: aws.String(labAdminUser), PolicyName: aws.String("everything"), PolicyDocument: aws.String(all),
+		UserName: aws.String(AdminUser), PolicyName: aws.String("everything"), PolicyDocument: aws.String(all),
 	}); err != nil {
 		return fail(err)
 	}
-	key, err := c.CreateAccessKey(ctx, &iam.CreateAccessKeyInput{UserName: aws.String(labAdminUser)})
+	key, err := c.CreateAccessKey(ctx, &iam.CreateAccessKeyInput{UserName: aws.String(AdminUser)})
 	if err != nil {
 		return fail(err)
 	}
 	// moto's switch: the body is how many more requests go unchecked.
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, motoURL+"/moto-api/reset-auth", strings.NewReader("0"))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/moto-api/reset-auth", strings.NewReader("0"))
 	if err != nil {
 		return fail(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/latentworker/latentworker/fleet"
@@ -122,7 +121,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if steps == nil {
 		steps = Steps()
 	}
-	s := &State{RunID: opts.RunID, Region: opts.Region, opts: opts, started: time.Now()}
+	p, err := opts.Config.Image.PlatformInfo()
+	if err != nil {
+		return nil, fmt.Errorf("bake: %w", err)
+	}
+	s := &State{RunID: opts.RunID, Region: opts.Region, Platform: p, opts: opts, started: time.Now()}
 	s.undo.notify = s.emit
 	if s.RunID == "" {
 		s.RunID = fleet.NewRunID()
@@ -220,9 +223,7 @@ func (s *State) authorizeDebugKey(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	key := strings.TrimSpace(s.opts.DebugKey) + "\n"
-	err := s.client.Run(ctx, "umask 077 && mkdir -p ~/.ssh && cat >> ~/.ssh/authorized_keys", strings.NewReader(key), nil, nil)
-	if err != nil {
+	if err := s.driver("").AuthorizeKey(ctx, s.client, s.opts.DebugKey); err != nil {
 		s.warn("", fmt.Sprintf("could not add the debug key to %s: %v", s.InstanceID, err))
 		return
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/latentworker/latentworker/platform"
 	"github.com/latentworker/latentworker/scripts"
 )
 
@@ -24,7 +25,7 @@ const (
 	DefaultMaster       = "buildbot-api.python.org:9020"
 	DefaultPasswordEnv  = "LATENTWORKER_PASSWORD"
 	DefaultInstanceType = "t3.large"
-	DefaultPlatform     = scripts.Debian
+	DefaultPlatform     = platform.Default
 	DefaultNamePrefix   = "latentworker"
 )
 
@@ -33,12 +34,6 @@ const (
 const (
 	MinRootVolumeGiB = 30
 	MaxRootVolumeGiB = 16384
-)
-
-// Publishers of the default base images.
-const (
-	DebianOwner    = "136693071363" // Debian's cloud team
-	CanonicalOwner = "099720109477" // Canonical, for Ubuntu
 )
 
 // Config is a complete latentworker configuration. Its zero value is not
@@ -95,7 +90,8 @@ type AWS struct {
 
 // Image is the [image] section: what the AMI is made from and called.
 type Image struct {
-	// Platform is the OS family: one of scripts.Platforms().
+	// Platform names the base image's OS release: a name or alias in
+	// package platform's registry (platform.Names()).
 	Platform string `toml:"platform"`
 	// BaseAMI is the base image's ID; when set, BaseOwner and BaseName are
 	// not used.
@@ -108,8 +104,7 @@ type Image struct {
 	BaseName string `toml:"base_name"`
 	// RootVolumeGiB is the root volume size, MinRootVolumeGiB or more.
 	RootVolumeGiB int `toml:"root_volume_gib"`
-	// SSHUser is the login user of the base image; "" is the platform's
-	// (scripts.DefaultUser).
+	// SSHUser is the login user of the base image; "" is the platform's.
 	SSHUser string `toml:"ssh_user"`
 	// CPythonBuildDeps installs the packages CPython's build needs.
 	CPythonBuildDeps bool `toml:"cpython_build_deps"`
@@ -252,24 +247,19 @@ func checkUndecoded(keys []toml.Key) error {
 	return errors.Join(errs...)
 }
 
-// DefaultBase returns the base image filter of a platform: the publisher's
-// account and the name pattern of the current release (Debian 12, Ubuntu
-// 24.04 LTS, both amd64), or "", "" for an unknown platform.
-func DefaultBase(platform string) (owner, namePattern string) {
-	switch platform {
-	case scripts.Debian:
-		return DebianOwner, "debian-12-amd64-*"
-	case scripts.Ubuntu:
-		return CanonicalOwner, "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
-	}
-	return "", ""
+// PlatformInfo returns the registry entry of Platform, or an error
+// listing the known platforms.
+func (i Image) PlatformInfo() (*platform.Platform, error) {
+	return platform.Lookup(i.Platform)
 }
 
 // EffectiveBase returns the base image filter with the platform's defaults
 // filled in for an empty BaseOwner or BaseName. It is meaningless when
 // BaseAMI is set.
 func (i Image) EffectiveBase() (owner, namePattern string) {
-	owner, namePattern = DefaultBase(i.Platform)
+	if p, err := i.PlatformInfo(); err == nil {
+		owner, namePattern = p.BaseOwner, p.BaseName
+	}
 	if i.BaseOwner != "" {
 		owner = i.BaseOwner
 	}
@@ -279,13 +269,16 @@ func (i Image) EffectiveBase() (owner, namePattern string) {
 	return owner, namePattern
 }
 
-// EffectiveSSHUser returns SSHUser, or the platform's default login user
-// when it is empty.
+// EffectiveSSHUser returns SSHUser, or the platform's login user when it is
+// empty.
 func (i Image) EffectiveSSHUser() string {
 	if i.SSHUser != "" {
 		return i.SSHUser
 	}
-	return scripts.DefaultUser(i.Platform)
+	if p, err := i.PlatformInfo(); err == nil {
+		return p.SSHUser
+	}
+	return ""
 }
 
 // DefaultHostInfo renders the info/host text used when worker.host_info is

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/latentworker/latentworker/platform"
 )
 
 // Kind is the type of a key's value, as the documentation names it.
@@ -80,22 +82,22 @@ var keyTable = []keyDef{
 		field: func(c *Config) any { return &c.AWS.Tags }},
 
 	{Key: Key{Name: "image.platform", Kind: KindString, Env: "LATENTWORKER_PLATFORM", Flag: "platform", Default: DefaultPlatform,
-		Help: "OS of the base image: debian or ubuntu"},
+		Help: "OS release of the base image: " + strings.Join(platform.Names(), ", ") + " (latentworker platforms lists them)"},
 		field: func(c *Config) any { return &c.Image.Platform }},
 	{Key: Key{Name: "image.base_ami", Kind: KindString, Env: "LATENTWORKER_BASE_AMI", Flag: "base-ami",
 		Help: "base AMI ID; empty: the newest image matching base_owner and base_name"},
 		field: func(c *Config) any { return &c.Image.BaseAMI }},
 	{Key: Key{Name: "image.base_owner", Kind: KindString, Env: "LATENTWORKER_BASE_OWNER", Flag: "base-owner", Default: "per platform",
-		Help: "owner of the base image (account ID, amazon, aws-marketplace or self); debian: " + DebianOwner + ", ubuntu: " + CanonicalOwner},
+		Help: "owner of the base image (account ID, amazon, aws-marketplace or self); the platform's publisher (latentworker platforms)"},
 		field: func(c *Config) any { return &c.Image.BaseOwner }},
 	{Key: Key{Name: "image.base_name", Kind: KindString, Env: "LATENTWORKER_BASE_NAME", Flag: "base-name", Default: "per platform",
-		Help: "name pattern of the base image (* and ? wildcards), newest wins; debian: debian-12-amd64-*, ubuntu: Noble 24.04 amd64"},
+		Help: "name pattern of the base image (* and ? wildcards), newest wins; the platform's (latentworker platforms)"},
 		field: func(c *Config) any { return &c.Image.BaseName }},
 	{Key: Key{Name: "image.root_volume_gib", Kind: KindInt, Env: "LATENTWORKER_ROOT_VOLUME_GIB", Flag: "root-volume-gib", Default: strconv.Itoa(MinRootVolumeGiB),
 		Help: "root volume size in GiB, 30 to 16384"},
 		field: func(c *Config) any { return &c.Image.RootVolumeGiB }},
 	{Key: Key{Name: "image.ssh_user", Kind: KindString, Env: "LATENTWORKER_SSH_USER", Flag: "ssh-user", Default: "per platform",
-		Help: "login user of the base image; debian: admin, ubuntu: ubuntu"},
+		Help: "login user of the base image; the platform's (latentworker platforms)"},
 		field: func(c *Config) any { return &c.Image.SSHUser }},
 	{Key: Key{Name: "image.cpython_build_deps", Kind: KindBool, Env: "LATENTWORKER_CPYTHON_BUILD_DEPS", Flag: "cpython-build-deps", Default: "false",
 		Help: "install the packages CPython's build needs (the devguide's list)"},

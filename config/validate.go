@@ -16,6 +16,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/latentworker/latentworker/platform"
+
 	"github.com/latentworker/latentworker/scripts"
 )
 
@@ -170,8 +172,16 @@ func (c *Config) Validate() error {
 	}
 
 	// [image]
-	if v := c.Image.Platform; !slices.Contains(scripts.Platforms(), v) {
-		bad("image.platform", v, "must be one of "+strings.Join(scripts.Platforms(), ", "), nil)
+	p, perr := c.Image.PlatformInfo()
+	if perr != nil {
+		bad("image.platform", c.Image.Platform, "must be one of "+strings.Join(platform.Names(), ", "), nil)
+	} else if !p.OfficialBase() {
+		if c.Image.BaseAMI == "" && (c.Image.BaseOwner == "" || c.Image.BaseName == "") {
+			bad("image.base_ami", c.Image.BaseAMI, p.Title+" has no official AMI: set image.base_ami (or image.base_owner and image.base_name)", nil)
+		}
+		if c.Image.SSHUser == "" && p.SSHUser == "" {
+			bad("image.ssh_user", "", p.Title+" has no official AMI: set the login user of your base image", nil)
+		}
 	}
 	if v := c.Image.BaseAMI; v != "" {
 		if !amiRE.MatchString(v) {

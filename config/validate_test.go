@@ -96,7 +96,7 @@ func TestValidate(t *testing.T) {
 				c.AWS.Tags[long(i+1)] = "v"
 			}
 		}, []string{"aws.tags"}, "at most 40"},
-		{"platform", func(c *Config) { c.Image.Platform = "fedora" }, []string{"image.platform"}, "debian, ubuntu"},
+		{"platform", func(c *Config) { c.Image.Platform = "fedora" }, []string{"image.platform"}, "debian-12, debian, debian-13"},
 		{"ami", func(c *Config) { c.Image.BaseAMI = "ami-123456789" }, []string{"image.base_ami"}, "8 or 17 hex"},
 		{"ami and filter", func(c *Config) { c.Image.BaseAMI = "ami-12345678"; c.Image.BaseName = "x-*" }, []string{"image.base_ami"}, "not both"},
 		{"owner", func(c *Config) { c.Image.BaseOwner = "debian" }, []string{"image.base_owner"}, "12-digit"},

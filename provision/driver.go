@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/latentworker/latentworker/platform"
 	"github.com/latentworker/latentworker/scripts"
 )
 
@@ -20,26 +22,24 @@ import (
 // contains the password.
 var ErrInvalidPassword = errors.New("worker password must be one non-empty line without NUL")
 
-// scriptDir is where scripts are uploaded; scriptRemoveTimeout bounds
-// their removal, which runs even after ctx ended.
-const (
-	scriptDir           = "/tmp"
-	scriptRemoveTimeout = 30 * time.Second
-)
+// scriptRemoveTimeout bounds the removal of an uploaded script, which runs
+// even after ctx ended.
+const scriptRemoveTimeout = 30 * time.Second
 
-// Driver runs a platform's scripts (package scripts) on a machine.
+// Driver runs a platform's scripts (package scripts) on a machine, through
+// the transport (Client) and the platform's shell (ShellFor).
 //
-// Each script is uploaded to a new private file
-// /tmp/latentworker-NAME-RANDOM.sh (mode 0700, owned by the login user),
-// run with "sh FILE" as root — through "sudo -n" unless the login user is
-// root, so sudo never prompts and never reads stdin — and removed
-// afterwards, also when it fails or ctx ends. The worker password, when a
+// Each script is uploaded to a new private file (on POSIX systems
+// /tmp/latentworker-NAME-RANDOM.sh, mode 0700, owned by the login user),
+// run as root the platform's way — sudo -n, doas -n and su never prompt and
+// never read stdin — and removed afterwards, also when it fails or ctx
+// ends. The worker password, when a
 // script needs it, is the first line of its stdin: it is never in a command
 // string, so never in a process's argv, and it is replaced by "[redacted]"
 // in progress lines and errors should a script ever print it.
 type Driver struct {
-	// Platform is scripts.Debian or scripts.Ubuntu.
-	Platform string
+	// Platform is the machine's platform (platform.Lookup).
+	Platform *platform.Platform
 	// Progress receives what the scripts report: every line they write to
 	// stderr, and to stdout except Verify's facts. Each Write is one whole
 	// line ending in "\n". Nil discards.
@@ -79,7 +79,7 @@ func (d *Driver) Verify(ctx context.Context, c *Client, w scripts.Worker, passwo
 	if err != nil {
 		return scripts.Facts{}, redact(fmt.Errorf("verify on %s: %w", c.Addr(), err), password)
 	}
-	if err := facts.Check(w); err != nil {
+	if err := facts.Check(d.Platform, w); err != nil {
 		return facts, redact(fmt.Errorf("verify on %s: %w", c.Addr(), err), password)
 	}
 	return facts, nil
@@ -117,7 +117,7 @@ func (d *Driver) RebootRequired(ctx context.Context, c *Client) (bool, error) {
 // trims logs. The connection stays usable until it is closed; a new one
 // needs another key.
 func (d *Driver) Generalize(ctx context.Context, c *Client, tempPublicKey string) error {
-	script, err := scripts.Generalize(d.Platform, tempPublicKey)
+	script, err := scripts.Generalize(d.Platform, c.User(), tempPublicKey)
 	if err != nil {
 		return err
 	}
@@ -141,17 +141,80 @@ func (d *Driver) RunScript(ctx context.Context, c *Client, name string, content 
 	return d.run(ctx, c, name, content, "", nil)
 }
 
+// Shell returns the platform's shell for c's login user.
+func (d *Driver) Shell(c *Client) (Shell, error) {
+	return ShellFor(d.Platform, c.User())
+}
+
+// Reboot reboots the machine (see Reboot) with the platform's shell.
+func (d *Driver) Reboot(ctx context.Context, c *Client, redial func(context.Context) (*Client, error)) (*Client, error) {
+	sh, err := d.Shell(c)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return Reboot(ctx, c, sh, redial)
+}
+
+// OSName returns the machine's operating system name: PRETTY_NAME of
+// /etc/os-release on Linux, the shell's one line elsewhere; "" when it
+// says nothing.
+func (d *Driver) OSName(ctx context.Context, c *Client) (string, error) {
+	sh, err := d.Shell(c)
+	if err != nil {
+		return "", err
+	}
+	out, err := c.Output(ctx, sh.OSName(), nil)
+	if err != nil {
+		return "", fmt.Errorf("reading the OS name on %s: %w", c.Addr(), err)
+	}
+	return osName(out), nil
+}
+
+// osName returns PRETTY_NAME of an os-release file, or the first line of
+// any other text.
+func osName(out []byte) string {
+	lines := strings.Split(string(out), "\n")
+	for _, line := range lines {
+		if v, ok := strings.CutPrefix(line, "PRETTY_NAME="); ok {
+			if u, err := strconv.Unquote(v); err == nil {
+				return u
+			}
+			return strings.Trim(v, `"'`)
+		}
+	}
+	return strings.TrimSpace(lines[0])
+}
+
+// AuthorizeKey adds an OpenSSH public key line to the login user's
+// authorized keys (a kept builder's debug key).
+func (d *Driver) AuthorizeKey(ctx context.Context, c *Client, publicKey string) error {
+	sh, err := d.Shell(c)
+	if err != nil {
+		return err
+	}
+	key := strings.TrimSpace(publicKey)
+	if key == "" || strings.ContainsAny(key, "\r\n\x00") {
+		return errors.New("authorize key: want one public key line")
+	}
+	return c.Run(ctx, sh.AuthorizeKey(), strings.NewReader(key+"\n"), nil, nil)
+}
+
 // run uploads script, runs it as root with secret (if any) as the first
 // line of stdin, and removes it. stdout nil sends stdout to Progress.
 func (d *Driver) run(ctx context.Context, c *Client, name string, script []byte, secret string, stdout io.Writer) (err error) {
-	path, err := scriptPath(name)
+	sh, err := d.Shell(c)
+	if err != nil {
+		return err
+	}
+	path, err := scriptPath(sh, name)
 	if err != nil {
 		return fmt.Errorf("%s script on %s: %w", name, c.Addr(), err)
 	}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scriptRemoveTimeout)
 		defer cancel()
-		if rmErr := c.Run(rctx, "rm -f -- "+shellQuote(path), nil, nil, nil); rmErr != nil {
+		if rmErr := c.Run(rctx, sh.Remove(path), nil, nil, nil); rmErr != nil {
 			err = errors.Join(err, fmt.Errorf("%s script on %s: remove %s: %w", name, c.Addr(), path, rmErr))
 		}
 	}()
@@ -172,20 +235,14 @@ func (d *Driver) run(ctx context.Context, c *Client, name string, script []byte,
 	if secret != "" {
 		stdin = strings.NewReader(secret + "\n")
 	}
-	if err := c.Run(ctx, scriptCommand(c.User(), path), stdin, stdout, progress); err != nil {
+	if err := c.Run(ctx, sh.RunScript(path), stdin, stdout, progress); err != nil {
 		return redact(fmt.Errorf("%s script: %w", name, err), secret)
 	}
 	return nil
 }
 
-// scriptCommand is the remote command that runs the script at path as
-// root. It holds no secret.
-func scriptCommand(user, path string) string {
-	return asRoot(user, "sh "+shellQuote(path))
-}
-
 // scriptPath returns a new, unguessable path for a script called name.
-func scriptPath(name string) (string, error) {
+func scriptPath(sh Shell, name string) (string, error) {
 	var b [12]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("random script name: %w", err)
@@ -204,7 +261,7 @@ func scriptPath(name string) (string, error) {
 	if label == "" {
 		label = "script"
 	}
-	return scriptDir + "/latentworker-" + label + "-" + hex.EncodeToString(b[:]) + ".sh", nil
+	return sh.ScriptPath(label, hex.EncodeToString(b[:])), nil
 }
 
 func checkPassword(p string) error {

@@ -96,11 +96,6 @@ func (w Worker) InfoAdmin() string {
 	return w.AdminName + " <" + ObfuscateEmail(w.AdminEmail) + ">"
 }
 
-// WorkerDir is the worker's base directory on the instance.
-func (w Worker) WorkerDir() string {
-	return WorkersDir + "/" + w.Name
-}
-
 // MasterHostPort returns the buildmaster host (an IPv6 literal without
 // brackets) and port from Master, as buildbot.tac stores them.
 func (w Worker) MasterHostPort() (string, int, error) {

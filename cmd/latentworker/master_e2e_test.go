@@ -28,6 +28,7 @@ import (
 
 	"github.com/latentworker/latentworker/iam"
 	"github.com/latentworker/latentworker/lab/master"
+	"github.com/latentworker/latentworker/platform"
 	"github.com/latentworker/latentworker/provision"
 	"github.com/latentworker/latentworker/scripts"
 	"golang.org/x/crypto/ssh"
@@ -276,7 +277,7 @@ func TestHandedOffMaster(t *testing.T) {
 		deadline := time.Now().Add(time.Minute)
 		for facts.ServiceActive != "inactive" && time.Now().Before(deadline) {
 			time.Sleep(time.Second)
-			facts, _ = (&provision.Driver{Platform: "debian"}).Verify(ctx, client, worker, e.password)
+			facts, _ = (&provision.Driver{Platform: platform.MustLookup("debian-12")}).Verify(ctx, client, worker, e.password)
 		}
 		if up, why := facts.ServiceUp(); !up || why != scripts.RefusedByMaster {
 			t.Errorf("an instance of %s whose worker the master refused: ServiceUp() = %v, %q; want true, %q (facts %+v)", newAMI, up, why, scripts.RefusedByMaster, facts.Raw)

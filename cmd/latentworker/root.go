@@ -78,7 +78,7 @@ AWS_ENDPOINT_URL). Start with 'latentworker init'.
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput{err} })
-	root.AddCommand(newInit(), newValidate(), newBake(), newHandoff(), newSweep())
+	root.AddCommand(newInit(), newValidate(), newBake(), newHandoff(), newSweep(), newPlatforms())
 	return root
 }
 

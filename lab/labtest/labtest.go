@@ -29,10 +29,14 @@ import (
 // Tools the lab needs on the host.
 var tools = []string{"systemd-nspawn", "debootstrap", "moto_server", "ssh-keygen", "/usr/bin/buildbot", "/usr/bin/buildbot-worker"}
 
-// Require skips the test when the lab cannot run here (not root, a tool
-// missing), or fails it when CI=true: in CI every component must be there.
+// Require skips the test under -short (the fast tier starts no lab), and
+// when the lab cannot run here (not root, a tool missing), except that it
+// fails the test then when CI=true: in CI every component must be there.
 func Require(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a lab: not with -short")
+	}
 	var missing []string
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root")

@@ -1,0 +1,118 @@
+package bake
+
+// The run's temporary resources: the SSH key pair and the security group.
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"fmt"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/latentworker/latentworker/awserr"
+	"github.com/latentworker/latentworker/fleet"
+	"github.com/latentworker/latentworker/platform"
+)
+
+// newKey generates a temporary key of the platform's type: ed25519, or RSA
+// 3072 where EC2 accepts nothing else (Windows).
+func newKey(t platform.KeyType) (ssh.Signer, error) {
+	var priv any
+	var err error
+	switch t {
+	case platform.Ed25519:
+		_, priv, err = ed25519.GenerateKey(rand.Reader)
+	case platform.RSA:
+		priv, err = rsa.GenerateKey(rand.Reader, 3072)
+	default:
+		return nil, fmt.Errorf("unknown key type %q", t)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("generating the temporary %s key: %w", t, err)
+	}
+	return ssh.NewSignerFromKey(priv)
+}
+
+func tempKey(ctx context.Context, s *State) error {
+	signer, err := newKey(s.Platform.KeyType)
+	if err != nil {
+		return fmt.Errorf("temporary key: %w", err)
+	}
+	s.Signer = signer
+	s.PublicKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	name := fleet.TempName(s.RunID)
+	out, err := s.opts.EC2.ImportKeyPair(s.creating(ctx), &ec2.ImportKeyPairInput{
+		KeyName:           aws.String(name),
+		PublicKeyMaterial: []byte(s.PublicKey),
+		TagSpecifications: []types.TagSpecification{s.labels.Spec(types.ResourceTypeKeyPair, fleet.RoleTempKey, name)},
+	})
+	if err != nil {
+		return fmt.Errorf("importing key pair %s: %w", name, err)
+	}
+	s.KeyName, s.KeyPairID = name, aws.ToString(out.KeyPairId)
+	s.undo.push(KindTemp, "key pair", name, s.cmd("delete-key-pair --key-name %s", name), func(ctx context.Context) error {
+		_, err := s.opts.EC2.DeleteKeyPair(ctx, &ec2.DeleteKeyPairInput{KeyName: aws.String(name)})
+		if awserr.NotFound(err) {
+			return nil
+		}
+		return err
+	})
+	return nil
+}
+
+func securityGroup(ctx context.Context, s *State) error {
+	name := fleet.TempName(s.RunID)
+	in := &ec2.CreateSecurityGroupInput{
+		GroupName:         aws.String(name),
+		Description:       aws.String("latentworker bake " + s.RunID + ": SSH from " + s.SSHCIDR),
+		TagSpecifications: []types.TagSpecification{s.labels.Spec(types.ResourceTypeSecurityGroup, fleet.RoleTempSG, name)},
+	}
+	if subnet := s.opts.Config.AWS.SubnetID; subnet != "" {
+		out, err := s.opts.EC2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{subnet}})
+		if err != nil {
+			return fmt.Errorf("describing subnet %s: %w", subnet, err)
+		}
+		if len(out.Subnets) == 0 {
+			return fmt.Errorf("subnet %s not found", subnet)
+		}
+		in.VpcId = out.Subnets[0].VpcId
+	}
+	out, err := s.opts.EC2.CreateSecurityGroup(s.creating(ctx), in)
+	if err != nil {
+		return fmt.Errorf("creating security group %s: %w", name, err)
+	}
+	id := aws.ToString(out.GroupId)
+	s.SecurityGroupID = id
+	// The group lives as long as the builder: AWS refuses to delete a
+	// group an instance (even a stopped one) still uses.
+	s.undo.push(KindBuilder, "security group", id, s.cmd("delete-security-group --group-id %s", id), func(ctx context.Context) error {
+		// The group may still be attached to an instance shutting down.
+		return poll(ctx, s.opts.Timeouts.Poll, func() (bool, error) {
+			_, err := s.opts.EC2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: aws.String(id)})
+			switch {
+			case err == nil, awserr.NotFound(err):
+				return true, nil
+			case awserr.Code(err) == "DependencyViolation":
+				return false, nil
+			}
+			return false, err
+		})
+	})
+	_, err = s.opts.EC2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
+		GroupId: aws.String(id),
+		IpPermissions: []types.IpPermission{{
+			IpProtocol: aws.String("tcp"), FromPort: aws.Int32(int32(s.Platform.SSHPort)), ToPort: aws.Int32(int32(s.Platform.SSHPort)),
+			IpRanges: []types.IpRange{{CidrIp: aws.String(s.SSHCIDR), Description: aws.String("latentworker SSH")}},
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("allowing SSH from %s in security group %s: %w", s.SSHCIDR, id, err)
+	}
+	return nil
+}

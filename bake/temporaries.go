@@ -52,10 +52,20 @@ func tempKey(ctx context.Context, s *State) error {
 		PublicKeyMaterial: []byte(s.PublicKey),
 		TagSpecifications: []types.TagSpecification{s.labels.Spec(types.ResourceTypeKeyPair, fleet.RoleTempKey, name)},
 	})
-	if err != nil {
+	var id string
+	switch {
+	case awserr.Code(err) == "InvalidKeyPair.Duplicate":
+		// The import took effect but its answer was lost, and the SDK's
+		// retry found the key: adopt it if it is this run's.
+		if id, err = s.adoptKeyPair(ctx, name); err != nil {
+			return fmt.Errorf("importing key pair %s: %w", name, err)
+		}
+	case err != nil:
 		return fmt.Errorf("importing key pair %s: %w", name, err)
+	default:
+		id = aws.ToString(out.KeyPairId)
 	}
-	s.KeyName, s.KeyPairID = name, aws.ToString(out.KeyPairId)
+	s.KeyName, s.KeyPairID = name, id
 	s.undo.push(KindTemp, "key pair", name, s.cmd("delete-key-pair --key-name %s", name), func(ctx context.Context) error {
 		_, err := s.opts.EC2.DeleteKeyPair(ctx, &ec2.DeleteKeyPairInput{KeyName: aws.String(name)})
 		if awserr.NotFound(err) {
@@ -84,10 +94,17 @@ func securityGroup(ctx context.Context, s *State) error {
 		in.VpcId = out.Subnets[0].VpcId
 	}
 	out, err := s.opts.EC2.CreateSecurityGroup(s.creating(ctx), in)
-	if err != nil {
+	var id string
+	switch {
+	case awserr.Code(err) == "InvalidGroup.Duplicate":
+		if id, err = s.adoptSecurityGroup(ctx, name, aws.ToString(in.VpcId)); err != nil {
+			return fmt.Errorf("creating security group %s: %w", name, err)
+		}
+	case err != nil:
 		return fmt.Errorf("creating security group %s: %w", name, err)
+	default:
+		id = aws.ToString(out.GroupId)
 	}
-	id := aws.ToString(out.GroupId)
 	s.SecurityGroupID = id
 	// The group lives as long as the builder: AWS refuses to delete a
 	// group an instance (even a stopped one) still uses.
@@ -104,14 +121,19 @@ func securityGroup(ctx context.Context, s *State) error {
 			return false, err
 		})
 	})
-	_, err = s.opts.EC2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
-		GroupId: aws.String(id),
-		IpPermissions: []types.IpPermission{{
-			IpProtocol: aws.String("tcp"), FromPort: aws.Int32(int32(s.Platform.SSHPort)), ToPort: aws.Int32(int32(s.Platform.SSHPort)),
-			IpRanges: []types.IpRange{{CidrIp: aws.String(s.SSHCIDR), Description: aws.String("latentworker SSH")}},
-		}},
+	// A new group may be NotFound for a while (eventual consistency); a
+	// rule that exists already (a retry after a lost answer) is fine.
+	err = s.whileNotFound(ctx, func() error {
+		_, err := s.opts.EC2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
+			GroupId: aws.String(id),
+			IpPermissions: []types.IpPermission{{
+				IpProtocol: aws.String("tcp"), FromPort: aws.Int32(int32(s.Platform.SSHPort)), ToPort: aws.Int32(int32(s.Platform.SSHPort)),
+				IpRanges: []types.IpRange{{CidrIp: aws.String(s.SSHCIDR), Description: aws.String("latentworker SSH")}},
+			}},
+		})
+		return err
 	})
-	if err != nil {
+	if err != nil && awserr.Code(err) != "InvalidPermission.Duplicate" {
 		return fmt.Errorf("allowing SSH from %s in security group %s: %w", s.SSHCIDR, id, err)
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/latentworker/latentworker/awserr"
 	"github.com/latentworker/latentworker/cleanup"
 )
 
@@ -110,7 +111,7 @@ func runSweep(ctx context.Context, o *sweepOptions) error {
 	if o.yes && !o.terminate {
 		return exitCode{cleanup.ExitError, badInput{errors.New("--yes: only with --terminate")}}
 	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRetryer(awserr.NewRetryer))
 	if err != nil {
 		return exitCode{cleanup.ExitError, fmt.Errorf("loading AWS configuration: %w", err)}
 	}

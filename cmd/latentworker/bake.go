@@ -66,7 +66,7 @@ result (AMI ID, region, manifest path) on stdout; with --json, one JSON event
 per line on stdout, ending with a "result" object.
 
 ` + exitCodesHelp,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := runBake(cmd.Context(), o)
 			if o.json {

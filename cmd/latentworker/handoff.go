@@ -58,7 +58,7 @@ age recipient or SSH public key, for mailing. The AMI holds the worker
 password: handoff refuses a public AMI.
 
 ` + exitCodesHelp,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runHandoff(cmd.Context(), o)
 		},

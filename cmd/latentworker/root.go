@@ -45,6 +45,14 @@ type badInput struct{ err error }
 func (e badInput) Error() string   { return e.err.Error() }
 func (e badInput) Unwrap() []error { return []error{e.err, errBadInput} }
 
+// noArgs refuses positional arguments as bad input (exit 2).
+func noArgs(cmd *cobra.Command, args []string) error {
+	if err := cobra.NoArgs(cmd, args); err != nil {
+		return badInput{fmt.Errorf("%w (latentworker %s takes flags only)", err, cmd.Name())}
+	}
+	return nil
+}
+
 // report prints err for a human and returns the exit code.
 func report(w io.Writer, err error) int {
 	var ec exitCode

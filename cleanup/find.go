@@ -412,7 +412,13 @@ func (s *search) runOf(id string) *run {
 		if since.IsZero() {
 			since = aws.ToTime(k.CreateTime)
 		}
+		lease, _ := time.Parse(time.RFC3339, tagsMap(k.Tags)[fleet.TagLease])
 		switch {
+		case !lease.IsZero() && s.now.Before(lease):
+			// A run renews its lease while it runs: alive, however old.
+			r.state, r.why = runLive, fmt.Sprintf("its run %s is alive (it renewed its lease to %s)", id, lease.Format(time.RFC3339))
+		case !lease.IsZero():
+			r.state, r.why = runAbandoned, fmt.Sprintf("its run %s is dead (it stopped renewing its lease, which ended %s)", id, lease.Format(time.RFC3339))
 		case !r.expires.IsZero() && s.now.After(r.expires):
 			r.state, r.why = runAbandoned, fmt.Sprintf("its run %s did not complete (its temporary key pair is past its expiry %s)", id, r.expires.Format(time.RFC3339))
 		case !since.IsZero() && s.now.Sub(since) > s.opts.MaxAge:

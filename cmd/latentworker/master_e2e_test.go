@@ -98,9 +98,8 @@ func TestHandedOffMaster(t *testing.T) {
 		t.Fatalf("the handoff is not of %s with build_wait_timeout 5:\n%s", ami, snippet)
 	}
 
-	// moto enforces actions only: it ignores conditions and denies
-	// resource-scoped allows. The handed-off key gets the same actions as
-	// the generated policy, on every resource (iam.Document.ActionLevel).
+	// The key keeps the policy exactly as handed off: the lab's IAM
+	// evaluator decides its requests with conditions and resource ARNs.
 	adminIAM := awsiam.NewFromConfig(e.lab.AWS)
 	m := iam.NewManager(adminIAM)
 	u, err := m.EnsureUser(ctx, cliWorker)
@@ -109,9 +108,6 @@ func TestHandedOffMaster(t *testing.T) {
 	}
 	policy, err := m.Policy(ctx, u)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.PutPolicy(ctx, u, policy.ActionLevel()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -217,6 +213,43 @@ func TestHandedOffMaster(t *testing.T) {
 			t.Errorf("%s with the handed-off key = %v; want access denied", name, err)
 		}
 	}
+
+	// handoff --check (every handoff above ended with it, and passed):
+	// it fails, naming the call, once the key's policy lacks one
+	// statement, and passes again with the policy as handed off.
+	t.Run("check names the call a policy lacks", func(t *testing.T) {
+		check := func() (string, error) {
+			cmd := e.command(ctx, "handoff", "--check", "--check-wait", "1s")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			e.noSecret(t, "stderr of handoff --check", stderr.Bytes())
+			return stdout.String() + stderr.String(), err
+		}
+		if out, err := check(); err != nil {
+			t.Fatalf("handoff --check with the policy as handed off: %v\n%s", err, out)
+		}
+		for _, sid := range []string{"TagOnlyInstancesWithTheWorkerProfile", "LaunchOnlyTheseImagesKeySecurityGroupAndSubnet"} {
+			lacking := policy
+			lacking.Statement = slices.DeleteFunc(slices.Clone(policy.Statement), func(s iam.Statement) bool { return s.Sid == sid })
+			if _, err := m.PutPolicy(ctx, u, lacking); err != nil {
+				t.Fatal(err)
+			}
+			out, err := check()
+			want := map[string]string{"TagOnlyInstancesWithTheWorkerProfile": "ec2:CreateTags (the master's CreateTags",
+				"LaunchOnlyTheseImagesKeySecurityGroupAndSubnet": "ec2:RunInstances (the master's launch"}[sid]
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out, want) {
+				t.Errorf("handoff --check without statement %s = %v; want exit 1 naming %q\n%s", sid, err, want, out)
+			}
+		}
+		if _, err := m.PutPolicy(ctx, u, policy); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := check(); err != nil {
+			t.Fatalf("handoff --check with the policy restored: %v\n%s", err, out)
+		}
+	})
 
 	// A refresh while the master runs, as it will on the CPython fleet:
 	// the builder's worker (and the verify instance's) connects to a

@@ -131,7 +131,7 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 		InstanceTypes: []string{cfg.AWS.InstanceType}, SubnetID: cfg.AWS.SubnetID,
 		AMI: o.ami, KeyPairName: o.keyPair, PublicKey: pub, Rotate: o.rotate, RetireOld: o.retireOld,
 		BuildWaitTimeout: o.buildWait, CheckOnly: o.check,
-		EC2:              ec2.NewFromConfig(awsCfg), IAM: awsiam.NewFromConfig(awsCfg), STS: sts.NewFromConfig(awsCfg),
+		EC2: ec2.NewFromConfig(awsCfg), IAM: awsiam.NewFromConfig(awsCfg), STS: sts.NewFromConfig(awsCfg),
 	})
 	if err != nil {
 		if errors.Is(err, handoff.ErrPublicImage) || errors.Is(err, handoff.ErrNoImage) {

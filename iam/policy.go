@@ -259,10 +259,9 @@ func WorkerPolicy(o PolicyOptions) (Document, error) {
 	}
 	inRegion := Condition{}.with("StringEquals", "aws:RequestedRegion", o.Region)
 	ownInstances := inRegion.with("ArnEquals", "ec2:InstanceProfile", o.InstanceProfileARN)
+	// RequestSpotInstances takes no instance or volume resource (the
+	// Service Authorization Reference): it gets a statement of its own.
 	launch := []string{"ec2:RunInstances"}
-	if o.Spot {
-		launch = append(launch, "ec2:RequestSpotInstances")
-	}
 
 	describe := []string{
 		"ec2:DescribeImages",
@@ -355,7 +354,19 @@ func WorkerPolicy(o PolicyOptions) (Document, error) {
 	})
 
 	if o.Spot {
+		var spotResources []string
+		for _, r := range launchResources {
+			if !strings.HasSuffix(r, ":volume/*") {
+				spotResources = append(spotResources, r)
+			}
+		}
 		st = append(st, Statement{
+			Sid:       "SpotOnlyTheseImagesKeySecurityGroupAndSubnet",
+			Effect:    "Allow",
+			Action:    []string{"ec2:RequestSpotInstances"},
+			Resource:  spotResources,
+			Condition: inRegion,
+		}, Statement{
 			Sid:       "SpotRequests",
 			Effect:    "Allow",
 			Action:    []string{"ec2:CancelSpotInstanceRequests", "ec2:RequestSpotInstances"},

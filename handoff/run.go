@@ -90,6 +90,10 @@ type Result struct {
 	UserARN            string
 	InstanceProfileARN string
 	AccountID          string
+	// PolicyDiffers is a CheckOnly run that found the key's policy
+	// different from the one a handoff writes (the check goes on with the
+	// policy as it is).
+	PolicyDiffers bool
 }
 
 // ErrNotHandedOff is a CheckOnly run that found a part of the handoff
@@ -172,9 +176,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !reflect.DeepEqual(have, doc) {
-			return nil, fmt.Errorf("the policy of %s: %w: it differs from the one this handoff writes", user.Name, ErrNotHandedOff)
-		}
+		res.PolicyDiffers = !reflect.DeepEqual(have, doc)
 	} else if res.PolicyChanged, err = m.PutPolicy(ctx, user, doc); err != nil {
 		return nil, err
 	}

@@ -233,6 +233,20 @@ func (f *Front) authorize(c *call, akid string) (status int, body []byte, hdr ht
 		s, b, h := errorResponse(&APIError{Status: 500, Code: "InternalError", Message: "lab: the caller's identity: " + err.Error()})
 		return s, b, h, true
 	}
+	// moto will see the lab's signature: the front checks the caller's.
+	secret, known := f.secret(akid)
+	if !known || !verifySignature(c.r, c.body, secret) {
+		msg := "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."
+		if !known {
+			msg = "lab: the key " + akid + " was not created through the lab's endpoint, so the lab cannot check its signatures"
+		}
+		if c.service == "ec2" {
+			s, b, h := errorResponse(&APIError{Status: 401, Code: "AuthFailure", Message: msg})
+			return s, b, h, true
+		}
+		s, b, h := queryError(403, "SignatureDoesNotMatch", msg)
+		return s, b, h, true
+	}
 	var checks []iameval.Check
 	switch c.service {
 	case "ec2":

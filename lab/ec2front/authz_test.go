@@ -143,6 +143,12 @@ func TestEvaluatorDecides(t *testing.T) {
 	kc := cfg(aws.Credentials{AccessKeyID: key.ID, SecretAccessKey: key.Secret.Reveal()})
 	kEC2, kIAM := ec2.NewFromConfig(kc), awsiam.NewFromConfig(kc)
 
+	// The caller's signature is checked (moto sees the lab's).
+	bad := ec2.NewFromConfig(cfg(aws.Credentials{AccessKeyID: key.ID, SecretAccessKey: "not-the-secret"}))
+	if _, err := bad.DescribeInstances(ctx, &ec2.DescribeInstancesInput{}); err == nil || !strings.Contains(err.Error(), "AuthFailure") {
+		t.Errorf("DescribeInstances signed with a wrong secret = %v; want AuthFailure", err)
+	}
+
 	launch := func(mod func(*ec2.RunInstancesInput)) (*ec2.RunInstancesOutput, error) {
 		in := &ec2.RunInstancesInput{ImageId: aws.String(testAMI), InstanceType: ec2types.InstanceTypeT3Small,
 			KeyName: aws.String("latentworker-" + worker), SecurityGroupIds: []string{aws.ToString(sg.GroupId)}, SubnetId: aws.String(subnet),
@@ -193,6 +199,19 @@ func TestEvaluatorDecides(t *testing.T) {
 	if err != nil || !strings.Contains(aws.ToString(dec.DecodedMessage), `"ec2:InstanceType","values":["t3.large"]`) {
 		t.Errorf("DecodeAuthorizationMessage = %v, %v; want the instance's context with t3.large", dec, err)
 	}
+
+	// What the evaluator adds to a request (logged, not asserted).
+	timeIt := func(n int, call func() error) time.Duration {
+		start := time.Now()
+		for range n {
+			_ = call()
+		}
+		return time.Since(start) / time.Duration(n)
+	}
+	dKey := timeIt(20, func() error { _, err := kEC2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{}); return err })
+	dLab := timeIt(20, func() error { _, err := aEC2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{}); return err })
+	dRun := timeIt(10, func() error { _, err := launch(dry); return err })
+	t.Logf("per request: DescribeInstances %v with the key (evaluated) vs %v with the lab's key (moto's check); RunInstances DryRun %v", dKey, dLab, dRun)
 
 	// The real launch, tags and termination, as the master does them.
 	out, err := launch(nil)

@@ -78,7 +78,8 @@ func (d Document) Actions() []string {
 // moto's IAM enforcement, which ignores conditions and wrongly denies
 // resource-scoped allows (see LAB-NOTES): a lab that turns enforcement on
 // attaches ActionLevel() to check that the master calls nothing outside
-// the policy's actions. Never hand it to AWS.
+// the policy's actions (the lab itself now evaluates policies as AWS does,
+// with lab/iameval). Never hand it to AWS.
 func (d Document) ActionLevel() Document {
 	return Document{Version: PolicyVersion, Statement: []Statement{{
 		Sid:      "ActionLevelOnly",

@@ -251,6 +251,70 @@ func TestHandedOffMaster(t *testing.T) {
 		}
 	})
 
+	// One condition of the policy changed (the launch's instance profile):
+	// the master's launch is denied, as AWS would deny it. With the policy
+	// restored, the master's retry launches and the build completes.
+	t.Run("one condition changed denies the master's launch", func(t *testing.T) {
+		changed := policy
+		changed.Statement = slices.Clone(policy.Statement)
+		for i, s := range changed.Statement {
+			if s.Sid != "LaunchOnlyTheseTypesWithTheWorkerProfile" {
+				continue
+			}
+			cond := iam.Condition{}
+			for op, kv := range s.Condition {
+				cond[op] = maps.Clone(kv)
+			}
+			arn := cond["ArnEquals"]["ec2:InstanceProfile"][0]
+			cond["ArnEquals"]["ec2:InstanceProfile"] = []string{arn + "-other"}
+			changed.Statement[i].Condition = cond
+		}
+		if _, err := m.PutPolicy(ctx, u, changed); err != nil {
+			t.Fatal(err)
+		}
+		restored := false
+		restore := func() {
+			if !restored {
+				restored = true
+				if _, err := m.PutPolicy(ctx, u, policy); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		defer restore()
+		off := fileSize(e.lab.State.RequestLog)
+		req, err := mc.ForceBuild(ctx, master.DefaultSchedulerName, master.DefaultBuilderName, "denied launch")
+		if err != nil {
+			t.Fatal(err)
+		}
+		denied := false
+		for deadline := time.Now().Add(2 * time.Minute); !denied && time.Now().Before(deadline); time.Sleep(time.Second) {
+			for _, call := range masterCalls(t, e.lab.State.RequestLog, off, bundle.AccessKeyID) {
+				if call.Action == "RunInstances" {
+					if call.Status != http.StatusForbidden {
+						t.Fatalf("the master's launch with one condition changed = HTTP %d; want 403 (UnauthorizedOperation)", call.Status)
+					}
+					denied = true
+				}
+			}
+		}
+		if !denied {
+			t.Fatalf("the master made no launch within 2 minutes of a forced build\n%s", mst.LogTail())
+		}
+		if live := liveInstances(t, c); len(live) > 0 {
+			t.Errorf("a denied launch left instances: %v", live)
+		}
+		restore()
+		if b, err := mc.WaitBuild(ctx, req, 5*time.Minute); err != nil {
+			t.Logf("the build request after the denied launch: %+v, %v", b, err)
+		}
+		for deadline := time.Now().Add(2 * time.Minute); len(liveInstances(t, c)) > 0; time.Sleep(2 * time.Second) {
+			if time.Now().After(deadline) {
+				t.Fatalf("instances left after the retried build: %v\n%s", liveInstances(t, c), mst.LogTail())
+			}
+		}
+	})
+
 	// A refresh while the master runs, as it will on the CPython fleet:
 	// the builder's worker (and the verify instance's) connects to a
 	// master that runs it as a latent worker and did not start it; the

@@ -250,7 +250,7 @@ func (f *Front) authorize(c *call, akid string) (status int, body []byte, hdr ht
 	var checks []iameval.Check
 	switch c.service {
 	case "ec2":
-		checks, err = f.ec2Checks(ctx, c, id.account)
+		checks, err = f.ec2Checks(ctx, c, id)
 	case "iam", "sts":
 		checks = f.iamChecks(c, id)
 	default:
@@ -345,17 +345,21 @@ func queryError(status int, code, message string) (int, []byte, http.Header) {
 	return status, b, http.Header{"Content-Type": {"text/xml"}}
 }
 
-// base is the context every request has.
-func base(c *call, id string) map[string]any {
+// base is the context every request of the identity has.
+func base(c *call, id *identity) map[string]any {
 	region := c.region
 	if region == "" {
 		region = "us-east-1"
 	}
 	return map[string]any{
-		"aws:RequestedRegion": region,
-		"aws:SecureTransport": "true", // AWS endpoints are HTTPS; the lab's loopback is not
-		"aws:CurrentTime":     time.Now().UTC().Format(time.RFC3339),
-		"aws:EpochTime":       strconv.FormatInt(time.Now().Unix(), 10),
+		"aws:PrincipalArn":     id.arn,
+		"aws:PrincipalAccount": id.account,
+		"aws:PrincipalType":    "User",
+		"aws:username":         id.user,
+		"aws:RequestedRegion":  region,
+		"aws:SecureTransport":  "true", // AWS endpoints are HTTPS; the lab's loopback is not
+		"aws:CurrentTime":      time.Now().UTC().Format(time.RFC3339),
+		"aws:EpochTime":        strconv.FormatInt(time.Now().Unix(), 10),
 	}
 }
 
@@ -431,13 +435,14 @@ func notFound(err error, code, message string) error {
 // ec2Checks builds the authorization of an EC2 request as EC2 does: one
 // check per resource the action touches, each with the condition keys of
 // that resource type, read from moto with the lab's key.
-func (f *Front) ec2Checks(ctx context.Context, c *call, account string) ([]iameval.Check, error) {
+func (f *Front) ec2Checks(ctx context.Context, c *call, id *identity) ([]iameval.Check, error) {
+	account := id.account
 	region := c.region
 	if region == "" {
 		region = "us-east-1"
 	}
 	action := "ec2:" + c.action
-	b := base(c, "")
+	b := base(c, id)
 	b["ec2:Region"] = region
 	arn := func(res string) string { return fmt.Sprintf("arn:aws:ec2:%s:%s:%s", region, account, res) }
 	one := func(act, res string, ctx map[string]any) iameval.Check {
@@ -809,7 +814,7 @@ func (f *Front) iamChecks(c *call, id *identity) []iameval.Check {
 	case strings.Contains(c.action, "AccessKey") || strings.HasSuffix(c.action, "User") || strings.Contains(c.action, "UserPolic"):
 		res = id.arn
 	}
-	return []iameval.Check{{Action: strings.ToLower(c.service) + ":" + c.action, Resource: res, Account: acct, Context: base(c, "")}}
+	return []iameval.Check{{Action: strings.ToLower(c.service) + ":" + c.action, Resource: res, Account: acct, Context: base(c, id)}}
 }
 
 // simulatePrincipalPolicy answers iam:SimulatePrincipalPolicy (moto has

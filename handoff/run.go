@@ -68,9 +68,12 @@ type Options struct {
 	// BuildWaitTimeout goes into the bundle (build_wait_timeout=); 0 means
 	// DefaultBuildWaitTimeout.
 	BuildWaitTimeout time.Duration
-	// CheckOnly creates and changes nothing: what a handoff would make
-	// must exist, and the key's policy must be the handoff's. It gives
-	// the bundle of the current key, for Check.
+	// CheckOnly creates nothing and changes neither the policy, the keys
+	// nor the AMI's tags: what a handoff makes must exist (else
+	// ErrNotHandedOff), and a policy other than the handoff's is reported
+	// (Result.PolicyDiffers). It gives the bundle of the current key, for
+	// Check. (The instance profile's role is still put right when it
+	// drifted, as a handoff does.)
 	CheckOnly bool
 
 	EC2 EC2API

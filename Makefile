@@ -41,6 +41,7 @@ lint: ## gofmt, go vet and shellcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	shellcheck -s bash -x .ci/run .ci/install-deps hack/*.sh
+	shellcheck -s sh scripts/schedule/*.sh
 
 update-golden: ## rewrite golden files from the current output
 	$(GO) test ./... -run Golden -update

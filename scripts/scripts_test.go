@@ -53,6 +53,7 @@ func renderAll(t *testing.T, p *platform.Platform, w Worker) []rendered {
 		fn   func() ([]byte, error)
 	}{
 		{"setup", func() ([]byte, error) { return Setup(p, w) }},
+		{"configure", func() ([]byte, error) { return Configure(p, w) }},
 		{"verify", func() ([]byte, error) { return Verify(p, w) }},
 		{"updates", func() ([]byte, error) { return Updates(p) }},
 		{"reboot-required", func() ([]byte, error) { return RebootRequired(p) }},
@@ -400,7 +401,8 @@ func TestUnsupportedFamily(t *testing.T) {
 	}
 }
 
-// linuxPlatforms are the registry's platforms of the Linux family.
+// linuxPlatforms are the registry's platforms of the Linux family, and
+// Debian 12 with image.install = "pip" (as "debian-12-pip").
 func linuxPlatforms() []*platform.Platform {
 	var ps []*platform.Platform
 	for _, p := range platform.All() {
@@ -408,7 +410,9 @@ func linuxPlatforms() []*platform.Platform {
 			ps = append(ps, p)
 		}
 	}
-	return ps
+	pip := *platform.MustLookup("debian-12").WithPip()
+	pip.Name += "-pip"
+	return append(ps, &pip)
 }
 
 func TestGeneralizeKey(t *testing.T) {

@@ -26,6 +26,7 @@ import (
 	"github.com/latentworker/latentworker/lab/machine"
 	"github.com/latentworker/latentworker/lab/master"
 	"github.com/latentworker/latentworker/lab/moto"
+	"github.com/latentworker/latentworker/lab/pypicache"
 )
 
 // DefaultRegion is the region `latentlab env` exports. The lab answers in
@@ -221,11 +222,33 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		aptProxy = aptLn.Addr().String()
 		logf("apt cache at %s (%s)", aptProxy, filepath.Join(o.CacheDir, "apt"))
 	}
+	pipIndex := ""
+	if cfg.PyPICache != "off" {
+		pypi, err := pypicache.New(filepath.Join(o.CacheDir, "pypi"), logf)
+		if err != nil {
+			return err
+		}
+		pypiLn, err := pypicache.Listen(cfg.PyPICache)
+		if err != nil {
+			return fmt.Errorf("%w (set pypi_cache in the lab file)", err)
+		}
+		pypiCtx, stopPyPI := context.WithCancel(context.Background())
+		pypiDone := make(chan struct{})
+		go func() { _ = pypi.Serve(pypiCtx, pypiLn); close(pypiDone) }()
+		cleanups = append(cleanups, func() {
+			stopPyPI()
+			<-pypiDone
+			logf("pypi cache: %s", pypi.Stats())
+		})
+		pipIndex = pypiLn.Addr().String()
+		logf("pypi cache at %s (%s)", pipIndex, filepath.Join(o.CacheDir, "pypi"))
+	}
 	fl, err := newFleet(o.StateDir, base, client, cfg, logf)
 	if err != nil {
 		return err
 	}
 	fl.aptProxy = aptProxy
+	fl.pipIndex = pipIndex
 	cleanups = append(cleanups, fl.shutdown)
 
 	reqLog, err := ec2front.OpenLog(st.RequestLog)

@@ -77,7 +77,8 @@ var registry = []*Platform{
 	debianPackage(Platform{
 		Name: "debian-12", Aliases: []string{"debian"}, Title: "Debian 12 (bookworm)",
 		BaseOwner: "136693071363", BaseName: "debian-12-amd64-*", SSHUser: "admin",
-		ProvedBy: ProvedByLab, Proof: labProof("Debian 12", "3.7"),
+		ProvedBy: ProvedByLab, Proof: labProof("Debian 12", "3.7") +
+			"; with image.install = \"pip\" it is baked the same way with buildbot-worker from PyPI in a venv, the guide's user, directory and unit, and refreshed (Setup a second time)",
 	}),
 	debianPackage(Platform{
 		Name: "debian-13", Title: "Debian 13 (trixie)",

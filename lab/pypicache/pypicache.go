@@ -23,7 +23,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
@@ -31,6 +30,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/latentworker/latentworker/lab/loopback"
 )
 
 // Upstreams: the index and the file host.
@@ -82,36 +83,16 @@ func (c *Cache) Stats() string {
 	return fmt.Sprintf("%d hits, %d misses, %d stale indexes served", c.hits.Load(), c.misses.Load(), c.stale.Load())
 }
 
-// Listen listens on addr, which must be a loopback IP address and port.
+// Listen listens on addr, which must be a loopback IP address and port
+// ("127.0.0.1:0" picks a free port).
 func Listen(addr string) (net.Listener, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil || !ap.Addr().IsLoopback() {
-		return nil, fmt.Errorf("pypi cache: listen address %q: must be a loopback IP and port, like 127.0.0.1:4572", addr)
-	}
-	ln, err := net.Listen("tcp", ap.String())
-	if err != nil {
-		return nil, fmt.Errorf("pypi cache: listen on %s: %w", addr, err)
-	}
-	return ln, nil
+	return loopback.Listen("pypi cache", addr, "127.0.0.1:4572")
 }
 
-// Serve answers on ln until ctx is done; it returns nil after ctx ends.
+// Serve answers on ln until ctx is done; it returns nil after ctx ends,
+// and the server's error otherwise.
 func (c *Cache) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: c, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("pypi cache: serve on %s: %w", ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
-	}
-	<-errc
-	return nil
+	return loopback.Serve(ctx, ln, c, "pypi cache")
 }
 
 // nameRE is a project name as PEP 508 allows it.

@@ -19,8 +19,8 @@ build: ## build latentworker and latentlab into bin/
 test: ## run every test (the lab tests need root and the packages .ci/run installs)
 	$(GO) test -count=1 -timeout 60m ./...
 
-e2e: ## the end-to-end tests in the lab: the lab, bake (library and command line), interruptions, handoff to a real master, sweep
-	$(GO) test -count=1 -timeout 60m -run 'TestLab|TestDownAfterCrash|E2E|TestBakeCLI|TestBakeInterrupted|TestCancelAtStepBoundaries|TestValidateAgainstLab|TestBakeKeepOnFailure|TestHandoffCLI|TestSweepAfterKilledBake|TestHandedOffMaster' ./lab/ ./bake/ ./cmd/...
+e2e: ## the end-to-end tests in the lab: the lab, bake (library and command line; the pip path; the RPM configure half), interruptions, handoff to a real master, sweep
+	$(GO) test -count=1 -timeout 60m -run 'TestLab|TestDownAfterCrash|E2E|TestBakeCLI|TestBakeInterrupted|TestCancelAtStepBoundaries|TestValidateAgainstLab|TestBakeKeepOnFailure|TestHandoffCLI|TestSweepAfterKilledBake|TestHandedOffMaster|TestRPMConfigureHalf' ./lab/ ./bake/ ./cmd/...
 
 bench-sweep: ## one sweep over 17 regions x 2000 instances in moto, against a per-region aws ec2 describe-instances loop
 	SWEEP_BENCH_REGIONS=17 SWEEP_BENCH_INSTANCES=2000 SWEEP_BENCH_AWSCLI=1 $(GO) test -count=1 -timeout 60m -run '^$$' -bench BenchmarkFind -benchtime 1x ./cleanup/

@@ -22,8 +22,8 @@ test: deps ## run every test (installs what the lab needs first; the lab tests n
 test-short: ## the fast loop: every test that starts no lab (about two minutes)
 	$(GO) test -short -count=1 ./...
 
-e2e: ## the end-to-end tests in the lab: the lab, bake (library and command line), interruptions, handoff to a real master, sweep
-	$(GO) test -count=1 -timeout 60m -run 'TestLab|TestDownAfterCrash|E2E|TestBakeCLI|TestBakeInterrupted|TestCancelAtStepBoundaries|TestValidateAgainstLab|TestBakeKeepOnFailure|TestHandoffCLI|TestSweepAfterKilledBake|TestHandedOffMaster' ./lab/ ./bake/ ./cmd/...
+e2e: ## the end-to-end tests in the lab: the lab, bake (library and command line; the pip path; the RPM configure half), interruptions, handoff to a real master, sweep
+	$(GO) test -count=1 -timeout 60m -run 'TestLab|TestDownAfterCrash|E2E|TestBakeCLI|TestBakeInterrupted|TestCancelAtStepBoundaries|TestValidateAgainstLab|TestBakeKeepOnFailure|TestHandoffCLI|TestSweepAfterKilledBake|TestHandedOffMaster|TestRPMConfigureHalf' ./lab/ ./bake/ ./cmd/...
 
 bench-sweep: ## one sweep over 17 regions x 2000 instances in moto, against a per-region aws ec2 describe-instances loop
 	SWEEP_BENCH_REGIONS=17 SWEEP_BENCH_INSTANCES=2000 SWEEP_BENCH_AWSCLI=1 $(GO) test -count=1 -timeout 60m -run '^$$' -bench BenchmarkFind -benchtime 1x ./cleanup/

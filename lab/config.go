@@ -29,6 +29,9 @@ type Config struct {
 	// AptCache is the loopback address of the lab's caching apt proxy,
 	// which instances use for Debian's mirror; "off" turns it off.
 	AptCache string `toml:"apt_cache"`
+	// PyPICache is the loopback address of the lab's PyPI mirror, which
+	// instances' pip uses (/etc/pip.conf); "off" turns it off.
+	PyPICache string `toml:"pypi_cache"`
 	// ImagePending is the least time a new AMI stays pending, so clients'
 	// progress reporting is exercised (AWS takes minutes; the lab's copy a
 	// fraction of a second).
@@ -83,6 +86,7 @@ const (
 	DefaultListen    = "127.0.0.1:4570"
 	DefaultAddresses = "127.0.10.0/24"
 	DefaultAptCache  = "127.0.0.1:4571"
+	DefaultPyPICache = "127.0.0.1:4572"
 )
 
 // MasterEnabled reports whether the lab runs a buildbot master.
@@ -113,6 +117,9 @@ func LoadConfig(path string) (Config, error) {
 	if c.AptCache == "" {
 		c.AptCache = DefaultAptCache
 	}
+	if c.PyPICache == "" {
+		c.PyPICache = DefaultPyPICache
+	}
 	if c.ImagePending.Duration == 0 {
 		c.ImagePending.Duration = 3 * time.Second
 	}
@@ -127,6 +134,11 @@ func (c Config) validate() error {
 	if c.AptCache != "off" {
 		if ap, err := netip.ParseAddrPort(c.AptCache); err != nil || !ap.Addr().IsLoopback() {
 			return fmt.Errorf("lab file: apt_cache %q: must be a loopback address and port, like %s, or \"off\"", c.AptCache, DefaultAptCache)
+		}
+	}
+	if c.PyPICache != "off" {
+		if ap, err := netip.ParseAddrPort(c.PyPICache); err != nil || !ap.Addr().IsLoopback() {
+			return fmt.Errorf("lab file: pypi_cache %q: must be a loopback address and port, like %s, or \"off\"", c.PyPICache, DefaultPyPICache)
 		}
 	}
 	p, err := netip.ParsePrefix(c.Addresses)

@@ -27,6 +27,7 @@ import (
 	"github.com/latentworker/latentworker/lab/machine"
 	"github.com/latentworker/latentworker/lab/master"
 	"github.com/latentworker/latentworker/lab/moto"
+	"github.com/latentworker/latentworker/lab/pypicache"
 )
 
 // DefaultRegion is the region `latentlab env` exports. The lab answers in
@@ -201,32 +202,35 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		BaseEndpoint: aws.String(ms.URL),
 		Credentials:  credentials.StaticCredentialsProvider{Value: creds},
 	})
-	aptProxy := ""
+	aptProxy, pipIndex := "", ""
 	if cfg.AptCache != "off" {
 		apt, err := aptcache.New(filepath.Join(o.CacheDir, "apt"), logf)
 		if err != nil {
 			return err
 		}
-		aptLn, err := aptcache.Listen(cfg.AptCache)
+		ln, err := aptcache.Listen(cfg.AptCache)
 		if err != nil {
 			return fmt.Errorf("apt cache: listen on %s: %w (set apt_cache in the lab file)", cfg.AptCache, err)
 		}
-		aptCtx, stopApt := context.WithCancel(context.Background())
-		aptDone := make(chan struct{})
-		go func() { _ = apt.Serve(aptCtx, aptLn); close(aptDone) }()
-		cleanups = append(cleanups, func() {
-			stopApt()
-			<-aptDone
-			logf("apt cache: %s", apt.Stats())
-		})
-		aptProxy = aptLn.Addr().String()
-		logf("apt cache at %s (%s)", aptProxy, filepath.Join(o.CacheDir, "apt"))
+		aptProxy = serveHelper("apt cache", filepath.Join(o.CacheDir, "apt"), ln, apt.Serve, func() string { return apt.Stats().String() }, logf, &cleanups)
+	}
+	if cfg.PyPICache != "off" {
+		pypi, err := pypicache.New(filepath.Join(o.CacheDir, "pypi"), logf)
+		if err != nil {
+			return err
+		}
+		ln, err := pypicache.Listen(cfg.PyPICache)
+		if err != nil {
+			return fmt.Errorf("%w (set pypi_cache in the lab file)", err)
+		}
+		pipIndex = serveHelper("pypi cache", filepath.Join(o.CacheDir, "pypi"), ln, pypi.Serve, pypi.Stats, logf, &cleanups)
 	}
 	fl, err := newFleet(o.StateDir, base, client, cfg, logf)
 	if err != nil {
 		return err
 	}
 	fl.aptProxy = aptProxy
+	fl.pipIndex = pipIndex
 	cleanups = append(cleanups, fl.shutdown)
 
 	reqLog, err := ec2front.OpenLog(st.RequestLog)
@@ -363,4 +367,21 @@ func defaultWorker(stateDir string) (master.Worker, error) {
 		return master.Worker{}, err
 	}
 	return master.Worker{Name: DefaultWorkerName, Password: pw}, nil
+}
+
+// serveHelper runs a loopback helper (the apt cache, the PyPI mirror) on ln
+// until the lab stops, when a cleanup stops it and logs its stats; it
+// returns the address instances reach it at.
+func serveHelper(what, dir string, ln net.Listener, serve func(context.Context, net.Listener) error, stats func() string,
+	logf func(string, ...any), cleanups *[]func()) string {
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = serve(ctx, ln); close(done) }()
+	*cleanups = append(*cleanups, func() {
+		stop()
+		<-done
+		logf("%s: %s", what, stats())
+	})
+	logf("%s at %s (%s)", what, ln.Addr(), dir)
+	return ln.Addr().String()
 }

@@ -30,6 +30,7 @@ type fleet struct {
 	ec2          *ec2.Client
 	imagePending time.Duration
 	aptProxy     string // the lab's apt cache, "" for none
+	pipIndex     string // the lab's PyPI mirror, "" for none
 	logf         func(format string, args ...any)
 
 	mu        sync.Mutex
@@ -154,6 +155,7 @@ func (f *fleet) Launch(ctx context.Context, spec ec2front.LaunchSpec) (ec2front.
 		User:     img.user,
 		AuthKey:  authKey,
 		AptProxy: f.aptProxy,
+		PipIndex: f.pipIndex,
 		Hostname: "ip-" + strings.ReplaceAll(addr.String(), ".", "-"),
 		OnGuestPoweroff: func() {
 			// The guest powered itself off: tell moto, as EC2 would show.

@@ -32,7 +32,6 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"os"
 	"path"
@@ -41,6 +40,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/latentworker/latentworker/lab/loopback"
 )
 
 // DefaultUpstreams are the hosts the proxy forwards to unless Allow is called.
@@ -135,39 +136,15 @@ func (c *Cache) Stats() Stats {
 }
 
 // Listen listens on addr, which must be a loopback IP address and port
-// ("127.0.0.1:0" picks a free port). The proxy must never listen elsewhere:
-// instances share the host's network namespace and reach it on loopback.
+// ("127.0.0.1:0" picks a free port).
 func Listen(addr string) (net.Listener, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil || !ap.Addr().IsLoopback() {
-		return nil, fmt.Errorf("apt cache: listen address %q: must be a loopback IP and port, like 127.0.0.1:3142", addr)
-	}
-	ln, err := net.Listen("tcp", ap.String())
-	if err != nil {
-		return nil, fmt.Errorf("apt cache: listen on %s: %w", addr, err)
-	}
-	return ln, nil
+	return loopback.Listen("apt cache", addr, "127.0.0.1:3142")
 }
 
-// Serve answers proxy requests on ln until ctx is done, then shuts down,
-// giving transfers in flight a few seconds. It returns nil after ctx ends,
+// Serve answers on ln until ctx is done; it returns nil after ctx ends,
 // and the server's error otherwise.
 func (c *Cache) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: c, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("apt cache: serve on %s: %w", ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
-	}
-	<-errc
-	return nil
+	return loopback.Serve(ctx, ln, c, "apt cache")
 }
 
 // kind is what the cache does with a path.

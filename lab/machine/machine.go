@@ -30,6 +30,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/latentworker/latentworker/lab/aptcache"
+	"github.com/latentworker/latentworker/lab/pypicache"
 )
 
 // State is the life-cycle state of a machine, as the lab sees it.
@@ -65,6 +66,9 @@ type Spec struct {
 	// AptProxy is the loopback host:port of the lab's apt cache; apt in
 	// the guest uses it for Debian's mirror. Empty: none.
 	AptProxy string
+	// PipIndex is the loopback host:port of the lab's PyPI mirror; pip in
+	// the instance uses it (/etc/pip.conf). Empty: none.
+	PipIndex string
 	// OnExit is called (from the supervisor goroutine) when the guest powered
 	// itself off, i.e. the machine stopped without a Stop call.
 	OnGuestPoweroff func()
@@ -210,6 +214,11 @@ func (m *Machine) prepare() error {
 	if m.spec.AptProxy != "" {
 		if err := write(aptcache.AptConfPath, aptcache.AptConf(m.spec.AptProxy), 0o644); err != nil {
 			return fmt.Errorf("machine %s: apt proxy: %w", m.spec.ID, err)
+		}
+	}
+	if m.spec.PipIndex != "" {
+		if err := write(pypicache.PipConfPath, pypicache.PipConf(m.spec.PipIndex), 0o644); err != nil {
+			return fmt.Errorf("machine %s: pip index: %w", m.spec.ID, err)
 		}
 	}
 	// A fresh identity: machine-id is initialised by systemd at boot.

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -85,6 +86,7 @@ type Machine struct {
 	bootCount int
 	changed   chan struct{}  // closed and replaced on every state change
 	holds     sync.WaitGroup // Hold: readers of the upper directory
+	seen      atomic.Value   // State: state, for readers that must not wait for mu
 }
 
 // New returns a machine in the stopped state; call Start to boot it.
@@ -106,11 +108,15 @@ func (m *Machine) UpperDir() string { return m.upper() }
 // ConsolePath is the file the container's console is written to.
 func (m *Machine) ConsolePath() string { return filepath.Join(m.spec.Dir, "console.log") }
 
-// State returns the current state.
+// State returns the current state. It never waits for the machine's lock,
+// which Start and Terminate hold across slow work (host keys, unmounting,
+// deleting the upper layer): the EC2 endpoint reads every instance's state
+// on every DescribeInstances.
 func (m *Machine) State() State {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.state
+	if s, ok := m.seen.Load().(State); ok {
+		return s
+	}
+	return Stopped // as New makes it
 }
 
 // Changed returns a channel closed at the next state change.
@@ -126,6 +132,7 @@ func (m *Machine) setState(s State) {
 		return
 	}
 	m.state = s
+	m.seen.Store(s)
 	close(m.changed)
 	m.changed = make(chan struct{})
 }

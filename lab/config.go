@@ -18,6 +18,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/latentworker/latentworker/lab/master"
+	"github.com/latentworker/latentworker/lab/realism"
 )
 
 // Config is the lab file (TOML). Every field has a working default.
@@ -39,6 +40,10 @@ type Config struct {
 	// administrator's key, which `latentlab env` exports.
 	IAMEnforcement bool         `toml:"iam_enforcement"`
 	Master         MasterConfig `toml:"master"`
+	// Realism makes the endpoint fail and lag as AWS does (throttling,
+	// lost answers, eventual consistency, slow boots, late console
+	// output); off by default (lab/realism).
+	Realism realism.Config `toml:"realism"`
 }
 
 // MasterConfig configures the lab's buildbot master.
@@ -130,6 +135,9 @@ func (c Config) validate() error {
 	p, err := netip.ParsePrefix(c.Addresses)
 	if err != nil || !p.Addr().Is4() || !p.Addr().IsLoopback() || p.Bits() < 16 || p.Bits() > 28 {
 		return fmt.Errorf("lab file: addresses %q: must be an IPv4 loopback range from /16 to /28, like %s", c.Addresses, DefaultAddresses)
+	}
+	if err := c.Realism.Validate(); err != nil {
+		return err
 	}
 	for i, w := range c.Master.Workers {
 		if w.Name == "" {

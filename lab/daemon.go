@@ -26,6 +26,7 @@ import (
 	"github.com/latentworker/latentworker/lab/machine"
 	"github.com/latentworker/latentworker/lab/master"
 	"github.com/latentworker/latentworker/lab/moto"
+	"github.com/latentworker/latentworker/lab/realism"
 )
 
 // DefaultRegion is the region `latentlab env` exports. The lab answers in
@@ -200,6 +201,14 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		BaseEndpoint: aws.String(ms.URL),
 		Credentials:  credentials.StaticCredentialsProvider{Value: creds},
 	})
+	// moto builds its EC2 backend (instance types and offerings of every
+	// region, the catalogue) on the first EC2 call, which then takes
+	// seconds: make that call now rather than a client's first one.
+	warm := time.Now()
+	if _, err := client.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}}); err != nil {
+		return fmt.Errorf("moto: first EC2 call: %w", err)
+	}
+	logf("moto's EC2 warmed up in %.1fs", time.Since(warm).Seconds())
 	aptProxy := ""
 	if cfg.AptCache != "off" {
 		apt, err := aptcache.New(filepath.Join(o.CacheDir, "apt"), logf)
@@ -240,7 +249,10 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	if err != nil {
 		return fmt.Errorf("EC2 endpoint: listen on %s: %w (is another lab up? set listen in the lab file)", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: front, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: realism.Wrap(cfg.Realism, front, logf), ReadHeaderTimeout: 10 * time.Second}
+	if cfg.Realism.Enabled() {
+		logf("realism on: %+v", cfg.Realism)
+	}
 	go func() { _ = srv.Serve(ln) }()
 	cleanups = append(cleanups, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -66,20 +66,7 @@ type WorkerConfig struct {
 }
 
 // Duration is a time.Duration written as "5s" in TOML.
-type Duration struct{ time.Duration }
-
-// UnmarshalText parses a Go duration.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("duration %q: %w", b, err)
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalText writes a Go duration.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+type Duration = realism.Duration
 
 // Defaults.
 const (

@@ -40,11 +40,13 @@ type Config struct {
 	// answers InvalidInstanceID.NotFound. Zero: listed for the lab's life.
 	TerminatedListed Duration `toml:"terminated_listed"`
 	// BootDelay keeps a launched or started instance pending this much
-	// longer than its boot takes.
+	// longer than its boot takes (from the first answer that would have
+	// shown it running).
 	BootDelay Duration `toml:"boot_delay"`
 	// ConsoleDelay keeps GetConsoleOutput empty for this long after an
-	// instance's boot (launch, start or reboot, plus BootDelay): AWS posts
-	// the console output a while after a state transition.
+	// instance shows running (or, while no answer has shown its state,
+	// after its launch or start plus BootDelay) and after a reboot: AWS
+	// posts the console output a while after a state transition.
 	ConsoleDelay Duration `toml:"console_delay"`
 	// LatestNitroOnly refuses GetConsoleOutput with Latest=true for
 	// instance types that are not built on the Nitro system (XenTypes),

@@ -20,7 +20,6 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net/http"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,13 +37,30 @@ type Handler struct {
 	logf func(format string, args ...any)
 	now  func() time.Time
 
-	mu      sync.Mutex
-	rng     *mrand.Rand
-	young   map[string]born      // "id:ID", "key:NAME", "sg:NAME" -> a new resource
-	gone    map[string]time.Time // instance ID -> when first terminated
-	running map[string]time.Time // instance ID -> when it may show running (launch or start + BootDelay)
-	console map[string]time.Time // instance ID -> when its console output is posted
-	types   map[string]string    // instance ID -> instance type
+	mu       sync.Mutex
+	rng      *mrand.Rand
+	young    map[string]born      // "id:ID", "key:NAME", "sg:NAME" -> a new resource
+	gone     map[string]time.Time // instance ID -> when first terminated
+	booting  map[string]*boot     // instance ID -> its latest launch or start
+	rebooted map[string]time.Time // instance ID -> its latest RebootInstances
+	types    map[string]string    // instance ID -> instance type
+}
+
+// boot is an instance's launch or start through the endpoint.
+type boot struct {
+	at time.Time
+	// up is when an answer would first have shown it running (the lab's
+	// boot is done); zero until then.
+	up time.Time
+}
+
+// shown is when the instance shows running: BootDelay after its boot was
+// done, or, while nobody has asked for its state, after its launch.
+func (b *boot) shown(delay time.Duration) time.Time {
+	if b.up.IsZero() {
+		return b.at.Add(delay)
+	}
+	return b.up.Add(delay)
 }
 
 // born is a resource created through the endpoint.
@@ -128,7 +144,7 @@ func New(cfg Config, next http.Handler, logf func(format string, args ...any)) *
 		cfg: cfg, next: next, logf: logf, now: time.Now,
 		rng:   mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		young: map[string]born{}, gone: map[string]time.Time{},
-		running: map[string]time.Time{}, console: map[string]time.Time{}, types: map[string]string{},
+		booting: map[string]*boot{}, rebooted: map[string]time.Time{}, types: map[string]string{},
 	}
 }
 
@@ -186,7 +202,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rec := newRecorder()
 			h.next.ServeHTTP(rec, r)
 			if q.Service == "ec2" && rec.status == http.StatusOK {
-				h.observe(q, rec.body.Bytes())
+				h.observe(q, rec.body.Bytes(), h.now())
 			}
 			h.fail(w, q, serverFault(q.Service, 0), fmt.Sprintf(" after moto answered %d (the call took effect)", rec.status))
 			return
@@ -196,7 +212,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.next.ServeHTTP(w, r)
 		return
 	}
-	if e := h.refuse(q); e != nil {
+	// One time for what the request may see: the checks before it and the
+	// rewriting of its answer agree.
+	asked := h.now()
+	if e := h.refuse(q, asked); e != nil {
 		h.fail(w, q, e, "")
 		return
 	}
@@ -204,7 +223,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.next.ServeHTTP(rec, r)
 	out := rec.body.Bytes()
 	if rec.status == http.StatusOK {
-		out = h.observe(q, out)
+		out = h.observe(q, out, asked)
 	}
 	for k, vs := range rec.Header() {
 		if k != "Content-Length" {
@@ -258,10 +277,9 @@ func refs(q ec2front.Request) map[string][]string {
 // refuse answers, before the request reaches the endpoint, what AWS would
 // refuse: a new resource it does not see yet, an instance it no longer
 // lists, Latest on a Xen instance type.
-func (h *Handler) refuse(q ec2front.Request) *apiError {
+func (h *Handler) refuse(q ec2front.Request, now time.Time) *apiError {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	now := h.now()
 	if h.cfg.Consistency.Duration > 0 {
 		for k, b := range h.young {
 			if now.Sub(b.at) >= h.cfg.Consistency.Duration {
@@ -318,8 +336,8 @@ func (h *Handler) unlisted(id string, now time.Time) bool {
 }
 
 // observe learns from a successful answer and rewrites it as AWS would
-// show it. It returns the answer to send.
-func (h *Handler) observe(q ec2front.Request, body []byte) []byte {
+// show it to a request made at asked. It returns the answer to send.
+func (h *Handler) observe(q ec2front.Request, body []byte, asked time.Time) []byte {
 	switch q.Action {
 	case "RunInstances", "StartInstances", "RebootInstances", "TerminateInstances", "ModifyInstanceAttribute",
 		"DescribeInstances", "DescribeInstanceStatus", "GetConsoleOutput":
@@ -350,26 +368,24 @@ func (h *Handler) observe(q ec2front.Request, body []byte) []byte {
 				h.young["sg:"+n] = born{kind: kindGroup, ref: n, at: now}
 			}
 		case "CreateKeyPair", "ImportKeyPair":
-			if n := childText(doc.Root(), "keyName"); n != "" {
+			if n := ec2front.ChildText(doc.Root(), "keyName"); n != "" {
 				h.young["key:"+n] = born{kind: kindKeyPair, ref: n, at: now}
 			}
 		}
 	}
 	switch q.Action {
 	case "RunInstances":
-		for _, item := range instanceItems(doc) {
-			id := childText(item, "instanceId")
-			h.types[id] = childText(item, "instanceType")
-			h.running[id] = now.Add(h.cfg.BootDelay.Duration)
-			h.console[id] = now.Add(h.cfg.BootDelay.Duration + h.cfg.ConsoleDelay.Duration)
+		for _, item := range ec2front.InstanceItems(doc) {
+			id := ec2front.ChildText(item, "instanceId")
+			h.types[id] = ec2front.ChildText(item, "instanceType")
+			h.booting[id] = &boot{at: now}
 		}
 	case "StartInstances":
 		for _, item := range doc.FindElements("//instancesSet/item") {
-			id := childText(item, "instanceId")
-			if cur := item.SelectElement("currentState"); cur != nil && childText(cur, "name") == "pending" {
-				if p := item.SelectElement("previousState"); p == nil || childText(p, "name") != "pending" {
-					h.running[id] = now.Add(h.cfg.BootDelay.Duration)
-					h.console[id] = now.Add(h.cfg.BootDelay.Duration + h.cfg.ConsoleDelay.Duration)
+			id := ec2front.ChildText(item, "instanceId")
+			if cur := item.SelectElement("currentState"); cur != nil && ec2front.ChildText(cur, "name") == "pending" {
+				if p := item.SelectElement("previousState"); p == nil || ec2front.ChildText(p, "name") != "pending" {
+					h.booting[id] = &boot{at: now}
 				}
 			}
 		}
@@ -377,13 +393,13 @@ func (h *Handler) observe(q ec2front.Request, body []byte) []byte {
 		for k, vs := range q.Form {
 			if strings.HasPrefix(k, "InstanceId") {
 				for _, id := range vs {
-					h.console[id] = now.Add(h.cfg.ConsoleDelay.Duration)
+					h.rebooted[id] = now
 				}
 			}
 		}
 	case "TerminateInstances":
 		for _, item := range doc.FindElements("//instancesSet/item") {
-			id := childText(item, "instanceId")
+			id := ec2front.ChildText(item, "instanceId")
 			if _, ok := h.gone[id]; !ok {
 				h.gone[id] = now
 			}
@@ -396,9 +412,9 @@ func (h *Handler) observe(q ec2front.Request, body []byte) []byte {
 			h.types[id] = q.Form.Get("Value")
 		}
 	case "DescribeInstances", "DescribeInstanceStatus":
-		changed = h.rewriteInstances(q, doc, now)
+		changed = h.rewriteInstances(q, doc, asked, now)
 	case "GetConsoleOutput":
-		if t, ok := h.console[q.Form.Get("InstanceId")]; ok && now.Before(t) {
+		if !h.consolePosted(q.Form.Get("InstanceId"), now) {
 			if o := doc.Root().SelectElement("output"); o != nil {
 				doc.Root().RemoveChild(o)
 				changed = true
@@ -415,31 +431,52 @@ func (h *Handler) observe(q ec2front.Request, body []byte) []byte {
 	return out
 }
 
+// consolePosted reports whether GetConsoleOutput shows the instance's
+// output: ConsoleDelay after it shows running, and after its latest reboot
+// (h.mu held).
+func (h *Handler) consolePosted(id string, now time.Time) bool {
+	d := h.cfg.ConsoleDelay.Duration
+	if b := h.booting[id]; b != nil && now.Before(b.shown(h.cfg.BootDelay.Duration).Add(d)) {
+		return false
+	}
+	if t, ok := h.rebooted[id]; ok && now.Before(t.Add(d)) {
+		return false
+	}
+	return true
+}
+
 // rewriteInstances shows a booting instance pending until its BootDelay
 // has passed, and drops instances terminated longer ago than
-// TerminatedListed (h.mu held).
-func (h *Handler) rewriteInstances(q ec2front.Request, doc *etree.Document, now time.Time) bool {
+// TerminatedListed when the request was made (h.mu held).
+func (h *Handler) rewriteInstances(q ec2front.Request, doc *etree.Document, asked, now time.Time) bool {
 	changed := false
 	states := filterValues(q, "instance-state-name")
 	allStatus := strings.EqualFold(q.Form.Get("IncludeAllInstances"), "true")
-	for _, item := range instanceItems(doc) {
-		id := childText(item, "instanceId")
-		if h.unlisted(id, now) {
+	for _, item := range ec2front.InstanceItems(doc) {
+		id := ec2front.ChildText(item, "instanceId")
+		if h.unlisted(id, asked) {
 			item.Parent().RemoveChild(item)
 			changed = true
 			continue
 		}
 		st := item.SelectElement("instanceState")
-		if t, ok := h.running[id]; ok && now.Before(t) && st != nil && childText(st, "name") == "running" {
-			setChild(st, "code", "0")
-			setChild(st, "name", "pending")
+		b := h.booting[id]
+		if b == nil || st == nil || ec2front.ChildText(st, "name") != "running" {
+			continue
+		}
+		if b.up.IsZero() {
+			b.up = now
+		}
+		if now.Before(b.shown(h.cfg.BootDelay.Duration)) {
+			ec2front.SetChild(st, "code", "0")
+			ec2front.SetChild(st, "name", "pending")
 			for _, tag := range []string{"systemStatus", "instanceStatus"} {
 				if s := item.SelectElement(tag); s != nil {
-					setChild(s, "status", "initializing")
+					ec2front.SetChild(s, "status", "initializing")
 				}
 			}
 			changed = true
-			hidden := states != nil && !matchAny("pending", states)
+			hidden := states != nil && !ec2front.MatchAny("pending", states)
 			if q.Action == "DescribeInstanceStatus" && !allStatus {
 				hidden = true // by default it lists running instances only
 			}
@@ -473,43 +510,6 @@ func filterValues(q ec2front.Request, name string) []string {
 		}
 	}
 	return out
-}
-
-func matchAny(s string, globs []string) bool {
-	for _, g := range globs {
-		if ok, _ := path.Match(g, s); ok {
-			return true
-		}
-	}
-	return false
-}
-
-func instanceItems(doc *etree.Document) []*etree.Element {
-	var out []*etree.Element
-	for _, e := range doc.FindElements("//item") {
-		if e.SelectElement("instanceId") != nil && e.SelectElement("instanceState") != nil {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func childText(e *etree.Element, tag string) string {
-	if e == nil {
-		return ""
-	}
-	if c := e.SelectElement(tag); c != nil {
-		return strings.TrimSpace(c.Text())
-	}
-	return ""
-}
-
-func setChild(e *etree.Element, tag, text string) {
-	c := e.SelectElement(tag)
-	if c == nil {
-		c = e.CreateElement(tag)
-	}
-	c.SetText(text)
 }
 
 // apiError is an error answer.

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +19,7 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/latentworker/latentworker/lab/ec2front"
-	"github.com/latentworker/latentworker/lab/moto"
+	"github.com/latentworker/latentworker/lab/moto/mototest"
 	"github.com/latentworker/latentworker/lab/realism"
 )
 
@@ -31,7 +29,7 @@ type noBackend struct{ ec2front.Backend }
 
 // world is a real moto_server behind the lab's real front.
 type world struct {
-	moto  *moto.Server
+	moto  string // its URL
 	front *ec2front.Front
 }
 
@@ -40,25 +38,13 @@ func startWorld(t *testing.T) *world {
 	if testing.Short() {
 		t.Skip("starts moto_server: not with -short")
 	}
-	if _, err := exec.LookPath("moto_server"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("moto_server is missing")
-		}
-		t.Skip("moto_server is missing")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ms, err := moto.Start(ctx, t.TempDir(), 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ms.Stop)
+	url := mototest.Start(t)
 	// moto's first EC2 call builds its backend (seconds): not in a
 	// measured window.
-	if _, err := rawEC2(ms.URL).DescribeRegions(ctx, &ec2.DescribeRegionsInput{}); err != nil {
+	if _, err := rawEC2(url).DescribeRegions(context.Background(), &ec2.DescribeRegionsInput{}); err != nil {
 		t.Fatal(err)
 	}
-	return &world{moto: ms, front: ec2front.New(ms.URL, noBackend{}, nil)}
+	return &world{moto: url, front: ec2front.New(url, noBackend{}, nil)}
 }
 
 // endpoint serves the front through a realism layer with cfg.
@@ -183,7 +169,7 @@ func TestServicesAndAdmin(t *testing.T) {
 func TestLostAnswers(t *testing.T) {
 	w := startWorld(t)
 	ctx := context.Background()
-	plain := rawEC2(w.moto.URL)
+	plain := rawEC2(w.moto)
 	lossy := rawEC2(w.endpoint(t, realism.Config{Seed: 3, LostAnswers: 0.4, FaultActions: []string{"CreateTags"}}))
 	sg, err := plain.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{GroupName: aws.String("lost"), Description: aws.String("lost answers")})
 	if err != nil {

@@ -173,6 +173,8 @@ func (h *Handler) draw() (fault, int) {
 	return noFault, 0
 }
 
+// ServeHTTP injects a fault, refuses what AWS would not see yet (or any
+// more), or passes the request on and rewrites the answer.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/moto-api") {
 		h.next.ServeHTTP(w, r)
@@ -189,41 +191,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.next.ServeHTTP(w, r)
 		return
 	}
+	f, which := noFault, 0
 	if h.cfg.faultsOn(q.Service, q.Action) {
-		f, which := h.draw()
-		switch f {
-		case throttled:
-			h.fail(w, q, throttleError(q.Service), "")
-			return
-		case serverError:
-			h.fail(w, q, serverFault(q.Service, which), "")
-			return
-		case lostAnswer:
-			rec := newRecorder()
-			h.next.ServeHTTP(rec, r)
-			if q.Service == "ec2" && rec.status == http.StatusOK {
-				h.observe(q, rec.body.Bytes(), h.now())
-			}
-			h.fail(w, q, serverFault(q.Service, 0), fmt.Sprintf(" after moto answered %d (the call took effect)", rec.status))
-			return
-		}
+		f, which = h.draw()
 	}
-	if q.Service != "ec2" {
+	switch {
+	case f == throttled:
+		h.fail(w, q, throttleError(q.Service), "")
+		return
+	case f == serverError:
+		h.fail(w, q, serverFault(q.Service, which), "")
+		return
+	case q.Service != "ec2" && f == noFault:
 		h.next.ServeHTTP(w, r)
 		return
 	}
 	// One time for what the request may see: the checks before it and the
 	// rewriting of its answer agree.
 	asked := h.now()
-	if e := h.refuse(q, asked); e != nil {
-		h.fail(w, q, e, "")
-		return
+	if q.Service == "ec2" {
+		if e := h.refuse(q, asked); e != nil {
+			h.fail(w, q, e, "")
+			return
+		}
 	}
 	rec := newRecorder()
 	h.next.ServeHTTP(rec, r)
 	out := rec.body.Bytes()
-	if rec.status == http.StatusOK {
+	if q.Service == "ec2" && rec.status == http.StatusOK {
 		out = h.observe(q, out, asked)
+	}
+	if f == lostAnswer {
+		h.fail(w, q, serverFault(q.Service, 0), fmt.Sprintf(" after the endpoint answered %d (the call took effect)", rec.status))
+		return
 	}
 	for k, vs := range rec.Header() {
 		if k != "Content-Length" {

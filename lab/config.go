@@ -30,6 +30,10 @@ type Config struct {
 	// AptCache is the loopback address of the lab's caching apt proxy,
 	// which instances use for Debian's mirror; "off" turns it off.
 	AptCache string `toml:"apt_cache"`
+	// Realism makes the endpoint fail and lag as AWS does (throttling,
+	// lost answers, eventual consistency, slow boots, late console
+	// output); off by default (lab/realism).
+	Realism realism.Config `toml:"realism"`
 	// ImagePending is the least time a new AMI stays pending, so clients'
 	// progress reporting is exercised (AWS takes minutes; the lab's copy a
 	// fraction of a second).
@@ -40,10 +44,6 @@ type Config struct {
 	// administrator's key, which `latentlab env` exports.
 	IAMEnforcement bool         `toml:"iam_enforcement"`
 	Master         MasterConfig `toml:"master"`
-	// Realism makes the endpoint fail and lag as AWS does (throttling,
-	// lost answers, eventual consistency, slow boots, late console
-	// output); off by default (lab/realism).
-	Realism realism.Config `toml:"realism"`
 }
 
 // MasterConfig configures the lab's buildbot master.
@@ -123,9 +123,6 @@ func (c Config) validate() error {
 	if err != nil || !p.Addr().Is4() || !p.Addr().IsLoopback() || p.Bits() < 16 || p.Bits() > 28 {
 		return fmt.Errorf("lab file: addresses %q: must be an IPv4 loopback range from /16 to /28, like %s", c.Addresses, DefaultAddresses)
 	}
-	if err := c.Realism.Validate(); err != nil {
-		return err
-	}
 	for i, w := range c.Master.Workers {
 		if w.Name == "" {
 			return fmt.Errorf("lab file: master.workers[%d].name is empty", i)
@@ -134,7 +131,7 @@ func (c Config) validate() error {
 			return fmt.Errorf("lab file: master.workers[%d] (%s): set exactly one of password and password_file", i, w.Name)
 		}
 	}
-	return nil
+	return c.Realism.Validate()
 }
 
 // masterWorkers resolves worker passwords.

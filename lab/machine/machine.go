@@ -74,6 +74,8 @@ type Spec struct {
 // Machine is a supervised nspawn container.
 type Machine struct {
 	spec Spec
+	// seen is state, for readers that must not wait for mu (State).
+	seen atomic.Value
 
 	mu        sync.Mutex
 	state     State
@@ -86,7 +88,6 @@ type Machine struct {
 	bootCount int
 	changed   chan struct{}  // closed and replaced on every state change
 	holds     sync.WaitGroup // Hold: readers of the upper directory
-	seen      atomic.Value   // State: state, for readers that must not wait for mu
 }
 
 // New returns a machine in the stopped state; call Start to boot it.

@@ -25,15 +25,15 @@ import (
 type Config struct {
 	// Listen is the EC2 endpoint's address (loopback only).
 	Listen string `toml:"listen"`
+	// Realism makes the endpoint fail and lag as AWS does (throttling,
+	// lost answers, eventual consistency, slow boots, late console
+	// output); off by default (lab/realism).
+	Realism realism.Config `toml:"realism"`
 	// Addresses is the loopback range instances get their addresses from.
 	Addresses string `toml:"addresses"`
 	// AptCache is the loopback address of the lab's caching apt proxy,
 	// which instances use for Debian's mirror; "off" turns it off.
 	AptCache string `toml:"apt_cache"`
-	// Realism makes the endpoint fail and lag as AWS does (throttling,
-	// lost answers, eventual consistency, slow boots, late console
-	// output); off by default (lab/realism).
-	Realism realism.Config `toml:"realism"`
 	// ImagePending is the least time a new AMI stays pending, so clients'
 	// progress reporting is exercised (AWS takes minutes; the lab's copy a
 	// fraction of a second).

@@ -26,7 +26,6 @@ import (
 	"github.com/latentworker/latentworker/lab/machine"
 	"github.com/latentworker/latentworker/lab/master"
 	"github.com/latentworker/latentworker/lab/moto"
-	"github.com/latentworker/latentworker/lab/realism"
 )
 
 // DefaultRegion is the region `latentlab env` exports. The lab answers in
@@ -201,14 +200,6 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		BaseEndpoint: aws.String(ms.URL),
 		Credentials:  credentials.StaticCredentialsProvider{Value: creds},
 	})
-	// moto builds its EC2 backend (instance types and offerings of every
-	// region, the catalogue) on the first EC2 call, which then takes
-	// seconds: make that call now rather than a client's first one.
-	warm := time.Now()
-	if _, err := client.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}}); err != nil {
-		return fmt.Errorf("moto: first EC2 call: %w", err)
-	}
-	logf("moto's EC2 warmed up in %.1fs", time.Since(warm).Seconds())
 	aptProxy := ""
 	if cfg.AptCache != "off" {
 		apt, err := aptcache.New(filepath.Join(o.CacheDir, "apt"), logf)
@@ -249,10 +240,7 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	if err != nil {
 		return fmt.Errorf("EC2 endpoint: listen on %s: %w (is another lab up? set listen in the lab file)", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: realism.Wrap(cfg.Realism, front, logf), ReadHeaderTimeout: 10 * time.Second}
-	if cfg.Realism.Enabled() {
-		logf("realism on: %+v", cfg.Realism)
-	}
+	srv := &http.Server{Handler: endpointHandler(cfg, front, logf), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	cleanups = append(cleanups, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -261,6 +249,9 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	})
 	st.Endpoint = "http://" + ln.Addr().String()
 	logf("EC2 endpoint at %s", st.Endpoint)
+	if err := warmMoto(ctx, client, logf); err != nil {
+		return err
+	}
 
 	if cfg.MasterEnabled() {
 		workers, err := cfg.masterWorkers()

@@ -32,6 +32,9 @@ func (s *State) runInstance(ctx context.Context, ami string, role fleet.Role, ki
 		SecurityGroupIds: []string{s.SecurityGroupID},
 		MinCount:         aws.Int32(1),
 		MaxCount:         aws.Int32(1),
+		// The same token on the SDK's retries: a launch whose answer was
+		// lost returns the same instance instead of a second one.
+		ClientToken: aws.String(s.RunID + "-" + string(role)),
 		MetadataOptions: &types.InstanceMetadataOptionsRequest{
 			HttpTokens:   types.HttpTokensStateRequired,
 			HttpEndpoint: types.InstanceMetadataEndpointStateEnabled,
@@ -67,11 +70,19 @@ func (s *State) runInstance(ctx context.Context, ami string, role fleet.Role, ki
 }
 
 // terminate terminates instance id and waits until it is gone.
+//
+// NotFound from TerminateInstances is not proof that it is gone (a new
+// instance may not be visible yet): DescribeInstances must confirm it, and
+// until it does the terminate is tried again.
 func (s *State) terminate(ctx context.Context, id string) error {
-	_, err := s.opts.EC2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
-	if awserr.NotFound(err) {
-		return nil
-	}
+	since := time.Now()
+	err := poll(ctx, min(s.opts.Timeouts.Poll, time.Second), func() (bool, error) {
+		_, err := s.opts.EC2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+		if !awserr.NotFound(err) {
+			return true, err
+		}
+		return s.terminated(ctx, id, since)
+	})
 	if err != nil {
 		return err
 	}

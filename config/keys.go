@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-
-	"github.com/latentworker/latentworker/platform"
 )
 
 // Kind is the type of a key's value, as the documentation names it.
@@ -82,7 +80,7 @@ var keyTable = []keyDef{
 		field: func(c *Config) any { return &c.AWS.Tags }},
 
 	{Key: Key{Name: "image.platform", Kind: KindString, Env: "LATENTWORKER_PLATFORM", Flag: "platform", Default: DefaultPlatform,
-		Help: "OS release of the base image: " + strings.Join(platform.Names(), ", ") + " (latentworker platforms lists them)"},
+		Help: "OS release of the base image: a name from latentworker platforms (debian-12, debian-13, ubuntu-24.04, ...; debian and ubuntu are aliases)"},
 		field: func(c *Config) any { return &c.Image.Platform }},
 	{Key: Key{Name: "image.base_ami", Kind: KindString, Env: "LATENTWORKER_BASE_AMI", Flag: "base-ami",
 		Help: "base AMI ID; empty: the newest image matching base_owner and base_name"},

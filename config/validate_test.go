@@ -146,7 +146,7 @@ func TestValidateUnwrapsAndRules(t *testing.T) {
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Validate() = %v; want it to wrap ErrNotExist for the password file", err)
 	}
-	want := `worker.name = "-bad": must be 1-64 letters, digits, '.', '_' or '-', not starting with '-' or '.'`
+	want := `worker.name = "-bad": must be a worker name buildbot accepts: 1-50 letters, digits, '_' or '-', starting with a letter or '_', not debug, change or status`
 	if got := unjoin(err)[0].Error(); got != want {
 		t.Errorf("Validate()[0] = %q; want %q", got, want)
 	}

@@ -25,13 +25,16 @@ import json, sys
 print(" ".join(p["name"] for p in map(json.loads, sys.stdin) if p["proved_by"] == "lab"))')}"
 [ "${#platforms[@]}" -gt 0 ] || { echo "no platform is proved by the lab" >&2; exit 1; }
 
+# worker_of P: the worker baked for platform P (buildbot names have no dots).
+worker_of() { printf 'matrix-%s' "${1//./-}"; }
+
 # One worker per platform, all sharing one password file.
 (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$work/password")
 {
 	printf 'images = [%s]\n' "$(printf '"%s", ' "${platforms[@]}" | sed 's/, $//')"
 	printf '[master]\n'
 	for p in "${platforms[@]}"; do
-		printf '[[master.workers]]\nname = "matrix-%s"\npassword_file = "%s"\n' "$p" "$work/password"
+		printf '[[master.workers]]\nname = "%s"\npassword_file = "%s"\n' "$(worker_of "$p")" "$work/password"
 	done
 } >"$work/lab.toml"
 
@@ -42,7 +45,8 @@ eval "$("${lab[@]}" env)"
 # bake_one P: bakes, boots and watches platform P's worker; its output goes
 # to $work/P.log.
 bake_one() {
-	local p=$1 worker=matrix-$1 dir=$work/$1 ami id
+	local p=$1 worker dir=$work/$1 ami id
+	worker=$(worker_of "$p")
 	mkdir -p "$dir"
 	cat >"$dir/latentworker.toml" <<TOML
 [worker]

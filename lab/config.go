@@ -38,10 +38,12 @@ type Config struct {
 	// progress reporting is exercised (AWS takes minutes; the lab's copy a
 	// fraction of a second).
 	ImagePending Duration `toml:"image_pending"`
-	// IAMEnforcement turns moto's IAM enforcement on: every request is
-	// allowed or denied by the policies of the key that signed it (actions
-	// only; moto ignores conditions). The lab then works with an
-	// administrator's key, which `latentlab env` exports.
+	// IAMEnforcement turns IAM enforcement on: every request is allowed or
+	// denied by the policies of the key that signed it, the lab
+	// administrator's by moto, every other key's by the lab's IAM
+	// evaluator with conditions and resource ARNs (lab/iameval). The lab
+	// then works with the administrator's key, which `latentlab env`
+	// exports.
 	IAMEnforcement bool         `toml:"iam_enforcement"`
 	Master         MasterConfig `toml:"master"`
 }

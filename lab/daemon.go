@@ -22,6 +22,7 @@ import (
 
 	"github.com/latentworker/latentworker/lab/aptcache"
 	"github.com/latentworker/latentworker/lab/ec2front"
+	"github.com/latentworker/latentworker/lab/iameval"
 	"github.com/latentworker/latentworker/lab/image"
 	"github.com/latentworker/latentworker/lab/machine"
 	"github.com/latentworker/latentworker/lab/master"
@@ -236,6 +237,21 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	front := ec2front.New(ms.URL, fl, reqLog)
 	front.Credentials = creds
 	front.Enforcing = cfg.IAMEnforcement
+	// The IAM evaluator answers iam:SimulatePrincipalPolicy (moto has
+	// none) and, with IAM enforcement, decides the requests of keys other
+	// than the lab's, with conditions and resource ARNs (moto checks
+	// actions only).
+	dir, err := iameval.Install(ctx, o.CacheDir)
+	if err != nil {
+		return err
+	}
+	ev, err := iameval.Start(dir)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, ev.Close)
+	front.Evaluator = ev
+	logf("IAM evaluator (pid %d) in %s", ev.PID(), dir)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("EC2 endpoint: listen on %s: %w (is another lab up? set listen in the lab file)", cfg.Listen, err)

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Family is a group of platforms that share a script core.
@@ -167,6 +168,10 @@ type Platform struct {
 	// Verify lists what verification must see on the instance, after a
 	// reboot and on an instance booted from the new image.
 	Verify []string
+
+	// ImageWait bounds the wait for a new image to become available; an
+	// image still pending then is kept for `bake --resume`.
+	ImageWait time.Duration
 
 	// NeedsHost: instances run only on a dedicated host the user names
 	// (aws.host_id), as mac instances do.

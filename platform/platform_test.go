@@ -30,6 +30,8 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("%s: installs a package but names none", p.Name)
 		case p.WorkerUser == "" || p.WorkersDir == "" || p.ServiceName == "" || p.Service == "":
 			t.Errorf("%s: worker user, directory and service are required", p.Name)
+		case p.ImageWait <= 0:
+			t.Errorf("%s: no image wait", p.Name)
 		case p.RebootCheck == "" || len(p.Verify) == 0:
 			t.Errorf("%s: reboot check and verification are required", p.Name)
 		case p.ProvedBy != ProvedByLab && p.ProvedBy != ProvedByStatic:

@@ -1,6 +1,9 @@
 package platform
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // The registry: every platform latentworker knows, one entry each. Adding a
 // Linux release is one entry here, its script fragment when its package
@@ -21,6 +24,9 @@ const (
 	debianWorkerUser = "buildbot"
 	debianWorkersDir = "/var/lib/buildbot/workers"
 	workerUnit       = "buildbot-worker@%s.service"
+	// linuxImageWait: a Linux root volume of 30 GiB is usually imaged in
+	// minutes; an hour leaves room for a slow snapshot.
+	linuxImageWait = 60 * time.Minute
 	aptRebootCheck   = "/var/run/reboot-required, the default kernel against the running one, needrestart's kernel status"
 )
 
@@ -43,6 +49,7 @@ func debianPackage(p Platform) *Platform {
 	p.Install, p.Package, p.WorkerUser, p.WorkersDir = Package, "buildbot-worker", debianWorkerUser, debianWorkersDir
 	p.Service, p.ServiceName = Systemd, workerUnit
 	p.RebootCheck, p.Verify = aptRebootCheck, systemdVerify
+	p.ImageWait = linuxImageWait
 	return &p
 }
 

@@ -32,7 +32,7 @@ var goldenWorker = Worker{
 // hostileWorker passes Validate but is full of shell metacharacters: after
 // quoting they must be plain text.
 var hostileWorker = Worker{
-	Name:       "w_1.x-y",
+	Name:       "w_1-x-y",
 	Master:     "[2001:db8::1]:9989",
 	AdminName:  `O'Brien $(touch /tmp/lw-pwned) ` + "`id`" + ` "x" \ ; & | * ? ~ # ${HOME}`,
 	AdminEmail: `o'b$(id)` + "`x`" + `@example.org`,

@@ -13,7 +13,7 @@ import (
 
 // Length limits for the free-text fields of Worker.
 const (
-	MaxNameLen       = 64
+	MaxNameLen       = 50 // buildbot refuses longer worker names
 	MaxAdminNameLen  = 128
 	MaxAdminEmailLen = 254
 	MaxHostInfoLen   = 1024
@@ -48,7 +48,9 @@ func (e *FieldError) Error() string {
 
 // Validate checks every field and returns nil or the errors.Join of one
 // *FieldError per invalid field, each naming the field and what it allows:
-//   - Name: 1-64 letters, digits, '.', '_' or '-', not starting with '-' or '.'
+//   - Name: what buildbot accepts as a worker name (an identifier of at
+//     most 50 characters, not debug, change or status), in ASCII: 1-50
+//     letters, digits, '_' or '-', starting with a letter or '_' 
 //   - Master: host:port, host a DNS name, an IPv4 literal or a bracketed
 //     IPv6 literal ([2001:db8::1]:9989), port 1-65535
 //   - AdminName, HostInfo: printable text (no control or format characters),
@@ -60,7 +62,7 @@ func (w Worker) Validate() error {
 		errs = append(errs, &FieldError{Field: field, Value: value, Rule: rule})
 	}
 	if !validName(w.Name) {
-		add("Name", w.Name, fmt.Sprintf("must be 1-%d letters, digits, '.', '_' or '-', not starting with '-' or '.'", MaxNameLen))
+		add("Name", w.Name, nameRule)
 	}
 	if _, _, err := splitMaster(w.Master); err != nil {
 		add("Master", w.Master, err.Error())
@@ -102,14 +104,20 @@ func (w Worker) MasterHostPort() (string, int, error) {
 	return splitMaster(w.Master)
 }
 
+// nameRule says what validName allows.
+var nameRule = fmt.Sprintf("must be a worker name buildbot accepts: 1-%d letters, digits, '_' or '-', starting with a letter or '_', not debug, change or status", MaxNameLen)
+
+// validName reports whether s is a worker name buildbot accepts (its
+// identifier rule, at most 50 characters, not a reserved name), kept to
+// ASCII and not starting with '-', since it reaches command lines.
 func validName(s string) bool {
-	if len(s) < 1 || len(s) > MaxNameLen || s[0] == '-' || s[0] == '.' {
+	if len(s) < 1 || len(s) > MaxNameLen || s == "debug" || s == "change" || s == "status" {
 		return false
 	}
-	for _, c := range []byte(s) {
+	for i, c := range []byte(s) {
 		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '.', c == '_', c == '-':
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', c == '_':
+		case i > 0 && ('0' <= c && c <= '9' || c == '-'):
 		default:
 			return false
 		}

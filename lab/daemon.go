@@ -265,9 +265,7 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	})
 	st.Endpoint = "http://" + ln.Addr().String()
 	logf("EC2 endpoint at %s", st.Endpoint)
-	if err := warmMoto(ctx, client, logf); err != nil {
-		return err
-	}
+	warmed := warmMoto(ctx, client, logf) // meanwhile the master starts
 
 	if cfg.MasterEnabled() {
 		workers, err := cfg.masterWorkers()
@@ -303,6 +301,9 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		})
 		st.MasterURL, st.MasterPB, st.MasterPID, st.MasterPIDS = m.URL(), m.PBAddr(), m.PID(), procStart(m.PID())
 		logf("buildbot master at %s, workers connect to %s (pid %d)", m.URL(), m.PBAddr(), m.PID())
+	}
+	if err := <-warmed; err != nil {
+		return err
 	}
 	st.Ready = true
 	if err := writeState(o.StateDir, st); err != nil {

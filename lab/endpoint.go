@@ -20,15 +20,21 @@ func endpointHandler(cfg Config, front http.Handler, logf func(string, ...any)) 
 	return realism.Wrap(cfg.Realism, front, logf)
 }
 
-// warmMoto makes moto's first EC2 call. moto builds its EC2 backend
-// (instance types and offerings of every region, the catalogue) on the
-// first one, which then takes seconds: the lab pays it during `up`, not a
-// client's first DescribeImages.
-func warmMoto(ctx context.Context, client *ec2.Client, logf func(string, ...any)) error {
-	start := time.Now()
-	if _, err := client.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}}); err != nil {
-		return fmt.Errorf("moto: first EC2 call: %w", err)
-	}
-	logf("moto's EC2 warmed up in %.1fs", time.Since(start).Seconds())
-	return nil
+// warmMoto makes moto's first EC2 call, in the background; the channel
+// gets its result. moto builds its EC2 backend (instance types and
+// offerings of every region, the catalogue) on the first call, which then
+// takes seconds: the lab pays it during `up`, not a client's first
+// DescribeImages.
+func warmMoto(ctx context.Context, client *ec2.Client, logf func(string, ...any)) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		start := time.Now()
+		if _, err := client.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}}); err != nil {
+			done <- fmt.Errorf("moto: first EC2 call: %w", err)
+			return
+		}
+		logf("moto's EC2 warmed up in %.1fs", time.Since(start).Seconds())
+		done <- nil
+	}()
+	return done
 }

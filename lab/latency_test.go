@@ -73,10 +73,14 @@ func TestAnswersWhileBusy(t *testing.T) {
 		if len(lat) == 0 {
 			t.Fatalf("%s: no DescribeInstances answered", what)
 		}
-		maxLat, med := lat[len(lat)-1], lat[len(lat)/2]
-		t.Logf("DescribeInstances during %s: %d calls, median %s, max %s", what, len(lat), med.Round(time.Millisecond), maxLat.Round(time.Millisecond))
-		if maxLat > 1500*time.Millisecond {
-			t.Errorf("DescribeInstances during %s took up to %s; want under 1.5s", what, maxLat.Round(time.Millisecond))
+		maxLat, med, p99 := lat[len(lat)-1], lat[len(lat)/2], lat[len(lat)*99/100]
+		t.Logf("DescribeInstances during %s: %d calls, median %s, 99th percentile %s, max %s", what, len(lat),
+			med.Round(time.Millisecond), p99.Round(time.Millisecond), maxLat.Round(time.Millisecond))
+		// Waiting for a lock held across the work took the whole work's
+		// time (a boot's preparation: 8.7s; deleting a disk: 18s); on a
+		// busy machine a call may still take a second or two.
+		if maxLat > 3*time.Second {
+			t.Errorf("DescribeInstances during %s took up to %s; want under 3s", what, maxLat.Round(time.Millisecond))
 		}
 	}
 

@@ -448,7 +448,7 @@ func (m *Machine) watchSSH(boot int, exited <-chan error) {
 		if !current {
 			return
 		}
-		if sshAnswers(addr) {
+		if SSHAnswers(addr) {
 			m.mu.Lock()
 			if m.state == Pending {
 				m.setState(Running)
@@ -461,7 +461,9 @@ func (m *Machine) watchSSH(boot int, exited <-chan error) {
 	}
 }
 
-func sshAnswers(addr string) bool {
+// SSHAnswers reports whether an SSH server answers at addr (host:port) with
+// its protocol banner: what makes the lab show an instance running.
+func SSHAnswers(addr string) bool {
 	c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
 	if err != nil {
 		return false

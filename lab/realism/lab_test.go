@@ -3,7 +3,6 @@ package realism_test
 import (
 	"context"
 	"encoding/base64"
-	"io"
 	"net"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/latentworker/latentworker/lab"
 	"github.com/latentworker/latentworker/lab/labtest"
+	"github.com/latentworker/latentworker/lab/machine"
 )
 
 // TestMain removes the lab binary the tests built.
@@ -45,19 +45,6 @@ boot_delay = "6s"
 console_delay = "5s"
 latest_nitro_only = true
 `
-
-// sshAnswers says whether an SSH server answers at addr with its banner.
-func sshAnswers(addr string) bool {
-	c, err := net.DialTimeout("tcp", net.JoinHostPort(addr, "22"), 300*time.Millisecond)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(time.Second))
-	buf := make([]byte, 4)
-	n, _ := io.ReadFull(c, buf)
-	return n == 4 && string(buf) == "SSH-"
-}
 
 // TestLab runs the knobs in a real lab (moto, the front, nspawn instances)
 // configured by its lab file.
@@ -142,7 +129,7 @@ func TestLab(t *testing.T) {
 				}
 				// The lab shows an instance running once its sshd
 				// answers; with the boot delay, that much later.
-				if sshUp == 0 && addr != "" && sshAnswers(addr) {
+				if sshUp == 0 && addr != "" && machine.SSHAnswers(net.JoinHostPort(addr, "22")) {
 					sshUp = time.Since(launched)
 				}
 				if state == types.InstanceStateNameRunning && running == 0 {

@@ -14,9 +14,9 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build latentworker and latentlab into bin/
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/...
 
-test: ## run every test (the lab tests need root and the packages .ci/run installs)
+test: deps ## run every test (installs what the lab needs first; the lab tests need root)
 	$(GO) test -count=1 -timeout 60m ./...
 
 test-short: ## the fast loop: every test that starts no lab (about two minutes)
@@ -31,16 +31,17 @@ bench-sweep: ## one sweep over 17 regions x 2000 instances in moto, against a pe
 bench-bake: ## bake in the lab and split its wall time: remote commands, waits for EC2, the tool's overhead
 	$(GO) test -count=1 -timeout 30m -run '^$$' -bench BenchmarkBake -benchtime 3x ./bake/
 
-bake-matrix: build ## bake every platform the lab proves, boot each AMI, see its worker connect and build; N passed, N failed
+bake-matrix: deps build ## bake every platform the lab proves, boot each AMI, see its worker connect and build; N passed, N failed
 	hack/bake-matrix.sh
 
-demo: build ## the main job in the lab: bake a worker AMI, boot it, see the worker connect and build
+demo: deps build ## the main job (installs what the lab needs first) in the lab: bake a worker AMI, boot it, see the worker connect and build
 	hack/demo.sh
 
 lint: ## gofmt, go vet and shellcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	shellcheck -s bash -x .ci/run .ci/install-deps hack/*.sh
+	shellcheck -s sh scripts/schedule/*.sh
 
 update-golden: ## rewrite golden files from the current output
 	$(GO) test ./... -run Golden -update

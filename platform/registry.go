@@ -27,7 +27,7 @@ const (
 	// linuxImageWait: a Linux root volume of 30 GiB is usually imaged in
 	// minutes; an hour leaves room for a slow snapshot.
 	linuxImageWait = 60 * time.Minute
-	aptRebootCheck   = "/var/run/reboot-required, the default kernel against the running one, needrestart's kernel status"
+	aptRebootCheck = "/var/run/reboot-required, the default kernel against the running one, needrestart's kernel status"
 )
 
 // labProof is the proof of a platform the lab bakes: release names its root

@@ -50,7 +50,7 @@ func (e *FieldError) Error() string {
 // *FieldError per invalid field, each naming the field and what it allows:
 //   - Name: what buildbot accepts as a worker name (an identifier of at
 //     most 50 characters, not debug, change or status), in ASCII: 1-50
-//     letters, digits, '_' or '-', starting with a letter or '_' 
+//     letters, digits, '_' or '-', starting with a letter or '_'
 //   - Master: host:port, host a DNS name, an IPv4 literal or a bracketed
 //     IPv6 literal ([2001:db8::1]:9989), port 1-65535
 //   - AdminName, HostInfo: printable text (no control or format characters),

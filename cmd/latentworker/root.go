@@ -99,7 +99,9 @@ AWS_ENDPOINT_URL). Start with 'latentworker init'.
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput{err} })
-	root.AddCommand(newInit(), newValidate(), newBake(), newHandoff(), newSweep(), newPlatforms())
+	root.Version = versionString()
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.AddCommand(newInit(), newValidate(), newBake(), newHandoff(), newSweep(), newPlatforms(), newStatus(), newProvision(), newVersion())
 	return root
 }
 

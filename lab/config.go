@@ -18,12 +18,17 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/latentworker/latentworker/lab/master"
+	"github.com/latentworker/latentworker/lab/realism"
 )
 
 // Config is the lab file (TOML). Every field has a working default.
 type Config struct {
 	// Listen is the EC2 endpoint's address (loopback only).
 	Listen string `toml:"listen"`
+	// Realism makes the endpoint fail and lag as AWS does (throttling,
+	// lost answers, eventual consistency, slow boots, late console
+	// output); off by default (lab/realism).
+	Realism realism.Config `toml:"realism"`
 	// Addresses is the loopback range instances get their addresses from.
 	Addresses string `toml:"addresses"`
 	// AptCache is the loopback address of the lab's caching apt proxy,
@@ -66,20 +71,7 @@ type WorkerConfig struct {
 }
 
 // Duration is a time.Duration written as "5s" in TOML.
-type Duration struct{ time.Duration }
-
-// UnmarshalText parses a Go duration.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("duration %q: %w", b, err)
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalText writes a Go duration.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+type Duration = realism.Duration
 
 // Defaults.
 const (
@@ -153,7 +145,7 @@ func (c Config) validate() error {
 			return fmt.Errorf("lab file: master.workers[%d] (%s): set exactly one of password and password_file", i, w.Name)
 		}
 	}
-	return nil
+	return c.Realism.Validate()
 }
 
 // masterWorkers resolves worker passwords.

@@ -260,7 +260,7 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	if err != nil {
 		return fmt.Errorf("EC2 endpoint: listen on %s: %w (is another lab up? set listen in the lab file)", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: front, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: endpointHandler(cfg, front, logf), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	cleanups = append(cleanups, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -269,6 +269,7 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	})
 	st.Endpoint = "http://" + ln.Addr().String()
 	logf("EC2 endpoint at %s", st.Endpoint)
+	warmed := warmMoto(ctx, client, logf) // meanwhile the master starts
 
 	if cfg.MasterEnabled() {
 		workers, err := cfg.masterWorkers()
@@ -304,6 +305,9 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		})
 		st.MasterURL, st.MasterPB, st.MasterPID, st.MasterPIDS = m.URL(), m.PBAddr(), m.PID(), procStart(m.PID())
 		logf("buildbot master at %s, workers connect to %s (pid %d)", m.URL(), m.PBAddr(), m.PID())
+	}
+	if err := <-warmed; err != nil {
+		return err
 	}
 	st.Ready = true
 	if err := writeState(o.StateDir, st); err != nil {

@@ -473,10 +473,13 @@ func (f *fleet) SetProtection(region, imageID, value string) error {
 }
 
 // gcLayers removes layer directories that no live image and no instance
-// that still has a body uses.
+// that still has a body uses. It decides under the fleet's lock and deletes
+// without it: a layer takes seconds to delete, and every API call that
+// shows an instance or image takes the lock. An unused layer never becomes
+// used again (new images get new layers), so deleting late is safe.
 func (f *fleet) gcLayers() {
+	var unused []string
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	used := map[string]bool{}
 	for _, img := range f.images {
 		if img.gone {
@@ -500,9 +503,13 @@ func (f *fleet) gcLayers() {
 	dirs, _ := filepath.Glob(filepath.Join(f.stateDir, "l", "*"))
 	for _, d := range dirs {
 		if !used[d] && !strings.HasSuffix(d, ".tmp") {
-			if err := os.RemoveAll(d); err != nil {
-				f.logf("remove layer %s: %v", d, err)
-			}
+			unused = append(unused, d)
+		}
+	}
+	f.mu.Unlock()
+	for _, d := range unused {
+		if err := os.RemoveAll(d); err != nil {
+			f.logf("remove layer %s: %v", d, err)
 		}
 	}
 }

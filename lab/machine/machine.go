@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -77,6 +78,8 @@ type Spec struct {
 // Machine is a supervised nspawn container.
 type Machine struct {
 	spec Spec
+	// seen is state, for readers that must not wait for mu (State).
+	seen atomic.Value
 
 	mu        sync.Mutex
 	state     State
@@ -110,11 +113,15 @@ func (m *Machine) UpperDir() string { return m.upper() }
 // ConsolePath is the file the container's console is written to.
 func (m *Machine) ConsolePath() string { return filepath.Join(m.spec.Dir, "console.log") }
 
-// State returns the current state.
+// State returns the current state. It never waits for the machine's lock,
+// which Start and Terminate hold across slow work (host keys, unmounting,
+// deleting the upper layer): the EC2 endpoint reads every instance's state
+// on every DescribeInstances.
 func (m *Machine) State() State {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.state
+	if s, ok := m.seen.Load().(State); ok {
+		return s
+	}
+	return Stopped // as New makes it
 }
 
 // Changed returns a channel closed at the next state change.
@@ -130,6 +137,7 @@ func (m *Machine) setState(s State) {
 		return
 	}
 	m.state = s
+	m.seen.Store(s)
 	close(m.changed)
 	m.changed = make(chan struct{})
 }
@@ -449,7 +457,7 @@ func (m *Machine) watchSSH(boot int, exited <-chan error) {
 		if !current {
 			return
 		}
-		if sshAnswers(addr) {
+		if SSHAnswers(addr) {
 			m.mu.Lock()
 			if m.state == Pending {
 				m.setState(Running)
@@ -462,7 +470,9 @@ func (m *Machine) watchSSH(boot int, exited <-chan error) {
 	}
 }
 
-func sshAnswers(addr string) bool {
+// SSHAnswers reports whether an SSH server answers at addr (host:port) with
+// its protocol banner: what makes the lab show an instance running.
+func SSHAnswers(addr string) bool {
 	c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
 	if err != nil {
 		return false

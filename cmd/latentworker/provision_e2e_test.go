@@ -65,8 +65,10 @@ func TestProvisionHost(t *testing.T) {
 	}
 
 	const worker = "provision-e2e"
+	masters := 0
 	startMaster := func(pw string) *master.Master {
-		m, err := master.Start(ctx, master.Config{Dir: filepath.Join(dir, "master-"+pw), Workers: []master.Worker{{Name: worker, Password: pw}}})
+		masters++
+		m, err := master.Start(ctx, master.Config{Dir: filepath.Join(dir, fmt.Sprintf("master-%d", masters)), Workers: []master.Worker{{Name: worker, Password: pw}}})
 		if err != nil {
 			t.Fatalf("master: %v", err)
 		}

@@ -160,7 +160,7 @@ if systemctl cat apt-daily.service >/dev/null 2>&1; then systemctl show -p ExecM
 		if !strings.Contains(out, `Acquire::http::Proxy "http://127.0.0.1:`) {
 			t.Errorf("apt in the guest does not go through the lab's cache:\n%s", out)
 		}
-		if !strings.Contains(out, "Buildbot worker version") {
+		if !strings.Contains(out, "worker version: ") {
 			t.Errorf("buildbot-worker --version did not answer:\n%s", out)
 		}
 		if r.Family == image.Ubuntu {

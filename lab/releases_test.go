@@ -97,7 +97,10 @@ func testRelease(t *testing.T, l *labtest.Lab, c *ec2.Client, key keyPair, r ima
 		assertNoBody(t, l, ids...)
 	})
 	// A base built on first use takes minutes; a cached one, none.
-	if err := ec2.NewInstanceRunningWaiter(c).Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: ids}, 15*time.Minute); err != nil {
+	waiter := ec2.NewInstanceRunningWaiter(c, func(o *ec2.InstanceRunningWaiterOptions) {
+		o.MinDelay, o.MaxDelay = 500*time.Millisecond, 2*time.Second
+	})
+	if err := waiter.Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: ids}, 15*time.Minute); err != nil {
 		t.Fatalf("waiting for %v to run: %v", ids, err)
 	}
 	running := time.Since(start)
@@ -127,6 +130,9 @@ func testRelease(t *testing.T, l *labtest.Lab, c *ec2.Client, key keyPair, r ima
 					`if systemctl -q is-active ssh.socket; then systemctl show -p Listen --value ssh.socket; else echo no-socket; fi`)
 			return err
 		})
+		if in.id == insts[0].id {
+			t.Logf("%s: launch to running %.1fs, to SSH as %s %.1fs", r.Name, running.Seconds(), r.User, time.Since(start).Seconds())
+		}
 		lines := strings.Split(got, "\n")
 		wantHost := "ip-" + strings.ReplaceAll(in.addr, ".", "-")
 		if len(lines) != 5 || lines[0] != r.VersionID || lines[1] != r.User || lines[2] != wantHost || lines[3] != "sudo-ok" {
@@ -136,7 +142,6 @@ func testRelease(t *testing.T, l *labtest.Lab, c *ec2.Client, key keyPair, r ima
 			t.Errorf("%s: ssh.socket listens on %q; want only %s:22", in.id, lines[4], in.addr)
 		}
 	}
-	t.Logf("%s: launch to running and SSH as %s: %.1fs", r.Name, r.User, running.Seconds())
 
 	inst, other := insts[0], insts[1]
 	t.Run("buildbot-worker through the apt cache", func(t *testing.T) {

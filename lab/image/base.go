@@ -84,6 +84,12 @@ func EnsureBase(ctx context.Context, cacheDir, name string, log io.Writer) (stri
 	if rootfs, ok := Built(cacheDir, name); ok { // built by another lab while this one waited
 		return rootfs, nil
 	}
+	// A build of this release left by a process that died (the lock is
+	// ours, so no one else is building it).
+	stale, _ := filepath.Glob(filepath.Join(cacheDir, "building-"+r.Name+"-*"))
+	for _, d := range stale {
+		removeBuild(d)
+	}
 	tmp, err := os.MkdirTemp(cacheDir, "building-"+r.Name+"-")
 	if err != nil {
 		return "", err

@@ -23,7 +23,7 @@ import (
 )
 
 // prepVersion changes whenever prepareBase changes, so caches are rebuilt.
-const prepVersion = "5"
+const prepVersion = "6"
 
 // BaseKey identifies a base image build: everything in the recipe that goes
 // into the root filesystem, and the preparation's version.
@@ -277,7 +277,21 @@ func prepareBase(ctx context.Context, root string, r Recipe) error {
 			return err
 		}
 	}
-	return chroot("apt-get", "clean")
+	if err := chroot("apt-get", "clean"); err != nil {
+		return err
+	}
+	// No package lists, as in a published cloud image: a client must run
+	// apt-get update before it installs anything, as on AWS.
+	lists, _ := filepath.Glob(filepath.Join(root, "var/lib/apt/lists/*"))
+	for _, l := range lists {
+		if filepath.Base(l) == "partial" || filepath.Base(l) == "lock" {
+			continue
+		}
+		if err := os.RemoveAll(l); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // aptSources renders the release's apt sources as its cloud images have

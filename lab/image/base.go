@@ -105,6 +105,9 @@ func EnsureBase(ctx context.Context, cacheDir, name string, log io.Writer) (stri
 	}
 	args = append(args, r.Suite, rootfs, r.Mirror)
 	if out, err := runGroup(ctx, "debootstrap", args...); err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("building the %s base image: cut off: %w", r.Name, ctx.Err())
+		}
 		return "", fmt.Errorf("debootstrap %s: %w\n%s", r.Suite, err, tail(out, 2000))
 	}
 	strapped := time.Since(start)

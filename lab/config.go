@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/latentworker/latentworker/lab/image"
 	"github.com/latentworker/latentworker/lab/master"
 	"github.com/latentworker/latentworker/lab/realism"
 )
@@ -32,7 +33,7 @@ type Config struct {
 	// Addresses is the loopback range instances get their addresses from.
 	Addresses string `toml:"addresses"`
 	// AptCache is the loopback address of the lab's caching apt proxy,
-	// which instances use for Debian's mirror; "off" turns it off.
+	// which instances use for their release's archives; "off" turns it off.
 	AptCache string `toml:"apt_cache"`
 	// PyPICache is the loopback address of the lab's PyPI mirror, which
 	// instances' pip uses (/etc/pip.conf); "off" turns it off.
@@ -47,8 +48,13 @@ type Config struct {
 	// evaluator with conditions and resource ARNs (lab/iameval). The lab
 	// then works with the administrator's key, which `latentlab env`
 	// exports.
-	IAMEnforcement bool         `toml:"iam_enforcement"`
-	Master         MasterConfig `toml:"master"`
+	IAMEnforcement bool `toml:"iam_enforcement"`
+	// Images are the releases whose base images `latentlab up` builds
+	// before the lab starts (default: debian-12). The catalogue has every
+	// release's AMIs either way; launching one whose base is not built
+	// builds it then, the instance pending meanwhile.
+	Images []string     `toml:"images"`
+	Master MasterConfig `toml:"master"`
 }
 
 // MasterConfig configures the lab's buildbot master.
@@ -115,6 +121,9 @@ func LoadConfig(path string) (Config, error) {
 	if c.ImagePending.Duration == 0 {
 		c.ImagePending.Duration = 3 * time.Second
 	}
+	if c.Images == nil {
+		c.Images = append([]string(nil), image.DefaultImages...)
+	}
 	return c, c.validate()
 }
 
@@ -136,6 +145,11 @@ func (c Config) validate() error {
 	p, err := netip.ParsePrefix(c.Addresses)
 	if err != nil || !p.Addr().Is4() || !p.Addr().IsLoopback() || p.Bits() < 16 || p.Bits() > 28 {
 		return fmt.Errorf("lab file: addresses %q: must be an IPv4 loopback range from /16 to /28, like %s", c.Addresses, DefaultAddresses)
+	}
+	for i, name := range c.Images {
+		if _, err := image.Lookup(name); err != nil {
+			return fmt.Errorf("lab file: images[%d]: %q: the lab can boot %s", i, name, strings.Join(image.Names(), ", "))
+		}
 	}
 	for i, w := range c.Master.Workers {
 		if w.Name == "" {

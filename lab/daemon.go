@@ -141,9 +141,10 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		defer logMu.Unlock()
 		fmt.Fprintf(log, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
 	}
-	base, err := image.EnsureBase(ctx, o.CacheDir, log)
-	if err != nil {
-		return err
+	for _, name := range cfg.Images {
+		if _, err := image.EnsureBase(ctx, o.CacheDir, name, log); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 		return err
@@ -208,6 +209,8 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		if err != nil {
 			return err
 		}
+		// Every release's archives: guests of each release install through it.
+		apt.Allow(append(append([]string(nil), aptcache.DefaultUpstreams...), image.ArchiveHosts()...)...)
 		ln, err := aptcache.Listen(cfg.AptCache)
 		if err != nil {
 			return fmt.Errorf("apt cache: listen on %s: %w (set apt_cache in the lab file)", cfg.AptCache, err)
@@ -225,7 +228,7 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		}
 		pipIndex = serveHelper("pypi cache", filepath.Join(o.CacheDir, "pypi"), ln, pypi.Serve, pypi.Stats, logf, &cleanups)
 	}
-	fl, err := newFleet(o.StateDir, base, client, cfg, logf)
+	fl, err := newFleet(ctx, o.StateDir, o.CacheDir, client, cfg, logf)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,6 @@
 // Package aptcache is the lab's caching HTTP forward proxy for apt, so that
-// bakes in lab instances do not download the same Debian packages again and
-// again.
+// bakes in lab instances do not download the same Debian and Ubuntu packages
+// again and again.
 //
 // It owns the on-disk cache (one file per URL under a directory that outlives
 // a lab), the allow-list of upstream mirrors, and the rules for what is cached
@@ -44,7 +44,8 @@ import (
 	"github.com/latentworker/latentworker/lab/loopback"
 )
 
-// DefaultUpstreams are the hosts the proxy forwards to unless Allow is called.
+// DefaultUpstreams are the hosts the proxy forwards to unless Allow is
+// called: Debian's archives. The lab allows every release's (Ubuntu's too).
 var DefaultUpstreams = []string{"deb.debian.org", "security.debian.org"}
 
 // DefaultFreshness is how long a mutable index is served without asking the
@@ -156,8 +157,9 @@ const (
 	mutable
 )
 
-// classify decides from the URL path alone. Debian never changes a file in
-// pool/ (the version is in its name) nor one under by-hash/ (the hash is).
+// classify decides from the URL path alone. Debian's and Ubuntu's archives
+// never change a file in pool/ (the version is in its name) nor one under
+// by-hash/ (the hash is).
 func classify(p string) kind {
 	base := path.Base(p)
 	switch {

@@ -94,6 +94,11 @@ var registry = []*Platform{
 		ProvedBy: ProvedByLab, Proof: labProof("Debian 13", "4.2"),
 	}),
 	debianPackage(Platform{
+		Name: "ubuntu-22.04", Title: "Ubuntu 22.04 LTS (jammy)", Repos: []string{"universe"},
+		BaseOwner: "099720109477", BaseName: "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-*", SSHUser: "ubuntu",
+		ProvedBy: ProvedByLab, Proof: labProof("Ubuntu 22.04", "3.4 (universe)"),
+	}),
+	debianPackage(Platform{
 		Name: "ubuntu-24.04", Aliases: []string{"ubuntu"}, Title: "Ubuntu 24.04 LTS (noble)", Repos: []string{"universe"},
 		BaseOwner: "099720109477", BaseName: "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*", SSHUser: "ubuntu",
 		ProvedBy: ProvedByLab, Proof: labProof("Ubuntu 24.04", "3.10 (universe)"),

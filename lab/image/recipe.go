@@ -130,6 +130,17 @@ var recipes = []Recipe{
 		},
 	},
 	{
+		Name: "ubuntu-22.04", Family: Ubuntu, VersionID: "22.04", Suite: "jammy",
+		Mirror: UbuntuMirror, Security: UbuntuSecurity, Components: []string{"main", "universe"},
+		Keyring: UbuntuKeyring, Packages: []string{"unattended-upgrades"},
+		User:  "ubuntu",
+		Owner: CanonicalOwner, NamePattern: "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-*",
+		AMIs: []AMI{
+			ubuntuAMI("ami-05e1b7c9d3f48a026", "hvm-ssd", "jammy", "22.04", "amd64", "20261016"),
+			ubuntuAMI("ami-06f2c8d0e4a59b137", "hvm-ssd", "jammy", "22.04", "amd64", "20261113"),
+		},
+	},
+	{
 		Name: "ubuntu-24.04", Family: Ubuntu, VersionID: "24.04", Suite: "noble",
 		Mirror: UbuntuMirror, Security: UbuntuSecurity, Components: []string{"main", "universe"},
 		Keyring: UbuntuKeyring, Packages: []string{"unattended-upgrades"}, Deb822: true,

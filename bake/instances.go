@@ -87,7 +87,7 @@ func (s *State) terminate(ctx context.Context, id string) error {
 		return err
 	}
 	w := ec2.NewInstanceTerminatedWaiter(s.opts.EC2, func(o *ec2.InstanceTerminatedWaiterOptions) {
-		o.MinDelay, o.MaxDelay = time.Second, s.opts.Timeouts.Poll
+		o.MinDelay, o.MaxDelay = s.opts.Timeouts.MinPoll, s.opts.Timeouts.Poll
 	})
 	defer s.waiting()()
 	err = w.Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, s.opts.Timeouts.Stop)
@@ -110,7 +110,7 @@ func launch(ctx context.Context, s *State) error {
 // waitInstance waits until id runs and returns its public address.
 func (s *State) waitInstance(ctx context.Context, id string) (string, error) {
 	w := ec2.NewInstanceRunningWaiter(s.opts.EC2, func(o *ec2.InstanceRunningWaiterOptions) {
-		o.MinDelay, o.MaxDelay = time.Second, s.opts.Timeouts.Poll
+		o.MinDelay, o.MaxDelay = s.opts.Timeouts.MinPoll, s.opts.Timeouts.Poll
 	})
 	defer s.waiting()()
 	out, err := w.WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, s.opts.Timeouts.Running)
@@ -251,7 +251,7 @@ func stop(ctx context.Context, s *State) error {
 		return fmt.Errorf("stopping instance %s: %w", s.InstanceID, err)
 	}
 	w := ec2.NewInstanceStoppedWaiter(s.opts.EC2, func(o *ec2.InstanceStoppedWaiterOptions) {
-		o.MinDelay, o.MaxDelay = time.Second, s.opts.Timeouts.Poll
+		o.MinDelay, o.MaxDelay = s.opts.Timeouts.MinPoll, s.opts.Timeouts.Poll
 	})
 	defer s.waiting()()
 	if err := w.Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{s.InstanceID}}, s.opts.Timeouts.Stop); err != nil {

@@ -111,10 +111,12 @@ type Front struct {
 	Log io.Writer
 
 	client *http.Client
-	logMu  sync.Mutex
-	keysMu sync.Mutex
-	keys   map[string]string // access key ID -> secret, of keys created through the front
-	authz  authzState
+	// launched holds RunInstances answers by region and client token.
+	launched sync.Map
+	logMu    sync.Mutex
+	keysMu   sync.Mutex
+	keys     map[string]string // access key ID -> secret, of keys created through the front
+	authz    authzState
 }
 
 // New returns a front for moto at motoURL.

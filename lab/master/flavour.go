@@ -296,3 +296,23 @@ func PipRoot(ctx context.Context, cacheDir string, log io.Writer) (string, error
 	fmt.Fprintf(log, "latentlab: Debian 13 root built in %s\n", time.Since(start).Round(time.Second))
 	return dir, nil
 }
+
+// Checkconfig runs `buildbot checkconfig dir` with this flavour (in its
+// root filesystem, if any) and the environment env, and returns its output.
+// An error means the configuration was refused or could not be checked.
+func (f Flavour) Checkconfig(ctx context.Context, dir string, env []string) ([]byte, error) {
+	bb := f.Buildbot
+	if bb == "" {
+		bb = DefaultBuildbot
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	cmd := f.command(ctx, dir, env, bb, "checkconfig", dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("buildbot checkconfig %s (%s): %w", dir, f.Name, err)
+	}
+	return out, nil
+}

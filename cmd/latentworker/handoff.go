@@ -154,6 +154,9 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 	for _, k := range res.Retired {
 		fmt.Fprintf(o.stderr, "latentworker: deleted the older access key %s\n", k.ID)
 	}
+	if res.IMDSv2Set {
+		fmt.Fprintf(o.stderr, "latentworker: AMI %s now requires IMDSv2 (imds-support v2.0) on every instance launched from it\n", b.AMI)
+	}
 	if res.PolicyChanged {
 		fmt.Fprintf(o.stderr, "latentworker: the key's policy now allows %s\n", b.AMI)
 	}

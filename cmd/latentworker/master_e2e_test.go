@@ -346,7 +346,7 @@ func TestHandedOffMaster(t *testing.T) {
 	// settings; with them, a build on the builder attached to the worker by
 	// name launches the AMI with the handed-off key, and the instance is
 	// terminated after build_wait_timeout.
-	t.Run("CPython-shaped master, buildbot 4.3.0", func(t *testing.T) {
+	t.Run("CPython-shaped master on buildbot 4.3.0", func(t *testing.T) {
 		flavour := master.RequirePipFlavour(t, "4.3.0")
 		doc := string(full)
 		class := handoff.Section(doc, handoff.SectionWorkerClass)

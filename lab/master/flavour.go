@@ -62,6 +62,9 @@ func EnsurePip(ctx context.Context, cacheDir, root, version string, log io.Write
 	if !PipVersionRE.MatchString(version) {
 		return Flavour{}, fmt.Errorf("buildbot version %q: want X.Y.Z", version)
 	}
+	if strings.ContainsAny(root, ",:\n") {
+		return Flavour{}, fmt.Errorf("root filesystem %q: a path with ',' or ':' cannot be an overlay's lower directory", root)
+	}
 	py, err := rootPython(root)
 	if err != nil {
 		return Flavour{}, err
@@ -173,11 +176,15 @@ func flock(ctx context.Context, path string) (func(), error) {
 // mount namespace of its own (Unshareflags), so every mount goes with the
 // process, however it ends.
 const rootScript = `set -e
-root=$1 scratch=$2
+root=$1 scratch=$2 wd=$PWD
 shift 2
 mount -t tmpfs -o mode=0755 latentlab-master "$scratch"
-mkdir "$scratch/upper" "$scratch/work" "$scratch/root"
-mount -t overlay -o "lowerdir=$root,upperdir=$scratch/upper,workdir=$scratch/work" latentlab-master "$scratch/root"
+# Relative upper and work directories: the option string is split at
+# commas, which a test's directory may hold.
+cd "$scratch"
+mkdir upper work root
+mount -t overlay -o "lowerdir=$root,upperdir=upper,workdir=work" latentlab-master root
+cd "$wd"
 r=$scratch/root
 while [ "$1" != -- ]; do
 	mkdir -p "$r$1"
@@ -194,7 +201,7 @@ if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
 	rm -f "$r/etc/ssl/certs/ca-certificates.crt"
 	cp /etc/ssl/certs/ca-certificates.crt "$r/etc/ssl/certs/ca-certificates.crt"
 fi
-exec chroot "$r" /usr/bin/env -C "$PWD" "$@"
+exec chroot "$r" /usr/bin/env -C "$wd" "$@"
 `
 
 // scratchDir is the directory under the master's (or venv's) directory

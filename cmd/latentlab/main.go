@@ -34,8 +34,9 @@ func newRoot() *cobra.Command {
   moto answers the EC2, IAM and STS APIs; a front endpoint on loopback gives
   instances a body: RunInstances boots a Debian system with systemd-nspawn on
   overlayfs, reachable over SSH at its own 127.x address, RebootInstances
-  reboots it, CreateImage captures its filesystem as a new AMI. A Debian
-  buildbot master runs beside it on loopback.
+  reboots it, CreateImage captures its filesystem as a new AMI. A buildbot
+  master runs beside it on loopback: Debian's 3.7, or a version from PyPI on
+  Python 3.13 with [master] buildbot = "4.3.0" in the lab file.
 
 It needs root. The first 'up' builds a Debian base image with debootstrap
 (about two minutes) and caches it; later ones take seconds.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/latentworker/latentworker/fleet"
@@ -48,6 +47,10 @@ type Result struct {
 	Leftovers []Leftover
 	// State is the run's final state.
 	State *State
+	// Completed: every step succeeded, so the image is the product,
+	// available and verified, even when the error reports leftovers that
+	// cleanup could not remove.
+	Completed bool
 }
 
 func (s *State) manifest() Manifest {
@@ -117,12 +120,24 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Expiry <= 0 {
 		opts.Expiry = 24 * time.Hour
 	}
+	p, err := opts.Config.Image.PlatformInfo()
+	if err != nil {
+		return nil, fmt.Errorf("bake: %w", err)
+	}
+	if opts.Timeouts.Image <= 0 {
+		opts.Timeouts.Image = p.ImageWait
+	}
 	opts.Timeouts = opts.Timeouts.withDefaults()
 	steps := opts.Steps
-	if steps == nil {
+	switch {
+	case steps != nil:
+	case opts.Resume != "":
+		steps = ResumeSteps()
+		opts.RunID = opts.Resume
+	default:
 		steps = Steps()
 	}
-	s := &State{RunID: opts.RunID, Region: opts.Region, opts: opts, started: time.Now()}
+	s := &State{RunID: opts.RunID, Region: opts.Region, Platform: p, opts: opts, started: time.Now()}
 	s.undo.notify = s.emit
 	if s.RunID == "" {
 		s.RunID = fleet.NewRunID()
@@ -171,7 +186,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	keep := func(k Kind) bool {
 		switch k {
 		case KindImage:
-			return ok
+			return ok || s.ImagePending
 		case KindBuilder:
 			if ok {
 				return !opts.TerminateBuilder
@@ -181,7 +196,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return false
 	}
 	left, undoErr := s.undo.unwind(ctx, opts.Timeouts.Unwind, keep)
-	res := &Result{Manifest: s.manifest(), State: s}
+	res := &Result{Manifest: s.manifest(), State: s, Completed: ok}
 	for _, l := range left {
 		if ok && l.Kept && l.ID == s.ImageID {
 			continue // the product
@@ -220,9 +235,7 @@ func (s *State) authorizeDebugKey(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	key := strings.TrimSpace(s.opts.DebugKey) + "\n"
-	err := s.client.Run(ctx, "umask 077 && mkdir -p ~/.ssh && cat >> ~/.ssh/authorized_keys", strings.NewReader(key), nil, nil)
-	if err != nil {
+	if err := s.driver("").AuthorizeKey(ctx, s.client, s.opts.DebugKey); err != nil {
 		s.warn("", fmt.Sprintf("could not add the debug key to %s: %v", s.InstanceID, err))
 		return
 	}

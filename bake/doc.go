@@ -17,6 +17,14 @@
 // to the instance only on a script's stdin (package provision), and the
 // private key exists only in memory as an ssh.Signer.
 //
-// The package does not parse flags, print or know shell: the CLI renders
-// Events, package provision runs scripts, package fleet names and tags.
+// Files follow the pipeline's phases: steps.go (the order), preflight.go,
+// temporaries.go (key pair, security group), instances.go (launch, wait,
+// connect, stop), worker.go (provision, updates and reboots, verification,
+// generalization), image.go (create, wait, verify by booting it).
+//
+// The package does not parse flags, print, or build a single shell
+// command: it asks the platform (package platform) for its key type, login
+// user, port and host-key source, and the platform's driver (package
+// provision) for everything that runs on an instance. The CLI renders
+// Events; package fleet names and tags.
 package bake

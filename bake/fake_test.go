@@ -13,6 +13,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/latentworker/latentworker/config"
+	"github.com/latentworker/latentworker/platform"
 	"github.com/latentworker/latentworker/provision"
 )
 
@@ -85,7 +86,7 @@ func (f *consoleFake) GetConsoleOutput(context.Context, *ec2.GetConsoleOutputInp
 
 func TestConsoleWithoutHostKeys(t *testing.T) {
 	f := &consoleFake{}
-	s := &State{opts: Options{EC2: f, Timeouts: Timeouts{Console: 300 * time.Millisecond, Poll: 50 * time.Millisecond}.withDefaults()}}
+	s := &State{Platform: platform.MustLookup("debian-12"), opts: Options{EC2: f, Timeouts: Timeouts{Console: 300 * time.Millisecond, Poll: 50 * time.Millisecond}.withDefaults()}}
 	_, err := s.consoleHostKeys(context.Background(), "i-0123456789abcdef0")
 	if !errors.Is(err, provision.ErrNoHostKeys) || !strings.Contains(err.Error(), "i-0123456789abcdef0") {
 		t.Errorf("consoleHostKeys = %v; want ErrNoHostKeys naming the instance", err)

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/latentworker/latentworker/fleet"
+	"github.com/latentworker/latentworker/platform"
 	"github.com/latentworker/latentworker/provision"
 	"github.com/latentworker/latentworker/scripts"
 )
@@ -15,8 +16,10 @@ import (
 // steps set and sets its own. It holds the temporary private key only as an
 // in-memory signer and never holds the password.
 type State struct {
-	RunID     string
-	Region    string
+	RunID  string
+	Region string
+	// Platform is the base image's platform (image.platform).
+	Platform  *platform.Platform
 	CallerARN string
 	// SSHCIDR is who may reach the builder over SSH.
 	SSHCIDR string
@@ -52,6 +55,9 @@ type State struct {
 	ImageID     string
 	ImageName   string
 	SnapshotIDs []string
+	// ImagePending is set when the wait for the image ran out while AWS
+	// still reported it pending: the image is kept for --resume.
+	ImagePending bool
 
 	// Timings holds each finished step's duration, in order.
 	Timings []Timing

@@ -37,10 +37,3 @@ func TestSSHCIDR(t *testing.T) {
 		}
 	}
 }
-
-func TestPrettyName(t *testing.T) {
-	in := "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"
-	if got, want := prettyName([]byte(in)), "Debian GNU/Linux 12 (bookworm)"; got != want {
-		t.Errorf("prettyName = %q; want %q", got, want)
-	}
-}

@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"syscall"
 	"unicode"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/latentworker/latentworker/platform"
 	"github.com/latentworker/latentworker/scripts"
 )
 
@@ -24,7 +28,7 @@ const (
 	DefaultMaster       = "buildbot-api.python.org:9020"
 	DefaultPasswordEnv  = "LATENTWORKER_PASSWORD"
 	DefaultInstanceType = "t3.large"
-	DefaultPlatform     = scripts.Debian
+	DefaultPlatform     = platform.Default
 	DefaultNamePrefix   = "latentworker"
 )
 
@@ -33,12 +37,6 @@ const (
 const (
 	MinRootVolumeGiB = 30
 	MaxRootVolumeGiB = 16384
-)
-
-// Publishers of the default base images.
-const (
-	DebianOwner    = "136693071363" // Debian's cloud team
-	CanonicalOwner = "099720109477" // Canonical, for Ubuntu
 )
 
 // Config is a complete latentworker configuration. Its zero value is not
@@ -95,7 +93,8 @@ type AWS struct {
 
 // Image is the [image] section: what the AMI is made from and called.
 type Image struct {
-	// Platform is the OS family: one of scripts.Platforms().
+	// Platform names the base image's OS release: a name or alias in
+	// package platform's registry (platform.Names()).
 	Platform string `toml:"platform"`
 	// BaseAMI is the base image's ID; when set, BaseOwner and BaseName are
 	// not used.
@@ -108,9 +107,14 @@ type Image struct {
 	BaseName string `toml:"base_name"`
 	// RootVolumeGiB is the root volume size, MinRootVolumeGiB or more.
 	RootVolumeGiB int `toml:"root_volume_gib"`
-	// SSHUser is the login user of the base image; "" is the platform's
-	// (scripts.DefaultUser).
+	// SSHUser is the login user of the base image; "" is the platform's.
 	SSHUser string `toml:"ssh_user"`
+	// Install is how buildbot-worker is installed: "" (the platform's way),
+	// "package" or "pip" (the guide's fallback: a virtual environment, the
+	// system user and unit made by hand).
+	Install string `toml:"install"`
+	// WorkerVersion pins the buildbot-worker pip installs; "" is the newest.
+	WorkerVersion string `toml:"worker_version"`
 	// CPythonBuildDeps installs the packages CPython's build needs.
 	CPythonBuildDeps bool `toml:"cpython_build_deps"`
 	// ExtraScripts run as root, in order, after the worker is set up;
@@ -167,7 +171,7 @@ var tableLine = regexp.MustCompile(`^\s*\[\[?\s*([^\]]+?)\s*\]\]?`)
 // file's directory. Load does not validate: call Validate after the
 // environment and flag overrides.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readSmallFile(path, MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
@@ -180,6 +184,9 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("load config %s: %w", path, err)
 	}
 	if err := checkUndecoded(md.Undecoded()); err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	if err := checkTypes(md); err != nil {
 		return nil, fmt.Errorf("load config %s: %w", path, err)
 	}
 	if c.AWS.Tags == nil {
@@ -208,6 +215,90 @@ func Load(path string) (*Config, error) {
 		c.Image.ExtraScripts[i] = resolve(p)
 	}
 	return c, nil
+}
+
+// MaxFileSize bounds the config file and the password file: both are a
+// few lines, and reading something else (a device, a log) must fail at once.
+const MaxFileSize = 1 << 20
+
+// readSmallFile reads path, which must be a regular file of at most limit
+// bytes: a FIFO, a device or a directory is refused before it is opened
+// for reading (a FIFO would block, /dev/zero would never end).
+func readSmallFile(path string, limit int64) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: must be a regular file, not %s", path, fileKind(fi.Mode()))
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s: is %d bytes; at most %d are allowed", path, fi.Size(), limit)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: more than %d bytes", path, limit)
+	}
+	return b, nil
+}
+
+// fileKind names a file mode's type for an error.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return "a special file"
+}
+
+// checkTypes refuses a value of the wrong TOML type, which the decoder
+// would otherwise drop silently for tables (aws.tags = "team=x").
+func checkTypes(md toml.MetaData) error {
+	want := map[Kind][]string{
+		KindString: {"String"},
+		KindInt:    {"Integer"},
+		KindBool:   {"Bool"},
+		KindList:   {"Array"},
+		KindTable:  {"Hash", "Inline Table"},
+	}
+	var errs []error
+	for _, k := range Keys() {
+		parts := strings.Split(k.Name, ".")
+		if !md.IsDefined(parts...) {
+			continue
+		}
+		got := md.Type(parts...)
+		if !slices.Contains(want[k.Kind], got) {
+			errs = append(errs, &FieldError{Key: k.Name, Value: "(a TOML " + strings.ToLower(got) + ")", Rule: "must be a " + string(k.Kind) + tomlExample(k.Kind)})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func tomlExample(k Kind) string {
+	switch k {
+	case KindTable:
+		return `, e.g. { team = "x" }`
+	case KindList:
+		return `, e.g. ["a.sh", "b.sh"]`
+	case KindString:
+		return ` in quotes`
+	}
+	return ""
 }
 
 // checkNoPassword refuses a file with a line that sets a password-like key
@@ -252,24 +343,28 @@ func checkUndecoded(keys []toml.Key) error {
 	return errors.Join(errs...)
 }
 
-// DefaultBase returns the base image filter of a platform: the publisher's
-// account and the name pattern of the current release (Debian 12, Ubuntu
-// 24.04 LTS, both amd64), or "", "" for an unknown platform.
-func DefaultBase(platform string) (owner, namePattern string) {
-	switch platform {
-	case scripts.Debian:
-		return DebianOwner, "debian-12-amd64-*"
-	case scripts.Ubuntu:
-		return CanonicalOwner, "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
+// PlatformInfo returns the registry entry of Platform, or an error
+// listing the known platforms.
+// With Install = "pip" it is the platform installed the guide's pip way
+// (platform.Platform.WithPip).
+func (i Image) PlatformInfo() (*platform.Platform, error) {
+	p, err := platform.Lookup(i.Platform)
+	if err != nil {
+		return nil, err
 	}
-	return "", ""
+	if i.Install == string(platform.Pip) {
+		p = p.WithPip()
+	}
+	return p, nil
 }
 
 // EffectiveBase returns the base image filter with the platform's defaults
 // filled in for an empty BaseOwner or BaseName. It is meaningless when
 // BaseAMI is set.
 func (i Image) EffectiveBase() (owner, namePattern string) {
-	owner, namePattern = DefaultBase(i.Platform)
+	if p, err := i.PlatformInfo(); err == nil {
+		owner, namePattern = p.BaseOwner, p.BaseName
+	}
 	if i.BaseOwner != "" {
 		owner = i.BaseOwner
 	}
@@ -279,13 +374,16 @@ func (i Image) EffectiveBase() (owner, namePattern string) {
 	return owner, namePattern
 }
 
-// EffectiveSSHUser returns SSHUser, or the platform's default login user
-// when it is empty.
+// EffectiveSSHUser returns SSHUser, or the platform's login user when it is
+// empty.
 func (i Image) EffectiveSSHUser() string {
 	if i.SSHUser != "" {
 		return i.SSHUser
 	}
-	return scripts.DefaultUser(i.Platform)
+	if p, err := i.PlatformInfo(); err == nil {
+		return p.SSHUser
+	}
+	return ""
 }
 
 // DefaultHostInfo renders the info/host text used when worker.host_info is
@@ -324,5 +422,6 @@ func (c *Config) ScriptWorker(osName string) scripts.Worker {
 		AdminName:  c.Worker.AdminName,
 		AdminEmail: c.Worker.AdminEmail,
 		HostInfo:   host,
+		Version:    c.Image.WorkerVersion,
 	}
 }

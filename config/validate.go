@@ -16,6 +16,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/latentworker/latentworker/platform"
+
 	"github.com/latentworker/latentworker/scripts"
 )
 
@@ -122,6 +124,7 @@ func (c *Config) Validate() error {
 	if c.Worker.HostInfo == "" {
 		w.HostInfo = "generated" // checked when it is rendered
 	}
+	w.Version = "" // image.worker_version, checked with [image]
 	if err := w.Validate(); err != nil {
 		for _, e := range unjoin(err) {
 			var fe *scripts.FieldError
@@ -170,8 +173,32 @@ func (c *Config) Validate() error {
 	}
 
 	// [image]
-	if v := c.Image.Platform; !slices.Contains(scripts.Platforms(), v) {
-		bad("image.platform", v, "must be one of "+strings.Join(scripts.Platforms(), ", "), nil)
+	p, perr := c.Image.PlatformInfo()
+	if perr != nil {
+		bad("image.platform", c.Image.Platform, "must be one of "+strings.Join(platform.Names(), ", "), nil)
+	} else if !p.OfficialBase() {
+		if c.Image.BaseAMI == "" && (c.Image.BaseOwner == "" || c.Image.BaseName == "") {
+			bad("image.base_ami", c.Image.BaseAMI, p.Title+" has no official AMI: set image.base_ami (or image.base_owner and image.base_name)", nil)
+		}
+		if c.Image.SSHUser == "" && p.SSHUser == "" {
+			bad("image.ssh_user", "", p.Title+" has no official AMI: set the login user of your base image", nil)
+		}
+	}
+	switch v := c.Image.Install; v {
+	case "", string(platform.Pip):
+	case string(platform.Package):
+		if perr == nil && p.Install != platform.Package {
+			bad("image.install", v, p.Title+" has no buildbot-worker package: must be empty or pip", nil)
+		}
+	default:
+		bad("image.install", v, "must be empty (the platform's way), package or pip", nil)
+	}
+	if v := c.Image.WorkerVersion; v != "" {
+		if !scripts.ValidVersion(v) {
+			bad("image.worker_version", v, "must be empty (the newest) or a buildbot-worker release such as 4.3.0: digits and dots, then letters, digits, '.', '!' or '+'", nil)
+		} else if perr == nil && p.Install != platform.Pip {
+			bad("image.worker_version", v, p.Title+" installs the distribution's package, whose version is the release's: set image.install = \"pip\" to pin one", nil)
+		}
 	}
 	if v := c.Image.BaseAMI; v != "" {
 		if !amiRE.MatchString(v) {

@@ -1,13 +1,18 @@
 package provision
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/latentworker/latentworker/platform"
 	"github.com/latentworker/latentworker/scripts"
 )
 
@@ -30,7 +35,7 @@ func TestDriverRunScript(t *testing.T) {
 	ctx := testContext(t)
 	c := s.dial(ctx)
 	var progress syncBuffer
-	d := &Driver{Platform: scripts.Debian, Progress: &progress}
+	d := &Driver{Platform: debian12, Progress: &progress}
 	script := []byte("#!/bin/sh\nset -eu\necho \"progress on stderr\" >&2\nprintf 'stdout line\\nno newline'\n")
 	if err := d.RunScript(ctx, c, "Extra Script #1", script); err != nil {
 		t.Fatalf("RunScript = %v", err)
@@ -58,7 +63,7 @@ func TestDriverRunScript(t *testing.T) {
 // (sshd runs on this host, so the remote /tmp is ours).
 func assertNoScriptsLeft(t *testing.T, name string) {
 	t.Helper()
-	left, _ := filepath.Glob(scriptDir + "/latentworker-" + name + "-*.sh")
+	left, _ := filepath.Glob("/tmp/latentworker-" + name + "-*.sh")
 	if len(left) > 0 {
 		t.Errorf("scripts left behind: %v", left)
 	}
@@ -81,7 +86,7 @@ echo "error: password $pw rejected" >&2
 exit 3
 `
 	var progress syncBuffer
-	d := &Driver{Platform: scripts.Debian, Progress: &progress}
+	d := &Driver{Platform: debian12, Progress: &progress}
 	err := d.run(ctx, c, "leaky", []byte(script), testPassword, nil)
 	if err == nil {
 		t.Fatal("run(failing script) = nil; want an error")
@@ -124,14 +129,14 @@ func TestDriverVerify(t *testing.T) {
 	ctx := testContext(t)
 	c := s.dial(ctx)
 	var progress syncBuffer
-	d := &Driver{Platform: scripts.Debian, Progress: &progress}
+	d := &Driver{Platform: debian12, Progress: &progress}
 	facts, err := d.Verify(ctx, c, testWorker(), testPassword)
 	var mm *scripts.MismatchError
 	if !errors.As(err, &mm) {
 		t.Fatalf("Verify(absent worker) = %v; want a *scripts.MismatchError", err)
 	}
-	if facts.TacPresent != "no" || facts.WorkerDir != testWorker().WorkerDir() {
-		t.Errorf("Verify facts = %+v; want tac_present=no for %s", facts, testWorker().WorkerDir())
+	if facts.TacPresent != "no" || facts.WorkerDir != debian12.WorkerDir(testWorker().Name) {
+		t.Errorf("Verify facts = %+v; want tac_present=no for %s", facts, debian12.WorkerDir(testWorker().Name))
 	}
 	if strings.Contains(err.Error(), testPassword) || strings.Contains(progress.String(), testPassword) {
 		t.Errorf("the password leaked into the error or the progress")
@@ -147,7 +152,7 @@ func TestDriverRebootRequired(t *testing.T) {
 	ctx := testContext(t)
 	c := s.dial(ctx)
 	var progress syncBuffer
-	d := &Driver{Platform: scripts.Ubuntu, Progress: &progress}
+	d := &Driver{Platform: platform.MustLookup("ubuntu-24.04"), Progress: &progress}
 	required, err := d.RebootRequired(ctx, c)
 	if err != nil {
 		t.Fatalf("RebootRequired = %v", err)
@@ -163,7 +168,7 @@ func TestDriverRebootRequired(t *testing.T) {
 
 func TestDriverRefusesBadInput(t *testing.T) {
 	c := &Client{addr: "192.0.2.1:22", user: "admin"} // never reached
-	d := &Driver{Platform: scripts.Debian}
+	d := &Driver{Platform: debian12}
 	for _, pw := range []string{"", "two\nlines", "cr\r", "nul\x00"} {
 		if err := d.Setup(t.Context(), c, testWorker(), pw); !errors.Is(err, ErrInvalidPassword) {
 			t.Errorf("Setup(password %q) = %v; want ErrInvalidPassword", pw, err)
@@ -174,24 +179,60 @@ func TestDriverRefusesBadInput(t *testing.T) {
 			t.Errorf("Verify(password %q) = %v; want ErrInvalidPassword", pw, err)
 		}
 	}
-	other := &Driver{Platform: "windows"}
-	if err := other.Updates(t.Context(), c); !errors.Is(err, scripts.ErrUnknownPlatform) {
-		t.Errorf("Updates on platform windows = %v; want scripts.ErrUnknownPlatform", err)
+	other := &Driver{Platform: &platform.Platform{Name: "plan9", Family: "plan9", Shell: platform.POSIX}}
+	if err := other.Updates(t.Context(), c); !errors.Is(err, scripts.ErrUnsupported) {
+		t.Errorf("Updates on platform plan9 = %v; want scripts.ErrUnsupported", err)
 	}
 	if err := d.Generalize(t.Context(), c, "not a key"); !errors.Is(err, scripts.ErrInvalidKey) {
 		t.Errorf("Generalize(bad key) = %v; want scripts.ErrInvalidKey", err)
 	}
 }
 
-func TestScriptCommand(t *testing.T) {
-	tests := []struct{ user, path, want string }{
-		{"root", "/tmp/latentworker-setup-00.sh", "sh '/tmp/latentworker-setup-00.sh'"},
-		{"admin", "/tmp/latentworker-setup-00.sh", "sudo -n sh '/tmp/latentworker-setup-00.sh'"},
-		{"ubuntu", "/tmp/it's.sh", `sudo -n sh '/tmp/it'\''s.sh'`},
+func TestShellCommands(t *testing.T) {
+	tests := []struct {
+		platform, user, path, want string
+	}{
+		{"debian-12", "root", "/tmp/latentworker-setup-00.sh", "sh '/tmp/latentworker-setup-00.sh'"},
+		{"debian-12", "admin", "/tmp/latentworker-setup-00.sh", "sudo -n sh '/tmp/latentworker-setup-00.sh'"},
+		{"ubuntu-24.04", "ubuntu", "/tmp/it's.sh", `sudo -n sh '/tmp/it'\''s.sh'`},
 	}
 	for _, tt := range tests {
-		if got := scriptCommand(tt.user, tt.path); got != tt.want {
-			t.Errorf("scriptCommand(%q, %q) = %q; want %q", tt.user, tt.path, got, tt.want)
+		sh, err := ShellFor(platform.MustLookup(tt.platform), tt.user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sh.RunScript(tt.path); got != tt.want {
+			t.Errorf("RunScript(%s, %q, %q) = %q; want %q", tt.platform, tt.user, tt.path, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		root platform.Root
+		want string
+	}{
+		{platform.Sudo, "sudo -n systemctl reboot"},
+		{platform.Doas, "doas -n systemctl reboot"},
+		{platform.SuRoot, "su root -c 'systemctl reboot'"},
+	} {
+		sh := &POSIXShell{User: "admin", Root: tt.root, RebootCmd: "systemctl reboot"}
+		if got := sh.Reboot(); got != tt.want {
+			t.Errorf("Reboot(root %q) = %q; want %q", tt.root, got, tt.want)
+		}
+	}
+	ps := PowerShellShell{}
+	if got, want := ps.RunScript("C:/Windows/Temp/it's.ps1"), "powershell.exe -NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass -File 'C:/Windows/Temp/it''s.ps1'"; got != want {
+		t.Errorf("PowerShell RunScript = %q; want %q", got, want)
+	}
+}
+
+func TestOSName(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n", "Debian GNU/Linux 12 (bookworm)"},
+		{"PRETTY_NAME='Odd'\n", "Odd"},
+		{"FreeBSD 14.1-RELEASE\n", "FreeBSD 14.1-RELEASE"},
+		{"", ""},
+	} {
+		if got := osName([]byte(tc.in)); got != tc.want {
+			t.Errorf("osName(%q) = %q; want %q", tc.in, got, tc.want)
 		}
 	}
 }
@@ -207,7 +248,7 @@ func TestScriptPath(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, tt := range tests {
-		p, err := scriptPath(tt.name)
+		p, err := scriptPath(&POSIXShell{TempDir: "/tmp"}, tt.name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -242,3 +283,70 @@ func TestLineWriter(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+var debian12 = platform.MustLookup("debian-12")
+
+// TestDriverSurvivesDroppedConnection: a script runs detached; its SSH
+// connection is cut three times while it runs (as a reset would); the
+// driver reconnects, follows it again from where it was and returns its
+// real exit status with all its output, once, in order. The secret still
+// reaches the script only on stdin, and no job directory is left.
+func TestDriverSurvivesDroppedConnection(t *testing.T) {
+	s := newSSHD(t)
+	s.start()
+	ctx := testContext(t)
+	c := s.dial(ctx)
+	var progress syncBuffer
+	var drops atomic.Int32
+	d := &Driver{Platform: debian12, Progress: &progress}
+	// Cut the connection three times while the script runs.
+	stop := make(chan struct{})
+	defer close(stop)
+	cur := make(chan *Client, 1)
+	cur <- c
+	go func() {
+		for drops.Load() < 3 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(700 * time.Millisecond):
+			}
+			progressed := strings.Count(progress.String(), "tick ")
+			if progressed > int(drops.Load())*3 {
+				cl := <-cur
+				cl.ssh.Conn.Close()
+				drops.Add(1)
+				cur <- cl
+			}
+		}
+	}()
+	d.Reconnect = func(ctx context.Context, old *Client) (*Client, error) {
+		old.Close()
+		nc := s.dial(ctx)
+		<-cur
+		cur <- nc
+		return nc, nil
+	}
+	script := []byte("#!/bin/sh\nIFS= read -r pw\n[ \"$pw\" = 's3cret-pw' ] || exit 9\nexec </dev/null\nfor i in $(seq 1 16); do echo \"tick $i\" >&2; sleep 0.3; done\necho done\nexit 4\n")
+	err := d.run(ctx, c, "drop-test", script, "s3cret-pw", nil)
+	var ee *ExitError
+	if !errors.As(err, &ee) || ee.Status != 4 {
+		t.Fatalf("run = %v; want the script's own status 4 after %d drops", err, drops.Load())
+	}
+	if drops.Load() < 3 {
+		t.Errorf("the connection was cut %d times; want 3", drops.Load())
+	}
+	out := progress.String()
+	for i := 1; i <= 16; i++ {
+		if n := strings.Count(out, fmt.Sprintf("tick %d\n", i)); n != 1 {
+			t.Errorf("tick %d appears %d times in the progress; want once:\n%s", i, n, out)
+		}
+	}
+	if !strings.Contains(out, "done\n") || strings.Contains(out, "s3cret-pw") {
+		t.Errorf("progress = %q; want done, and never the password", out)
+	}
+	if left, _ := filepath.Glob("/run/latentworker-job-drop-test-*"); len(left) > 0 {
+		t.Errorf("job directories left: %v", left)
+	}
+	assertNoScriptsLeft(t, "drop-test")
+}

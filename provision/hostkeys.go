@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/latentworker/latentworker/platform"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -153,6 +154,20 @@ var (
 	// "ssh-ed25519 AAAA... root@host"
 	keyLine = regexp.MustCompile(`(?:^|\s)((?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]+)\s+(AAAA[A-Za-z0-9+/]+={0,3})(?:\s|$)`)
 )
+
+// ParseHostKeys extracts the SSH host keys an instance printed on its
+// console the way its platform prints them (platform.HostKeySource). It
+// returns an error wrapping ErrNoHostKeys when the console shows none, and
+// always for a platform whose console never shows them.
+func ParseHostKeys(source platform.HostKeySource, console []byte) (HostKeys, error) {
+	switch source {
+	case platform.CloudInit, platform.FreeBSDConsole:
+		// FreeBSD's ec2 rc scripts print the same blocks as cloud-init,
+		// each line behind "ec2: ".
+		return ParseConsoleHostKeys(console)
+	}
+	return HostKeys{}, fmt.Errorf("parse console host keys: %w (host key source %q)", ErrNoHostKeys, source)
+}
 
 // ParseConsoleHostKeys extracts the SSH host keys from EC2 console output
 // (GetConsoleOutput, decoded). It reads every "SSH HOST KEY FINGERPRINTS"

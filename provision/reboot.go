@@ -13,7 +13,7 @@ const rebootPoll = 2 * time.Second
 
 // Reboot reboots the machine c is connected to and returns a client
 // connected to the new boot. It reads the boot ID, asks for a reboot
-// ("systemctl reboot", through "sudo -n" unless the user is root),
+// (sh's reboot command, as root),
 // tolerating the connection dropping under it, closes c, and then calls
 // redial (normally a Dial with the same Target, whose own retries cover
 // the time the machine is down) until the boot ID differs. A reboot is
@@ -22,13 +22,13 @@ const rebootPoll = 2 * time.Second
 // c is closed in every case. On error no client is returned; the error
 // says whether the reboot request, the reconnection or ctx failed. A
 // redial error (a host-key mismatch, authentication, ctx) ends Reboot.
-func Reboot(ctx context.Context, c *Client, redial func(context.Context) (*Client, error)) (*Client, error) {
-	return reboot(ctx, c, redial, asRoot(c.User(), "systemctl reboot"), rebootPoll)
+func Reboot(ctx context.Context, c *Client, sh Shell, redial func(context.Context) (*Client, error)) (*Client, error) {
+	return reboot(ctx, c, sh, redial, sh.Reboot(), rebootPoll)
 }
 
-func reboot(ctx context.Context, c *Client, redial func(context.Context) (*Client, error), cmd string, poll time.Duration) (*Client, error) {
+func reboot(ctx context.Context, c *Client, sh Shell, redial func(context.Context) (*Client, error), cmd string, poll time.Duration) (*Client, error) {
 	addr := c.Addr()
-	before, err := c.BootID(ctx)
+	before, err := c.BootID(ctx, sh)
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("reboot %s: %w", addr, err)
@@ -49,7 +49,7 @@ func reboot(ctx context.Context, c *Client, redial func(context.Context) (*Clien
 		if err != nil {
 			return nil, fmt.Errorf("reboot %s: reconnect: %w", addr, err)
 		}
-		id, err := nc.BootID(ctx)
+		id, err := nc.BootID(ctx, sh)
 		if err == nil && id != before {
 			return nc, nil
 		}
@@ -60,14 +60,4 @@ func reboot(ctx context.Context, c *Client, redial func(context.Context) (*Clien
 			return nil, fmt.Errorf("reboot %s: boot ID still %s: %w", addr, before, cause)
 		}
 	}
-}
-
-// asRoot returns cmd run as root: as is for root, else through
-// "sudo -n", which fails instead of prompting, so that sudo can never read
-// (and consume) a secret meant for cmd's stdin.
-func asRoot(user, cmd string) string {
-	if user == "root" {
-		return cmd
-	}
-	return "sudo -n " + cmd
 }

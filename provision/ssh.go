@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -33,6 +34,9 @@ type Target struct {
 	Addr   string     // host:port
 	User   string     // login user, e.g. scripts.DefaultUser(platform)
 	Signer ssh.Signer // the private key; it never leaves the process
+	// Signers, when Signer is nil, offers keys from elsewhere (an SSH
+	// agent's).
+	Signers func() ([]ssh.Signer, error)
 	// HostKey checks the server's host key: HostKeys.Check for keys read
 	// from the console, else TrustOnFirstUse. Required: there is no
 	// insecure default. An error from it ends Dial at once.
@@ -72,7 +76,6 @@ type Client struct {
 
 	ssh        *ssh.Client
 	addr, user string
-	bootIDPath string
 	stop       chan struct{}
 	closeOnce  sync.Once
 }
@@ -108,7 +111,7 @@ func Dial(ctx context.Context, t Target) (*Client, error) {
 	if t.HostKey == nil {
 		return nil, fmt.Errorf("ssh %s@%s: no host key callback", t.User, t.Addr)
 	}
-	if t.Signer == nil {
+	if t.Signer == nil && t.Signers == nil {
 		return nil, fmt.Errorf("ssh %s@%s: no private key", t.User, t.Addr)
 	}
 	t = t.withDefaults()
@@ -211,6 +214,9 @@ func (t Target) dialOnce(ctx context.Context) (*Client, error) {
 		User: t.User,
 		Auth: []ssh.AuthMethod{ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
 			authTried.Store(true)
+			if t.Signer == nil {
+				return t.Signers()
+			}
 			return []ssh.Signer{t.Signer}, nil
 		})},
 		HostKeyCallback: func(hostname string, remote net.Addr, key ssh.PublicKey) error {
@@ -244,11 +250,10 @@ func (t Target) dialOnce(ctx context.Context) (*Client, error) {
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
 	c := &Client{
-		ssh:        ssh.NewClient(sc, chans, reqs),
-		addr:       t.Addr,
-		user:       t.User,
-		bootIDPath: bootIDPath,
-		stop:       make(chan struct{}),
+		ssh:  ssh.NewClient(sc, chans, reqs),
+		addr: t.Addr,
+		user: t.User,
+		stop: make(chan struct{}),
 	}
 	if t.KeepAlive > 0 {
 		go c.keepAlive(t.KeepAlive)
@@ -387,28 +392,53 @@ func (c *Client) Output(ctx context.Context, cmd string, stdin io.Reader) ([]byt
 }
 
 // Upload writes content to a new file at path on the machine, with mode's
-// permission bits, without SFTP: the content travels on stdin. The file is
-// created exclusively (an existing file or symlink at path is an error) and
-// is never readable by others while it is written. It is owned by the login
-// user. On error a partial file may remain.
-func (c *Client) Upload(ctx context.Context, path string, content []byte, mode os.FileMode) error {
+// permission bits, over SFTP: no shell is involved. The file is created
+// exclusively (an existing file or symlink at path is an error) and its
+// mode is set before any content is written, so it is never readable by
+// others with content in it. It is owned by the login user. On error a
+// partial file may remain.
+func (c *Client) Upload(ctx context.Context, path string, content []byte, mode os.FileMode) (err error) {
 	if path == "" || strings.ContainsAny(path, "\x00\n") {
 		return fmt.Errorf("upload to %s: invalid path %q", c.addr, path)
 	}
-	q := shellQuote(path)
-	cmd := fmt.Sprintf("umask 077 && set -C && cat > %s && chmod %04o %s", q, mode.Perm(), q)
-	if err := c.Run(ctx, cmd, strings.NewReader(string(content)), nil, nil); err != nil {
-		return fmt.Errorf("upload %s to %s: %w", path, c.addr, err)
+	if c.OnCommand != nil {
+		defer func(start time.Time) { c.OnCommand(time.Since(start)) }(time.Now())
+	}
+	sc, err := sftp.NewClient(c.ssh)
+	if err != nil {
+		return fmt.Errorf("upload %s to %s: start SFTP: %w", path, c.addr, err)
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+			sc.Close()
+		case <-done:
+		}
+	}()
+	defer sc.Close()
+	f, err := sc.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+	if err != nil {
+		return fmt.Errorf("upload %s to %s: %w", path, c.addr, errors.Join(context.Cause(ctx), err))
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("upload %s to %s: %w", path, c.addr, cerr)
+		}
+	}()
+	if err := f.Chmod(mode.Perm()); err != nil {
+		return fmt.Errorf("upload %s to %s: chmod: %w", path, c.addr, errors.Join(context.Cause(ctx), err))
+	}
+	if _, err := f.Write(content); err != nil {
+		return fmt.Errorf("upload %s to %s: %w", path, c.addr, errors.Join(context.Cause(ctx), err))
 	}
 	return nil
 }
 
-// bootIDPath holds the kernel's random ID of the current boot.
-const bootIDPath = "/proc/sys/kernel/random/boot_id"
-
-// BootID returns the machine's boot ID, which changes on every boot.
-func (c *Client) BootID(ctx context.Context) (string, error) {
-	out, err := c.Output(ctx, "cat "+shellQuote(c.bootIDPath), nil)
+// BootID runs sh's boot ID command and returns the one word it prints.
+func (c *Client) BootID(ctx context.Context, sh Shell) (string, error) {
+	out, err := c.Output(ctx, sh.BootID(), nil)
 	if err != nil {
 		return "", fmt.Errorf("read boot ID on %s: %w", c.addr, err)
 	}

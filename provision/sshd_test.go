@@ -116,6 +116,7 @@ func newSSHD(t *testing.T) *sshd {
 		"PasswordAuthentication no",
 		"KbdInteractiveAuthentication no",
 		"UsePAM no",
+		"Subsystem sftp internal-sftp",
 		"PidFile none",
 		"StrictModes no",
 		"LogLevel VERBOSE",

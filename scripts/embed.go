@@ -4,5 +4,5 @@ import "embed"
 
 // files holds the script templates and the Python helpers they embed.
 //
-//go:embed linux/*.sh.tmpl linux/*.py
+//go:embed linux python
 var files embed.FS

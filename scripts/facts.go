@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/latentworker/latentworker/platform"
 )
 
 // Facts is what the Verify script reports about a worker. A field whose key
@@ -164,12 +166,12 @@ func (e *MismatchError) Error() string {
 	return fmt.Sprintf("worker %s: %d problem(s): %s", e.Worker, len(e.Mismatches), strings.Join(e.Mismatches, "; "))
 }
 
-// Check compares the facts with what Setup makes of w and returns nil or a
-// *MismatchError naming every mismatch: buildbot.tac present, mode 0600,
-// owned by buildbot:buildbot, keepalive 60, delete_leftover_dirs 1, master
+// Check compares the facts with what Setup makes of w on p and returns nil
+// or a *MismatchError naming every mismatch: buildbot.tac present, mode
+// 0600, owned by the platform's worker account, keepalive 60, delete_leftover_dirs 1, master
 // host and port, worker name, password ok, info/admin and info/host present
 // with w's content, and the service enabled and up (ServiceUp).
-func (f Facts) Check(w Worker) error {
+func (f Facts) Check(p *platform.Platform, w Worker) error {
 	if err := w.Validate(); err != nil {
 		return fmt.Errorf("check worker facts: %w", err)
 	}
@@ -193,7 +195,7 @@ func (f Facts) Check(w Worker) error {
 	}
 	if f.TacPresent == "yes" {
 		want("tac_mode", f.TacMode, "0600")
-		want("tac_owner", f.TacOwner, "buildbot:buildbot")
+		want("tac_owner", f.TacOwner, p.WorkerUser+":"+p.WorkerUser)
 		want("keepalive", f.Keepalive, "60")
 		want("delete_leftover_dirs", f.DeleteLeftoverDirs, "1")
 		want("buildmaster_host", f.MasterHost, host)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/latentworker/latentworker/platform"
 )
 
 // goodFacts is Verify's output for goldenWorker on a finished instance.
@@ -67,7 +69,7 @@ func TestParseFacts(t *testing.T) {
 		f.ServiceEnabled != "enabled" || f.InfoAdmin != "Jane Doe <jane AT example.org>" || len(f.Raw) != 19 {
 		t.Errorf("ParseFacts(good) = %+v", f)
 	}
-	if err := f.Check(goldenWorker); err != nil {
+	if err := f.Check(debian12, goldenWorker); err != nil {
 		t.Errorf("Check(good) = %v; want nil", err)
 	}
 
@@ -130,7 +132,7 @@ func TestCheck(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: ParseFacts: %v", tc.desc, err)
 		}
-		err = f.Check(goldenWorker)
+		err = f.Check(debian12, goldenWorker)
 		var me *MismatchError
 		if !errors.As(err, &me) {
 			t.Errorf("%s: Check = %v; want a *MismatchError", tc.desc, err)
@@ -151,7 +153,7 @@ func TestCheck(t *testing.T) {
 	}
 
 	f, _ := ParseFacts([]byte(goodFacts))
-	if err := f.Check(Worker{}); err == nil || len(fieldErrors(err)) == 0 {
+	if err := f.Check(debian12, Worker{}); err == nil || len(fieldErrors(err)) == 0 {
 		t.Errorf("Check(invalid worker) = %v; want the field errors", err)
 	}
 }
@@ -260,7 +262,7 @@ func TestPythonHelpers(t *testing.T) {
 	}
 	f := facts(password)
 	f.TacOwner = "buildbot:buildbot" // the test does not run as buildbot
-	if err := f.Check(w); err != nil {
+	if err := f.Check(debian12, w); err != nil {
 		t.Errorf("Check after tacedit.py: %v", err)
 	}
 	if f := facts("wrong"); f.Passwd != "mismatch" {
@@ -280,7 +282,7 @@ func TestPythonHelpers(t *testing.T) {
 	if out, err := runHelper(t, python, "tacedit.py", env, tac); err == nil {
 		t.Errorf("tacedit.py on a non-Python tac = %q, nil; want an error", out)
 	}
-	if f := facts(password); f.TacError == "" || f.Check(w) == nil {
+	if f := facts(password); f.TacError == "" || f.Check(debian12, w) == nil {
 		t.Errorf("facts on a non-Python tac = %+v; want tac_error and a failed Check", f)
 	}
 	os.Remove(tac)
@@ -288,3 +290,5 @@ func TestPythonHelpers(t *testing.T) {
 		t.Errorf("facts without buildbot.tac: tac_present = %q; want no", f.TacPresent)
 	}
 }
+
+var debian12 = platform.MustLookup("debian-12")

@@ -6,51 +6,26 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"text/template"
+
+	"github.com/latentworker/latentworker/platform"
 )
 
-// Platforms Setup and the other scripts support.
-const (
-	Debian = "debian" // Debian 12 (bookworm) and later; default user admin
-	Ubuntu = "ubuntu" // Ubuntu 22.04 and later; default user ubuntu
-)
+// VenvDir is where Setup installs buildbot-worker with pip when the
+// platform installs it that way or its distribution has no package.
+const VenvDir = "/opt/buildbot-worker"
 
-// Paths the scripts use on the instance.
-const (
-	// WorkersDir holds one directory per worker, as in Debian's package.
-	WorkersDir = "/var/lib/buildbot/workers"
-	// VenvDir is where Setup installs buildbot-worker with pip when the
-	// distribution has no package for it.
-	VenvDir = "/opt/buildbot-worker"
-)
-
-// ErrUnknownPlatform is returned (wrapped) for a platform other than Debian
-// or Ubuntu.
-var ErrUnknownPlatform = errors.New("unknown platform")
+// ErrUnsupported is returned (wrapped) for a platform whose family has no
+// scripts of the kind asked for.
+var ErrUnsupported = errors.New("no such script for this platform")
 
 // ErrInvalidKey is returned (wrapped) by Generalize for a public key that is
 // not a single OpenSSH public key line.
 var ErrInvalidKey = errors.New("invalid SSH public key")
-
-// Platforms returns the supported platforms, sorted.
-func Platforms() []string {
-	return []string{Debian, Ubuntu}
-}
-
-// DefaultUser returns the login user of the platform's cloud images ("admin"
-// for Debian, "ubuntu" for Ubuntu), or "" for an unknown platform.
-func DefaultUser(platform string) string {
-	switch platform {
-	case Debian:
-		return "admin"
-	case Ubuntu:
-		return "ubuntu"
-	}
-	return ""
-}
 
 // buildDeps is the CPython devguide's list of build dependencies for
 // Debian/Ubuntu ("Install dependencies" in the setup guide), with the
@@ -64,64 +39,132 @@ var buildDeps = []string{
 	"lzma", "lzma-dev", "tk-dev", "uuid-dev", "zlib1g-dev", "libmpdec-dev", "libzstd-dev",
 }
 
-// BuildDepsPackages returns the package names BuildDeps tries to install.
-func BuildDepsPackages() []string {
-	return append([]string(nil), buildDeps...)
+// dnfBuildDeps completes `dnf builddep python3` (pm_builddep) with the
+// devguide's extras for the dnf family (git, pkg-config, gdb, lcov) and the
+// -devel packages of every optional module, so that a release whose python3
+// source package is not reachable (Amazon Linux has no source repository
+// enabled) still gets them. BuildDeps skips names a release lacks
+// (mpdecimal-devel and lcov outside Fedora and EPEL).
+var dnfBuildDeps = []string{
+	"gcc", "gcc-c++", "make", "git", "pkgconf-pkg-config", "gdb", "lcov",
+	"bzip2-devel", "libffi-devel", "gdbm-devel", "xz-devel", "ncurses-devel",
+	"readline-devel", "sqlite-devel", "openssl-devel", "tk-devel", "libuuid-devel",
+	"zlib-devel", "expat-devel", "libzstd-devel", "mpdecimal-devel", "libb2-devel",
 }
 
-// Setup renders the script that installs buildbot-worker (the distribution
-// package, or pip into VenvDir when there is none), creates or refreshes the
-// worker w in WorkerDir, writes its info files and enables and starts
-// buildbot-worker@NAME.service. The script reads the worker password as the
-// first line of its stdin. Running it again converges: a changed master,
-// password or info is written and the service restarted.
-func Setup(platform string, w Worker) ([]byte, error) {
-	if err := w.Validate(); err != nil {
-		return nil, fmt.Errorf("setup script: %w", err)
-	}
-	host, port, err := w.MasterHostPort()
+// buildDepsByPM are the CPython build dependencies per package manager.
+var buildDepsByPM = map[string][]string{
+	"apt": buildDeps,
+	"dnf": dnfBuildDeps,
+}
+
+// BuildDepsPackages returns the package names BuildDeps tries to install on
+// p, or nil when there is no list for its package manager.
+func BuildDepsPackages(p *platform.Platform) []string {
+	return slices.Clone(buildDepsByPM[p.PackageManager])
+}
+
+// Setup renders the script that installs buildbot-worker (the install
+// half: the distribution package, or pip into VenvDir when the platform
+// installs with pip) and then configures the worker w (the configure half,
+// see Configure). The script reads the worker password as the first line of
+// its stdin. Running it again converges: a changed master, password or info
+// is written and the service restarted.
+func Setup(p *platform.Platform, w Worker) ([]byte, error) {
+	data, err := workerData(p, w)
 	if err != nil {
 		return nil, fmt.Errorf("setup script: %w", err)
 	}
-	return render("setup.sh.tmpl", platform, map[string]any{
-		"Name":       w.Name,
-		"MasterArg":  w.Master,
-		"MasterHost": host,
-		"MasterPort": strconv.Itoa(port),
-		"InfoAdmin":  w.InfoAdmin(),
-		"HostInfo":   w.HostInfo,
-		"WorkersDir": WorkersDir,
-		"WorkerDir":  w.WorkerDir(),
-		"VenvDir":    VenvDir,
-	})
+	return render(p, "setup", data)
+}
+
+// Configure renders the configure half of Setup alone, for a machine where
+// buildbot-worker is already installed the platform's way (BuildbotWorker):
+// on the pip path it makes the system user and the guide's systemd unit;
+// then, on both paths, the workers directory, create-worker, buildbot.tac,
+// info/admin and info/host, SELinux contexts (restorecon, where SELinux is
+// enabled) and the enabled, started service. It reads the password as Setup
+// does.
+func Configure(p *platform.Platform, w Worker) ([]byte, error) {
+	data, err := workerData(p, w)
+	if err != nil {
+		return nil, fmt.Errorf("configure script: %w", err)
+	}
+	return render(p, "configure", data)
+}
+
+// BuildbotWorker is the path of the buildbot-worker program on p: the
+// package's /usr/bin/buildbot-worker, or the one in VenvDir.
+func BuildbotWorker(p *platform.Platform) string {
+	if p.Install == platform.Pip {
+		return VenvDir + "/bin/buildbot-worker"
+	}
+	return "/usr/bin/buildbot-worker"
+}
+
+// PipRequirement is what pip installs for w: buildbot-worker, pinned to
+// w.Version when it is set.
+func PipRequirement(w Worker) string {
+	if w.Version == "" {
+		return "buildbot-worker"
+	}
+	return "buildbot-worker==" + w.Version
+}
+
+func workerData(p *platform.Platform, w Worker) (map[string]any, error) {
+	if err := w.Validate(); err != nil {
+		return nil, err
+	}
+	host, port, err := w.MasterHostPort()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"Name":           w.Name,
+		"MasterArg":      w.Master,
+		"MasterHost":     host,
+		"MasterPort":     strconv.Itoa(port),
+		"InfoAdmin":      w.InfoAdmin(),
+		"HostInfo":       w.HostInfo,
+		"WorkersDir":     p.WorkersDir,
+		"WorkerDir":      p.WorkerDir(w.Name),
+		"WorkerUser":     p.WorkerUser,
+		"Install":        string(p.Install),
+		"Package":        packageName(p),
+		"Unit":           p.Unit(w.Name),
+		"VenvDir":        VenvDir,
+		"PipRequirement": PipRequirement(w),
+		"BuildbotWorker": BuildbotWorker(p),
+	}, nil
 }
 
 // Verify renders the script that prints key=value facts about worker w on
 // stdout (see Facts). It reads the expected password as the first line of
 // its stdin and prints only whether it matches. Only w.Name is used by the
 // script; the whole Worker is validated so that Verify and Check agree.
-func Verify(platform string, w Worker) ([]byte, error) {
+func Verify(p *platform.Platform, w Worker) ([]byte, error) {
 	if err := w.Validate(); err != nil {
 		return nil, fmt.Errorf("verify script: %w", err)
 	}
-	return render("verify.sh.tmpl", platform, map[string]any{
+	return render(p, "verify", map[string]any{
 		"Name":      w.Name,
-		"WorkerDir": w.WorkerDir(),
+		"WorkerDir": p.WorkerDir(w.Name),
+		"Unit":      p.Unit(w.Name),
 	})
 }
 
 // Updates renders the script that applies all pending updates
 // (apt-get update, dist-upgrade keeping existing configuration files, clean).
-func Updates(platform string) ([]byte, error) {
-	return render("updates.sh.tmpl", platform, nil)
+func Updates(p *platform.Platform) ([]byte, error) {
+	return render(p, "updates", nil)
 }
 
 // RebootRequired renders the script that says through its exit status
 // whether a reboot is needed: 0 = required, 10 = not required, any other
 // status = the check failed. It looks at /var/run/reboot-required, whether
 // the default kernel is the running one, and needrestart when installed.
-func RebootRequired(platform string) ([]byte, error) {
-	return render("reboot-required.sh.tmpl", platform, nil)
+func RebootRequired(p *platform.Platform) ([]byte, error) {
+	return render(p, "reboot-required", nil)
 }
 
 // Exit statuses of the RebootRequired script.
@@ -137,13 +180,13 @@ const (
 // /var/lib/dbus/machine-id, runs "cloud-init clean --logs" where cloud-init
 // exists, trims logs, removes shell history and runs apt-get clean. The
 // worker service stays enabled.
-func Generalize(platform string, tempPublicKey string) ([]byte, error) {
+func Generalize(p *platform.Platform, sshUser, tempPublicKey string) ([]byte, error) {
 	keyType, blob, err := parsePublicKey(tempPublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("generalize script: %w", err)
 	}
-	return render("generalize.sh.tmpl", platform, map[string]any{
-		"DefaultUser": DefaultUser(platform),
+	return render(p, "generalize", map[string]any{
+		"DefaultUser": sshUser,
 		"KeyType":     keyType,
 		"KeyBlob":     blob,
 	})
@@ -151,9 +194,13 @@ func Generalize(platform string, tempPublicKey string) ([]byte, error) {
 
 // BuildDeps renders the opt-in script that installs the packages CPython's
 // build needs (BuildDepsPackages), skipping those the release does not have.
-func BuildDeps(platform string) ([]byte, error) {
-	return render("builddeps.sh.tmpl", platform, map[string]any{
-		"Packages": buildDeps,
+func BuildDeps(p *platform.Platform) ([]byte, error) {
+	pkgs := BuildDepsPackages(p)
+	if len(pkgs) == 0 {
+		return nil, fmt.Errorf("builddeps for %s: %w", p.Name, ErrUnsupported)
+	}
+	return render(p, "builddeps", map[string]any{
+		"Packages": pkgs,
 	})
 }
 
@@ -203,11 +250,11 @@ func shQuote(s string) (string, error) {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'", nil
 }
 
-// include returns the raw content of an embedded helper (linux/NAME), for
-// quoted here-documents. It refuses a helper containing the here-document
-// delimiter.
+// include returns the raw content of an embedded Python helper
+// (python/NAME), for quoted here-documents. It refuses a helper containing
+// the here-document delimiter.
 func include(name string) (string, error) {
-	b, err := files.ReadFile("linux/" + name)
+	b, err := files.ReadFile("python/" + name)
 	if err != nil {
 		return "", fmt.Errorf("include %s: %w", name, err)
 	}
@@ -222,28 +269,73 @@ func include(name string) (string, error) {
 
 const heredocDelimiter = "LATENTWORKER_PY"
 
-var parsed = sync.OnceValues(func() (*template.Template, error) {
-	return template.New("scripts").
+// packageName is the distribution package Setup installs, or "" when the
+// platform installs buildbot-worker with pip.
+func packageName(p *platform.Platform) string {
+	if p.Install != platform.Package {
+		return ""
+	}
+	return p.Package
+}
+
+// family says where a family's templates live and how its files end.
+type family struct {
+	dir, ext string
+}
+
+var families = map[platform.Family]family{
+	platform.Linux: {"linux", ".sh.tmpl"},
+}
+
+var (
+	setsMu sync.Mutex
+	sets   = map[string]*template.Template{}
+)
+
+// templates returns the template set of p: its family's core, plus the
+// fragment of its package manager (FAMILY/pm/PM.*), which defines "pm".
+func templates(p *platform.Platform) (*template.Template, family, error) {
+	fam, ok := families[p.Family]
+	if !ok {
+		return nil, fam, fmt.Errorf("%s: %w (family %s has no scripts)", p.Name, ErrUnsupported, p.Family)
+	}
+	key := fam.dir + "/" + p.PackageManager
+	setsMu.Lock()
+	defer setsMu.Unlock()
+	if t := sets[key]; t != nil {
+		return t, fam, nil
+	}
+	t, err := template.New("scripts").
 		Option("missingkey=error").
 		Funcs(template.FuncMap{"sh": shQuote, "include": include}).
-		ParseFS(files, "linux/*.sh.tmpl")
-})
-
-func render(name, platform string, data map[string]any) ([]byte, error) {
-	if DefaultUser(platform) == "" {
-		return nil, fmt.Errorf("%s: %w %q (want %s)", name, ErrUnknownPlatform, platform, strings.Join(Platforms(), " or "))
+		ParseFS(files, fam.dir+"/*"+fam.ext)
+	if err == nil && p.PackageManager != "" {
+		t, err = t.ParseFS(files, fam.dir+"/pm/"+p.PackageManager+fam.ext)
 	}
-	t, err := parsed()
 	if err != nil {
-		return nil, fmt.Errorf("parse script templates: %w", err)
+		return nil, fam, fmt.Errorf("parse %s scripts: %w", key, err)
 	}
-	d := map[string]any{"Platform": platform}
+	sets[key] = t
+	return t, fam, nil
+}
+
+// render executes script name of p's family with data, plus "P" (the
+// platform).
+func render(p *platform.Platform, name string, data map[string]any) ([]byte, error) {
+	t, fam, err := templates(p)
+	if err != nil {
+		return nil, err
+	}
+	if t.Lookup(name+fam.ext) == nil {
+		return nil, fmt.Errorf("%s script for %s: %w", name, p.Name, ErrUnsupported)
+	}
+	d := map[string]any{"P": p}
 	for k, v := range data {
 		d[k] = v
 	}
 	var buf bytes.Buffer
-	if err := t.ExecuteTemplate(&buf, name, d); err != nil {
-		return nil, fmt.Errorf("render %s for %s: %w", name, platform, err)
+	if err := t.ExecuteTemplate(&buf, name+fam.ext, d); err != nil {
+		return nil, fmt.Errorf("render %s for %s: %w", name, p.Name, err)
 	}
 	return buf.Bytes(), nil
 }

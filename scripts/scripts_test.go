@@ -10,7 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"text/template"
 	"text/template/parse"
+
+	"github.com/latentworker/latentworker/platform"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -29,7 +32,7 @@ var goldenWorker = Worker{
 // hostileWorker passes Validate but is full of shell metacharacters: after
 // quoting they must be plain text.
 var hostileWorker = Worker{
-	Name:       "w_1.x-y",
+	Name:       "w_1-x-y",
 	Master:     "[2001:db8::1]:9989",
 	AdminName:  `O'Brien $(touch /tmp/lw-pwned) ` + "`id`" + ` "x" \ ; & | * ? ~ # ${HOME}`,
 	AdminEmail: `o'b$(id)` + "`x`" + `@example.org`,
@@ -42,31 +45,32 @@ type rendered struct {
 }
 
 // renderAll renders every script for platform with w.
-func renderAll(t *testing.T, platform string, w Worker) []rendered {
+func renderAll(t *testing.T, p *platform.Platform, w Worker) []rendered {
 	t.Helper()
 	var out []rendered
 	for _, s := range []struct {
 		name string
 		fn   func() ([]byte, error)
 	}{
-		{"setup", func() ([]byte, error) { return Setup(platform, w) }},
-		{"verify", func() ([]byte, error) { return Verify(platform, w) }},
-		{"updates", func() ([]byte, error) { return Updates(platform) }},
-		{"reboot-required", func() ([]byte, error) { return RebootRequired(platform) }},
-		{"generalize", func() ([]byte, error) { return Generalize(platform, testKey) }},
-		{"builddeps", func() ([]byte, error) { return BuildDeps(platform) }},
+		{"setup", func() ([]byte, error) { return Setup(p, w) }},
+		{"configure", func() ([]byte, error) { return Configure(p, w) }},
+		{"verify", func() ([]byte, error) { return Verify(p, w) }},
+		{"updates", func() ([]byte, error) { return Updates(p) }},
+		{"reboot-required", func() ([]byte, error) { return RebootRequired(p) }},
+		{"generalize", func() ([]byte, error) { return Generalize(p, p.SSHUser, testKey) }},
+		{"builddeps", func() ([]byte, error) { return BuildDeps(p) }},
 	} {
 		b, err := s.fn()
 		if err != nil {
-			t.Fatalf("render %s for %s: %v", s.name, platform, err)
+			t.Fatalf("render %s for %s: %v", s.name, p.Name, err)
 		}
-		out = append(out, rendered{platform + "-" + s.name, b})
+		out = append(out, rendered{p.Name + "-" + s.name, b})
 	}
 	return out
 }
 
 func TestGolden(t *testing.T) {
-	for _, p := range Platforms() {
+	for _, p := range linuxPlatforms() {
 		for _, r := range renderAll(t, p, goldenWorker) {
 			t.Run(r.name, func(t *testing.T) {
 				path := filepath.Join("testdata", r.name+".sh.golden")
@@ -89,7 +93,7 @@ func TestGolden(t *testing.T) {
 }
 
 func TestScriptsBasics(t *testing.T) {
-	for _, p := range Platforms() {
+	for _, p := range linuxPlatforms() {
 		for _, r := range renderAll(t, p, goldenWorker) {
 			s := string(r.body)
 			if !strings.HasPrefix(s, "#!/bin/sh\n") {
@@ -106,10 +110,38 @@ func TestScriptsBasics(t *testing.T) {
 			}
 		}
 	}
-	deb, _ := Setup(Debian, goldenWorker)
-	ubu, _ := Setup(Ubuntu, goldenWorker)
-	if strings.Contains(string(deb), "universe") || !strings.Contains(string(ubu), "ensure_universe") {
+	deb, _ := Setup(platform.MustLookup("debian-12"), goldenWorker)
+	ubu, _ := Setup(platform.MustLookup("ubuntu-24.04"), goldenWorker)
+	if strings.Contains(string(deb), "apt_component 'universe'") || !strings.Contains(string(ubu), "apt_component 'universe'") {
 		t.Errorf("only the Ubuntu setup script should enable universe")
+	}
+	for _, tc := range []struct {
+		platform string
+		want     []string
+	}{
+		// AWS's RHEL images: CRB from RHUI, then EPEL; never
+		// subscription-manager first.
+		{"rhel-9", []string{"for lw_repo in 'codeready-builder-for-rhel-9-rhui-rpms' 'epel'; do", "INSTALL='package'", "BUILDBOT_WORKER='/usr/bin/buildbot-worker'", "WORKERS_DIR='/var/lib/buildbot/worker'", "WORKER_USER='buildbot-worker'"}},
+		{"centos-stream-9", []string{"for lw_repo in 'crb' 'epel' 'epel-next'; do"}},
+		{"amazonlinux-2023", []string{"INSTALL='pip'", "PACKAGE=''", "PIP_REQUIREMENT='buildbot-worker'", "BUILDBOT_WORKER='/opt/buildbot-worker/bin/buildbot-worker'"}},
+	} {
+		body, err := Setup(platform.MustLookup(tc.platform), goldenWorker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("Setup(%s) lacks %q", tc.platform, want)
+			}
+		}
+	}
+	pinned := goldenWorker
+	pinned.Version = "4.3.0"
+	if body, _ := Setup(platform.MustLookup("debian-12").WithPip(), pinned); !strings.Contains(string(body), "PIP_REQUIREMENT='buildbot-worker==4.3.0'") {
+		t.Errorf("a pinned version does not reach pip")
+	}
+	if conf, _ := Configure(platform.MustLookup("fedora"), goldenWorker); strings.Contains(string(conf), "pm_install") || strings.Contains(string(conf), "dnf") {
+		t.Errorf("Configure renders the install half or the package manager")
 	}
 }
 
@@ -129,7 +161,7 @@ func requireTool(t *testing.T, name string) string {
 
 func TestShellcheck(t *testing.T) {
 	shellcheck := requireTool(t, "shellcheck")
-	for _, p := range Platforms() {
+	for _, p := range linuxPlatforms() {
 		for _, tc := range []struct {
 			label string
 			w     Worker
@@ -159,10 +191,17 @@ func TestShellcheck(t *testing.T) {
 // something must end in the sh quoting function (or include a fixed helper
 // file), so no value can reach a script unquoted.
 func TestOnlyQuotedActions(t *testing.T) {
-	tmpl, err := parsed()
-	if err != nil {
-		t.Fatal(err)
+	for _, p := range linuxPlatforms() {
+		tmpl, _, err := templates(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkQuotedActions(t, tmpl)
 	}
+}
+
+func checkQuotedActions(t *testing.T, tmpl *template.Template) {
+	t.Helper()
 	var walk func(name string, n parse.Node)
 	walk = func(name string, n parse.Node) {
 		switch n := n.(type) {
@@ -276,7 +315,7 @@ func TestRenderedValuesInert(t *testing.T) {
 	if err := hostileWorker.Validate(); err != nil {
 		t.Fatalf("hostileWorker should be valid: %v", err)
 	}
-	body, err := Setup(Debian, hostileWorker)
+	body, err := Setup(platform.MustLookup("debian-12"), hostileWorker)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,12 +369,12 @@ func TestInjectionRejected(t *testing.T) {
 	} {
 		w := goldenWorker
 		tc.mod(&w)
-		for _, p := range Platforms() {
+		for _, p := range linuxPlatforms() {
 			if _, err := Setup(p, w); !hasFieldError(err, tc.field) {
-				t.Errorf("Setup(%s, %+v) error = %v; want a %s FieldError", p, w, err, tc.field)
+				t.Errorf("Setup(%s, %+v) error = %v; want a %s FieldError", p.Name, w, err, tc.field)
 			}
 			if _, err := Verify(p, w); !hasFieldError(err, tc.field) {
-				t.Errorf("Verify(%s, %+v) error = %v; want a %s FieldError", p, w, err, tc.field)
+				t.Errorf("Verify(%s, %+v) error = %v; want a %s FieldError", p.Name, w, err, tc.field)
 			}
 		}
 	}
@@ -374,32 +413,34 @@ func fieldErrors(err error) []*FieldError {
 	return out
 }
 
-func TestUnknownPlatform(t *testing.T) {
+func TestUnsupportedFamily(t *testing.T) {
+	p := &platform.Platform{Name: "plan9", Family: "plan9"}
 	for name, fn := range map[string]func() ([]byte, error){
-		"Setup":          func() ([]byte, error) { return Setup("fedora", goldenWorker) },
-		"Verify":         func() ([]byte, error) { return Verify("fedora", goldenWorker) },
-		"Updates":        func() ([]byte, error) { return Updates("fedora") },
-		"RebootRequired": func() ([]byte, error) { return RebootRequired("") },
-		"Generalize":     func() ([]byte, error) { return Generalize("Debian", testKey) },
-		"BuildDeps":      func() ([]byte, error) { return BuildDeps("ubuntu ") },
+		"Setup":          func() ([]byte, error) { return Setup(p, goldenWorker) },
+		"Verify":         func() ([]byte, error) { return Verify(p, goldenWorker) },
+		"Updates":        func() ([]byte, error) { return Updates(p) },
+		"RebootRequired": func() ([]byte, error) { return RebootRequired(p) },
+		"Generalize":     func() ([]byte, error) { return Generalize(p, "root", testKey) },
+		"BuildDeps":      func() ([]byte, error) { return BuildDeps(p) },
 	} {
-		if _, err := fn(); !errors.Is(err, ErrUnknownPlatform) {
-			t.Errorf("%s(unknown platform) error = %v; want ErrUnknownPlatform", name, err)
+		if _, err := fn(); !errors.Is(err, ErrUnsupported) {
+			t.Errorf("%s(family plan9) error = %v; want ErrUnsupported", name, err)
 		}
 	}
 }
 
-func TestDefaultUser(t *testing.T) {
-	for _, tc := range []struct{ platform, want string }{
-		{Debian, "admin"}, {Ubuntu, "ubuntu"}, {"centos", ""}, {"", ""},
-	} {
-		if got := DefaultUser(tc.platform); got != tc.want {
-			t.Errorf("DefaultUser(%q) = %q; want %q", tc.platform, got, tc.want)
+// linuxPlatforms are the registry's platforms of the Linux family, and
+// Debian 12 with image.install = "pip" (as "debian-12-pip").
+func linuxPlatforms() []*platform.Platform {
+	var ps []*platform.Platform
+	for _, p := range platform.All() {
+		if p.Family == platform.Linux {
+			ps = append(ps, p)
 		}
 	}
-	if got := fmt.Sprint(Platforms()); got != "[debian ubuntu]" {
-		t.Errorf("Platforms() = %s; want [debian ubuntu]", got)
-	}
+	pip := *platform.MustLookup("debian-12").WithPip()
+	pip.Name += "-pip"
+	return append(ps, &pip)
 }
 
 func TestGeneralizeKey(t *testing.T) {
@@ -426,12 +467,13 @@ func TestGeneralizeKey(t *testing.T) {
 		if (err == nil) != tc.ok || typ != tc.wantType {
 			t.Errorf("parsePublicKey(%q) = %q, %v; want %q, ok=%v", tc.key, typ, err, tc.wantType, tc.ok)
 		}
-		_, gerr := Generalize(Debian, tc.key)
+		_, gerr := Generalize(platform.MustLookup("debian-12"), "admin", tc.key)
 		if tc.ok != (gerr == nil) || (!tc.ok && !errors.Is(gerr, ErrInvalidKey)) {
 			t.Errorf("Generalize(debian, %q) error = %v; want ok=%v", tc.key, gerr, tc.ok)
 		}
 	}
-	body, _ := Generalize(Ubuntu, testKey)
+	ubuntu := platform.MustLookup("ubuntu-24.04")
+	body, _ := Generalize(ubuntu, ubuntu.SSHUser, testKey)
 	if !strings.Contains(string(body), "DEFAULT_USER='ubuntu'") {
 		t.Errorf("Ubuntu generalize script does not target user ubuntu")
 	}
@@ -441,14 +483,15 @@ func TestGeneralizeKey(t *testing.T) {
 }
 
 func TestBuildDepsPackages(t *testing.T) {
-	got := BuildDepsPackages()
+	deb := platform.MustLookup("debian-12")
+	got := BuildDepsPackages(deb)
 	for _, want := range []string{"build-essential", "libssl-dev", "libmpdec-dev", "libzstd-dev", "tk-dev"} {
 		if !strings.Contains(" "+strings.Join(got, " ")+" ", " "+want+" ") {
 			t.Errorf("BuildDepsPackages() lacks %s", want)
 		}
 	}
 	got[0] = "changed"
-	if BuildDepsPackages()[0] == "changed" {
+	if BuildDepsPackages(deb)[0] == "changed" {
 		t.Errorf("BuildDepsPackages returns the package's own slice")
 	}
 }

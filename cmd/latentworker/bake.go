@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/term"
 
+	"github.com/latentworker/latentworker/awserr"
 	"github.com/latentworker/latentworker/bake"
 	"github.com/latentworker/latentworker/config"
 	"github.com/latentworker/latentworker/fleet"
@@ -31,11 +32,16 @@ type bakeOptions struct {
 	noVerify         bool
 	debugKey         string
 	manifest         string
+	resume           string
+	jp               *jsonPrinter // with --json, once the run started
+	imageTimeout     time.Duration
 	stdout, stderr   io.Writer
 }
 
-func newBake() *cobra.Command {
-	o := &bakeOptions{stdout: os.Stdout, stderr: os.Stderr}
+func newBake() *cobra.Command { return newBakeTo(os.Stdout, os.Stderr) }
+
+func newBakeTo(stdout, stderr io.Writer) *cobra.Command {
+	o := &bakeOptions{stdout: stdout, stderr: stderr}
 	cmd := &cobra.Command{
 		Use:   "bake",
 		Short: "Bake a buildbot latent-worker AMI from a base AMI (or refresh the previous one)",
@@ -60,9 +66,13 @@ result (AMI ID, region, manifest path) on stdout; with --json, one JSON event
 per line on stdout, ending with a "result" object.
 
 ` + exitCodesHelp,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runBake(cmd.Context(), o)
+			err := runBake(cmd.Context(), o)
+			if o.json {
+				endWithError(o.stdout, o.jp, err)
+			}
+			return err
 		},
 	}
 	o.cf = addConfigFlags(cmd)
@@ -75,6 +85,8 @@ per line on stdout, ending with a "result" object.
 	f.BoolVar(&o.terminateBuilder, "terminate-builder", false, "terminate the builder instance once the AMI is available")
 	f.BoolVar(&o.noVerify, "no-verify", false, "do not boot a throwaway instance from the new AMI to verify it")
 	f.StringVar(&o.manifest, "manifest", "", "where to write the manifest JSON (default WORKER-RUNID.manifest.json)")
+	f.StringVar(&o.resume, "resume", "", "finish run `RUN_ID`, whose image was still pending when its wait ran out (exit 5): wait for it, verify it, write the manifest")
+	f.DurationVar(&o.imageTimeout, "image-timeout", 0, "how long to wait for the new image to become available (default: the platform's, 60m for Linux); a pending image is then kept for --resume")
 	return cmd
 }
 
@@ -107,11 +119,17 @@ func runBake(ctx context.Context, o *bakeOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := checkBakeFlags(o); err != nil {
+		return err
+	}
 	awsCfg, err := awsConfig(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	runID := fleet.NewRunID()
+	if o.resume != "" {
+		runID = o.resume
+	}
 	manifest := o.manifest
 	if manifest == "" {
 		manifest = fmt.Sprintf("%s-%s.manifest.json", cfg.Worker.Name, runID)
@@ -119,6 +137,7 @@ func runBake(ctx context.Context, o *bakeOptions) error {
 	var p printer
 	if o.json {
 		jp := newJSONPrinter(o.stdout)
+		o.jp = jp
 		jp.emit(map[string]any{"type": "run", "run_id": runID, "worker": cfg.Worker.Name, "region": awsCfg.Region,
 			"time": time.Now().UTC().Format(time.RFC3339Nano)})
 		p = jp
@@ -135,9 +154,29 @@ func runBake(ctx context.Context, o *bakeOptions) error {
 	opts.ManifestPath = manifest
 	opts.Events = p
 	opts.RunID = runID
+	opts.Resume = o.resume
+	opts.Timeouts.Image = o.imageTimeout
 	res, err := bake.Run(ctx, opts)
 	p.close()
 	err = fieldError(err)
+	if errors.Is(err, bake.ErrNoBaseImage) || errors.Is(err, bake.ErrUnfitInstance) || errors.Is(err, bake.ErrNoSSHCIDR) {
+		// Found in preflight, before anything was created: the input is
+		// what must change.
+		err = badInput{err}
+	}
+	if err != nil && res != nil && res.Completed {
+		// The image is the product and it is done: never lose it because
+		// cleanup failed. The leftovers were printed as they were found.
+		printResult(o, p, res, manifest, runID)
+		return exitCode{code: exitBakedWithLeftovers, err: fmt.Errorf("baked %s, but cleanup left resources behind: %w", res.Manifest.ImageID, err)}
+	}
+	if err != nil && res != nil && res.State != nil && res.State.ImagePending {
+		if jp, ok := p.(*jsonPrinter); ok {
+			jp.emit(map[string]any{"type": "error", "error": err.Error(), "run_id": runID, "image_id": res.State.ImageID,
+				"image_pending": true, "resume": "latentworker bake --resume " + runID, "leftovers": resLeftovers(res)})
+		}
+		return exitCode{code: exitImagePending, err: err}
+	}
 	if err != nil {
 		if jp, ok := p.(*jsonPrinter); ok {
 			jp.emit(map[string]any{"type": "error", "error": err.Error(), "run_id": runID, "leftovers": resLeftovers(res)})
@@ -153,18 +192,40 @@ func runBake(ctx context.Context, o *bakeOptions) error {
 		}
 		return err
 	}
+	printResult(o, p, res, manifest, runID)
+	return nil
+}
+
+// printResult prints the baked image: the result event, or the lines on
+// stdout.
+func printResult(o *bakeOptions, p printer, res *bake.Result, manifest, runID string) {
 	m := res.Manifest
 	abs, _ := filepath.Abs(manifest)
 	if jp, ok := p.(*jsonPrinter); ok {
 		jp.emit(map[string]any{"type": "result", "image_id": m.ImageID, "image_name": m.ImageName, "region": m.Region,
 			"replaces": m.Replaces, "manifest": abs, "run_id": runID, "leftovers": resLeftovers(res)})
-		return nil
+		return
 	}
 	fmt.Fprintf(o.stdout, "image_id: %s\nimage_name: %s\nregion: %s\n", m.ImageID, m.ImageName, m.Region)
 	if m.Replaces != "" {
 		fmt.Fprintf(o.stdout, "replaces: %s\n", m.Replaces)
 	}
 	fmt.Fprintf(o.stdout, "manifest: %s\n", abs)
+}
+
+// checkBakeFlags checks the flags that the configuration does not.
+func checkBakeFlags(o *bakeOptions) error {
+	if o.imageTimeout < 0 {
+		return badInput{fmt.Errorf("--image-timeout %s: must be positive", o.imageTimeout)}
+	}
+	if o.resume != "" {
+		if _, err := fleet.RunIDTime(o.resume); err != nil {
+			return badInput{fmt.Errorf("--resume %q: not a run ID (like 20261201T084118Z-dcfaf1, as bake printed it)", o.resume)}
+		}
+		if o.fromPrevious {
+			return badInput{errors.New("--resume: not with --from-previous (it finishes an earlier run)")}
+		}
+	}
 	return nil
 }
 
@@ -182,6 +243,7 @@ func awsConfig(ctx context.Context, cfg *config.Config) (aws.Config, error) {
 	if cfg.AWS.Region != "" {
 		opts = append(opts, awsconfig.WithRegion(cfg.AWS.Region))
 	}
+	opts = append(opts, awsconfig.WithRetryer(awserr.NewRetryer))
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return aws.Config{}, fmt.Errorf("loading AWS configuration: %w", err)

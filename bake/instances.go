@@ -1,0 +1,261 @@
+package bake
+
+// Instances: launching, waiting for, connecting to and stopping them.
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/latentworker/latentworker/awserr"
+	"github.com/latentworker/latentworker/fleet"
+	"github.com/latentworker/latentworker/provision"
+)
+
+// runInstance launches one instance of role from ami and pushes its undo.
+func (s *State) runInstance(ctx context.Context, ami string, role fleet.Role, kind Kind) (string, *undoItem, error) {
+	cfg := s.opts.Config
+	name := fleet.AMIName(cfg.Image.NamePrefix, cfg.Worker.Name, s.now()) + "-" + string(role)
+	in := &ec2.RunInstancesInput{
+		ImageId:          aws.String(ami),
+		InstanceType:     types.InstanceType(cfg.AWS.InstanceType),
+		KeyName:          aws.String(s.KeyName),
+		SecurityGroupIds: []string{s.SecurityGroupID},
+		MinCount:         aws.Int32(1),
+		MaxCount:         aws.Int32(1),
+		// The same token on the SDK's retries: a launch whose answer was
+		// lost returns the same instance instead of a second one.
+		ClientToken: aws.String(s.RunID + "-" + string(role)),
+		MetadataOptions: &types.InstanceMetadataOptionsRequest{
+			HttpTokens:   types.HttpTokensStateRequired,
+			HttpEndpoint: types.InstanceMetadataEndpointStateEnabled,
+		},
+		BlockDeviceMappings: []types.BlockDeviceMapping{{
+			DeviceName: aws.String(s.RootDevice),
+			Ebs: &types.EbsBlockDevice{
+				VolumeSize:          aws.Int32(int32(cfg.Image.RootVolumeGiB)),
+				VolumeType:          types.VolumeTypeGp3,
+				DeleteOnTermination: aws.Bool(true),
+			},
+		}},
+		TagSpecifications: []types.TagSpecification{
+			s.labels.Spec(types.ResourceTypeInstance, role, name),
+			s.labels.Spec(types.ResourceTypeVolume, fleet.RoleVolume, name),
+		},
+	}
+	if cfg.AWS.SubnetID != "" {
+		in.SubnetId = aws.String(cfg.AWS.SubnetID)
+	}
+	out, err := s.opts.EC2.RunInstances(s.creating(ctx), in)
+	if err != nil {
+		return "", nil, fmt.Errorf("launching %s instance from %s: %w", role, ami, err)
+	}
+	if len(out.Instances) != 1 {
+		return "", nil, fmt.Errorf("launching %s instance from %s: got %d instances", role, ami, len(out.Instances))
+	}
+	id := aws.ToString(out.Instances[0].InstanceId)
+	it := s.undo.push(kind, "instance", id, s.cmd("terminate-instances --instance-ids %s", id), func(ctx context.Context) error {
+		return s.terminate(ctx, id)
+	})
+	return id, it, nil
+}
+
+// terminate terminates instance id and waits until it is gone.
+//
+// NotFound from TerminateInstances is not proof that it is gone (a new
+// instance may not be visible yet): DescribeInstances must confirm it, and
+// until it does the terminate is tried again.
+func (s *State) terminate(ctx context.Context, id string) error {
+	since := time.Now()
+	err := poll(ctx, min(s.opts.Timeouts.Poll, time.Second), func() (bool, error) {
+		_, err := s.opts.EC2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+		if !awserr.NotFound(err) {
+			return true, err
+		}
+		return s.terminated(ctx, id, since)
+	})
+	if err != nil {
+		return err
+	}
+	w := ec2.NewInstanceTerminatedWaiter(s.opts.EC2, func(o *ec2.InstanceTerminatedWaiterOptions) {
+		o.MinDelay, o.MaxDelay = time.Second, s.opts.Timeouts.Poll
+	})
+	defer s.waiting()()
+	err = w.Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, s.opts.Timeouts.Stop)
+	if awserr.NotFound(err) {
+		// It was seen, and terminated long enough ago to be forgotten.
+		return nil
+	}
+	return err
+}
+
+func launch(ctx context.Context, s *State) error {
+	id, it, err := s.runInstance(ctx, s.BaseAMI, fleet.RoleBuilder, KindBuilder)
+	if err != nil {
+		return err
+	}
+	s.InstanceID, s.builder = id, it
+	return nil
+}
+
+// waitInstance waits until id runs and returns its public address.
+func (s *State) waitInstance(ctx context.Context, id string) (string, error) {
+	w := ec2.NewInstanceRunningWaiter(s.opts.EC2, func(o *ec2.InstanceRunningWaiterOptions) {
+		o.MinDelay, o.MaxDelay = time.Second, s.opts.Timeouts.Poll
+	})
+	defer s.waiting()()
+	out, err := w.WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, s.opts.Timeouts.Running)
+	if err != nil {
+		return "", fmt.Errorf("waiting for instance %s to run: %w", id, err)
+	}
+	for _, r := range out.Reservations {
+		for _, in := range r.Instances {
+			if addr := aws.ToString(in.PublicIpAddress); addr != "" {
+				return addr, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("instance %s runs but has no public IP address (is the subnet's auto-assign public IP off?)", id)
+}
+
+func waitRunning(ctx context.Context, s *State) error {
+	addr, err := s.waitInstance(ctx, s.InstanceID)
+	s.InstanceAddr = addr
+	return err
+}
+
+// dialInstance reads id's host keys from its console and connects.
+func (s *State) dialInstance(ctx context.Context, step, id, addr string) (*provision.Client, provision.Target, error) {
+	defer s.waiting()()
+	keys, err := s.consoleHostKeys(ctx, id)
+	t := provision.Target{
+		Addr:   net.JoinHostPort(addr, strconv.Itoa(s.Platform.SSHPort)),
+		User:   s.opts.Config.Image.EffectiveSSHUser(),
+		Signer: s.Signer,
+	}
+	switch {
+	case err == nil:
+		t.HostKey, t.HostKeyAlgorithms = keys.Check, keys.Algorithms()
+		if id == s.InstanceID {
+			s.HostKeys = keys
+		}
+	case errors.Is(err, provision.ErrNoHostKeys):
+		s.warn(step, fmt.Sprintf("instance %s printed no SSH host keys on its console within %s: trusting the first key it shows", id, s.opts.Timeouts.Console))
+		t.HostKey = provision.TrustOnFirstUse(func(host string, key ssh.PublicKey) {
+			s.warn(step, fmt.Sprintf("trusted SSH host key %s of %s on first use", ssh.FingerprintSHA256(key), host))
+		})
+		if id == s.InstanceID {
+			s.TOFU = true
+		}
+	default:
+		return nil, t, err
+	}
+	t.Retrying = func(attempt int, err error, wait time.Duration) {
+		s.emit(Event{Type: EventProgress, Step: step, Percent: -1, Message: fmt.Sprintf("SSH to %s: attempt %d failed, retrying in %s", t.Addr, attempt, wait.Round(time.Millisecond))})
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Connect)
+	defer cancel()
+	c, err := provision.Dial(dctx, t)
+	s.timed(c)
+	if err != nil {
+		return nil, t, fmt.Errorf("connecting to instance %s at %s: %w", id, t.Addr, err)
+	}
+	return c, t, nil
+}
+
+// consoleHostKeys polls the console of id until it shows host keys, for at
+// most Timeouts.Console; then it returns an error wrapping
+// provision.ErrNoHostKeys.
+func (s *State) consoleHostKeys(ctx context.Context, id string) (provision.HostKeys, error) {
+	var keys provision.HostKeys
+	pctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Console)
+	defer cancel()
+	// Latest (the console up to now, not only the boot's first 64 KiB) is
+	// for Nitro instances only; Xen types answer UnsupportedOperation.
+	latest := true
+	err := poll(pctx, min(s.opts.Timeouts.Poll, 2*time.Second), func() (bool, error) {
+		in := &ec2.GetConsoleOutputInput{InstanceId: aws.String(id)}
+		if latest {
+			in.Latest = aws.Bool(true)
+		}
+		out, err := s.opts.EC2.GetConsoleOutput(pctx, in)
+		if latest && awserr.Code(err) == "UnsupportedOperation" {
+			latest = false
+			return false, nil
+		}
+		if awserr.NotFound(err) {
+			return false, nil // a new instance, not visible to every API yet
+		}
+		if err != nil {
+			if pctx.Err() != nil {
+				return false, pctx.Err()
+			}
+			return false, fmt.Errorf("reading the console of instance %s: %w", id, err)
+		}
+		text, err := base64.StdEncoding.DecodeString(aws.ToString(out.Output))
+		if err != nil {
+			return false, fmt.Errorf("decoding the console of instance %s: %w", id, err)
+		}
+		keys, err = provision.ParseHostKeys(s.Platform.HostKeys, text)
+		return err == nil, nil
+	})
+	if err == nil {
+		return keys, nil
+	}
+	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return keys, fmt.Errorf("instance %s: %w", id, provision.ErrNoHostKeys)
+	}
+	return keys, err
+}
+
+func connect(ctx context.Context, s *State) error {
+	c, t, err := s.dialInstance(ctx, StepConnect, s.InstanceID, s.InstanceAddr)
+	if err != nil {
+		return err
+	}
+	s.client, s.hostKey = c, t.HostKey
+	s.targetAlgos = t.HostKeyAlgorithms
+	return nil
+}
+
+// redial connects again to the builder, with the same pinned host key.
+func (s *State) redial(ctx context.Context) (*provision.Client, error) {
+	t := provision.Target{
+		Addr: net.JoinHostPort(s.InstanceAddr, strconv.Itoa(s.Platform.SSHPort)), User: s.opts.Config.Image.EffectiveSSHUser(),
+		Signer: s.Signer, HostKey: s.hostKey, HostKeyAlgorithms: s.targetAlgos,
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Reboot)
+	defer cancel()
+	c, err := provision.Dial(dctx, t)
+	return s.timed(c), err
+}
+
+func (s *State) closeClient() {
+	if s.client != nil {
+		_ = s.client.Close()
+		s.client = nil
+	}
+}
+
+func stop(ctx context.Context, s *State) error {
+	if _, err := s.opts.EC2.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{s.InstanceID}}); err != nil {
+		return fmt.Errorf("stopping instance %s: %w", s.InstanceID, err)
+	}
+	w := ec2.NewInstanceStoppedWaiter(s.opts.EC2, func(o *ec2.InstanceStoppedWaiterOptions) {
+		o.MinDelay, o.MaxDelay = time.Second, s.opts.Timeouts.Poll
+	})
+	defer s.waiting()()
+	if err := w.Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{s.InstanceID}}, s.opts.Timeouts.Stop); err != nil {
+		return fmt.Errorf("waiting for instance %s to stop: %w", s.InstanceID, err)
+	}
+	return nil
+}

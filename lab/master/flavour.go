@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/latentworker/latentworker/lab/image"
 )
 
 // Flavour is which buildbot the master runs and where.
@@ -247,61 +249,15 @@ func underAny(dir string, dirs []string) bool {
 	return false
 }
 
-// PipRootName is the name of the root filesystem pip flavours run in,
-// under the cache directory.
-const PipRootName = "master-root-debian-13"
+// PipRootRelease is the lab image release pip flavours run in: Debian 13
+// (trixie), for its Python 3.13, as CPython's master needs.
+const PipRootRelease = "debian-13"
 
-// PipRoot returns a Debian 13 (trixie, Python 3.13) root filesystem for pip
-// flavours, cached in cacheDir and built once with debootstrap (about a
-// minute): python3, python3-venv and ca-certificates, nothing else.
-//
-// It is the one place that says where the root comes from: when lab/image
-// builds the lab's Debian 13 base, this becomes image.EnsureBase(ctx,
-// cacheDir, "debian-13", log).
+// PipRoot returns the root filesystem pip flavours run in: the lab's
+// Debian 13 base image (image.EnsureBase), built once in cacheDir. It is
+// only ever a read-only lower layer of the master's overlay.
 func PipRoot(ctx context.Context, cacheDir string, log io.Writer) (string, error) {
-	dir, err := filepath.Abs(filepath.Join(cacheDir, PipRootName))
-	if err != nil {
-		return "", err
-	}
-	if exists(filepath.Join(dir, "usr", "bin", "python3")) {
-		return dir, nil
-	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return "", err
-	}
-	unlock, err := flock(ctx, dir+".lock")
-	if err != nil {
-		return "", err
-	}
-	defer unlock()
-	if exists(filepath.Join(dir, "usr", "bin", "python3")) {
-		return dir, nil
-	}
-	if _, err := exec.LookPath("debootstrap"); err != nil {
-		return "", fmt.Errorf("build the Debian 13 root for the pip master: %w (apt-get install debootstrap)", err)
-	}
-	tmp := dir + ".tmp"
-	if err := os.RemoveAll(tmp); err != nil {
-		return "", err
-	}
-	fmt.Fprintf(log, "latentlab: building a Debian 13 root filesystem for the master in %s (once, about a minute)\n", dir)
-	start := time.Now()
-	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase",
-		"--include=python3,python3-venv,ca-certificates", "trixie", tmp)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.RemoveAll(tmp)
-		return "", fmt.Errorf("debootstrap trixie: %w\n%s", err, tail(out, 20))
-	}
-	// debootstrap copies the host's resolv.conf; the master gets the
-	// host's at each start anyway.
-	if err := os.Rename(tmp, dir); err != nil {
-		return "", err
-	}
-	fmt.Fprintf(log, "latentlab: Debian 13 root built in %s\n", time.Since(start).Round(time.Second))
-	return dir, nil
+	return image.EnsureBase(ctx, cacheDir, PipRootRelease, log)
 }
 
 // Checkconfig runs `buildbot checkconfig dir` with this flavour (in its

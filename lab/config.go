@@ -59,10 +59,16 @@ type Config struct {
 
 // MasterConfig configures the lab's buildbot master.
 type MasterConfig struct {
-	Enabled *bool          `toml:"enabled"`
-	PBPort  int            `toml:"pb_port"`
-	WWWPort int            `toml:"www_port"`
-	Workers []WorkerConfig `toml:"workers"`
+	Enabled *bool `toml:"enabled"`
+	// Buildbot is the master's buildbot: "debian" (the default: Debian's
+	// package, 3.7 on bookworm's Python 3.11) or a version such as "4.3.0"
+	// (CPython's): installed with pip from PyPI, with buildbot-www and
+	// boto3, into a venv on a Debian 13 root filesystem's Python 3.13,
+	// both cached in the cache directory.
+	Buildbot string         `toml:"buildbot"`
+	PBPort   int            `toml:"pb_port"`
+	WWWPort  int            `toml:"www_port"`
+	Workers  []WorkerConfig `toml:"workers"`
 	// Extra is Python appended to master.cfg (e.g. an EC2LatentWorker
 	// definition); ExtraWorkers names the workers it defines.
 	Extra        string   `toml:"extra"`
@@ -145,6 +151,9 @@ func (c Config) validate() error {
 	p, err := netip.ParsePrefix(c.Addresses)
 	if err != nil || !p.Addr().Is4() || !p.Addr().IsLoopback() || p.Bits() < 16 || p.Bits() > 28 {
 		return fmt.Errorf("lab file: addresses %q: must be an IPv4 loopback range from /16 to /28, like %s", c.Addresses, DefaultAddresses)
+	}
+	if b := c.Master.Buildbot; b != "" && b != "debian" && !master.PipVersionRE.MatchString(b) {
+		return fmt.Errorf("lab file: master.buildbot %q: must be \"debian\" or a buildbot version from PyPI such as \"4.3.0\"", b)
 	}
 	for i, name := range c.Images {
 		if _, err := image.Lookup(name); err != nil {

@@ -288,7 +288,18 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 			}
 			workers = append(workers, w)
 		}
+		flavour := master.Debian()
+		if v := cfg.Master.Buildbot; v != "" && v != "debian" {
+			root, err := master.PipRoot(ctx, o.CacheDir, log)
+			if err != nil {
+				return fmt.Errorf("buildbot master %s: %w", v, err)
+			}
+			if flavour, err = master.EnsurePip(ctx, o.CacheDir, root, v, log); err != nil {
+				return fmt.Errorf("buildbot master %s: %w", v, err)
+			}
+		}
 		m, err := master.Start(ctx, master.Config{
+			Flavour:          flavour,
 			Dir:              filepath.Join(o.StateDir, "master"),
 			PBPort:           cfg.Master.PBPort,
 			WWWPort:          cfg.Master.WWWPort,
@@ -307,7 +318,7 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 			_ = m.Stop(sctx)
 		})
 		st.MasterURL, st.MasterPB, st.MasterPID, st.MasterPIDS = m.URL(), m.PBAddr(), m.PID(), procStart(m.PID())
-		logf("buildbot master at %s, workers connect to %s (pid %d)", m.URL(), m.PBAddr(), m.PID())
+		logf("buildbot master (%s) at %s, workers connect to %s (pid %d)", flavour.Name, m.URL(), m.PBAddr(), m.PID())
 	}
 	if err := <-warmed; err != nil {
 		return err

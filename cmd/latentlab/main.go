@@ -40,7 +40,8 @@ func newRoot() *cobra.Command {
   instances a body: RunInstances boots a Debian or Ubuntu system with
   systemd-nspawn on overlayfs, reachable over SSH at its own 127.x address,
   RebootInstances reboots it, CreateImage captures its filesystem as a new
-  AMI. A Debian buildbot master runs beside it on loopback.
+  AMI. A buildbot master runs beside it on loopback: Debian's 3.7, or a
+  version from PyPI on Python 3.13 with [master] buildbot = "4.3.0".
 
 Its catalogue has AMIs of every release 'latentlab images' lists, named and
 owned as on AWS. It needs root. Each release's base image is built

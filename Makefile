@@ -31,10 +31,11 @@ bench-bake: ## bake in the lab and split its wall time: remote commands, waits f
 demo: build ## the main job in the lab: bake a worker AMI, boot it, see the worker connect and build
 	hack/demo.sh
 
-lint: ## gofmt, go vet and shellcheck
+lint: ## gofmt, go vet, shellcheck, and a real PowerShell parse of the Windows templates and scripts
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	shellcheck -s bash .ci/run .ci/install-deps hack/*.sh
+	hack/pslint.sh
 
 update-golden: ## rewrite golden files from the current output
 	$(GO) test ./... -run Golden -update

@@ -3,6 +3,11 @@ package scripts
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -233,6 +238,72 @@ func TestCheckPerFamily(t *testing.T) {
 		err = f.Check(platform.MustLookup(tc.platform), goldenWorker)
 		if (err == nil) != tc.ok {
 			t.Errorf("%s with mode %s owner %s %v: Check = %v; want ok=%v", tc.platform, tc.mode, tc.owner, tc.extra, err, tc.ok)
+		}
+	}
+}
+
+// TestPowerShellParses runs hack/pslint (tree-sitter's PowerShell grammar)
+// on every rendered Windows script and user data body, then on a copy of
+// a template with one parenthesis wrong, which must fail naming the file
+// and the line.
+func TestPowerShellParses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loading the grammar costs seconds; make lint parses them too")
+	}
+	node := requireTool(t, "node")
+	lint, err := filepath.Abs("../hack/pslint/pslint.cjs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("../hack/pslint/node_modules/web-tree-sitter"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("hack/pslint's npm packages are required when CI=true (make deps): %v", err)
+		}
+		t.Skip("hack/pslint's npm packages are not installed (make deps)")
+	}
+	dir := t.TempDir()
+	var files []string
+	for _, p := range scriptedPlatforms() {
+		if p.Shell != platform.PowerShell {
+			continue
+		}
+		for _, w := range []Worker{goldenWorker, hostileWorker} {
+			for i, r := range renderAll(t, p, w) {
+				body := r.body
+				if strings.HasSuffix(r.name, "-userdata") {
+					body = bytes.TrimSuffix(bytes.TrimPrefix(body, []byte("<powershell>\n")), []byte("</powershell>\n"))
+				}
+				f := filepath.Join(dir, fmt.Sprintf("%s-%d-%s.ps1", r.name, i, strings.Fields(w.AdminName)[0]))
+				if err := os.WriteFile(f, body, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				files = append(files, f)
+			}
+		}
+	}
+	tmpl, err := os.ReadFile("windows/setup.ps1.tmpl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(tmpl), "\n")
+	n := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "if ($have -ne $PythonVersion) {") })
+	if n < 0 {
+		t.Fatal("setup.ps1.tmpl: the line to break is gone")
+	}
+	lines[n] = strings.Replace(lines[n], ") {", ") (", 1)
+	broken := filepath.Join(dir, "setup.ps1.tmpl")
+	if err := os.WriteFile(broken, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// One run (the grammar is slow to load): only the broken template
+	// may be named.
+	out, err := exec.Command(node, append([]string{lint, broken}, files...)...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), fmt.Sprintf("%s:%d:", broken, n+1)) {
+		t.Errorf("pslint on a broken template: %v; want a failure naming %s:%d\n%s", err, broken, n+1, out)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if !strings.HasPrefix(l, broken+":") {
+			t.Errorf("pslint named another file: %s", l)
 		}
 	}
 }

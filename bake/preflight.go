@@ -71,7 +71,7 @@ func preflight(ctx context.Context, s *State) error {
 		}
 		base = newest(out.Images)
 		if base == nil {
-			return fmt.Errorf("%w: none owned by %s named %s", ErrNoBaseImage, owner, name)
+			return fmt.Errorf("%w: none owned by %s named %s in this region (the base image of platform %s)", ErrNoBaseImage, owner, name, s.Platform.Name)
 		}
 	}
 	s.BaseAMI, s.BaseName = aws.ToString(base.ImageId), aws.ToString(base.Name)

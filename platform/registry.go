@@ -87,8 +87,8 @@ var python312 = &PythonInstaller{
 	SHA256:  "67b5635e80ea51072b87941312d00ec8927c4db9ba18938f7ad2d27b328b95fb",
 }
 
-// bsdVerify is what verification must see on an rc.d, launchd or
-// Scheduled Task worker.
+// serviceVerify is what verification must see on a worker started by
+// rc.d, launchd or a Scheduled Task (service says how it is enabled).
 func serviceVerify(service string) []string {
 	return []string{
 		"buildbot.tac naming the master, the worker and its password, with keepalive = 60 and delete_leftover_dirs = 1, private to the worker's account",
@@ -107,7 +107,7 @@ func windows(p Platform) *Platform {
 	p.Install, p.Python = Pip, python312
 	p.WorkerUser, p.WorkersDir = "buildbot", `C:\buildbot`
 	p.Service, p.ServiceName = ScheduledTask, "buildbot-worker-%s"
-	p.RebootCheck = "Windows Update's RebootRequired and the Component Based Servicing and Windows Update reboot flags in the registry, and PendingFileRenameOperations"
+	p.RebootCheck = "the Component Based Servicing and Windows Update reboot flags, Microsoft.Update.SystemInfo's RebootRequired, and whether another Windows Update round installed anything"
 	p.Verify = serviceVerify("the Scheduled Task enabled, starting buildbot-worker at startup as the worker's account")
 	p.ProvedBy = ProvedByStatic
 	p.Proof = staticProof("that the user data enables OpenSSH and prints its host keys, that EC2 " +
@@ -151,7 +151,7 @@ var beyondLinux = []*Platform{
 		Install: Package, Package: "buildbot-worker",
 		WorkerUser: "_buildslave", WorkersDir: "/var/buildslave",
 		Service: RCd, ServiceName: "buildbot_worker",
-		RebootCheck: "syspatch -l against the kernel's build, and a newer /bsd than the running kernel",
+		RebootCheck: "syspatch installed patches in this boot (recorded with the boot time by the updates script)",
 		Verify:      serviceVerify("buildbot_worker enabled with rcctl and its flags naming the worker's directory"),
 		ProvedBy:    ProvedByStatic,
 		Proof: staticProof("everything about the image the user names (its login user, doas " +

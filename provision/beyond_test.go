@@ -99,7 +99,7 @@ func TestPowerShellCommands(t *testing.T) {
 	}
 	for _, tc := range []struct{ got, want string }{
 		{sh.ScriptPath("setup", "00ff"), "C:/Windows/Temp/latentworker-setup-00ff.ps1"},
-		{sh.RunScript("C:/Windows/Temp/a'b.ps1"), "powershell.exe -NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass -File 'C:/Windows/Temp/a''b.ps1'"},
+		{sh.RunScript("C:/Windows/Temp/a'b.ps1"), "powershell.exe -NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass -File 'C:/Windows/Temp/a''b.ps1'; exit $LASTEXITCODE"},
 		{sh.Remove("C:/Windows/Temp/a'b.ps1"), "Remove-Item -Force -ErrorAction SilentlyContinue -LiteralPath 'C:/Windows/Temp/a''b.ps1'"},
 		{sh.BootID(), "(Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('yyyyMMddTHHmmss.fffffff')"},
 		{sh.Reboot(), "Restart-Computer -Force"},

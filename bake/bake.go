@@ -47,6 +47,10 @@ type Result struct {
 	Leftovers []Leftover
 	// State is the run's final state.
 	State *State
+	// Completed: every step succeeded, so the image is the product,
+	// available and verified, even when the error reports leftovers that
+	// cleanup could not remove.
+	Completed bool
 }
 
 func (s *State) manifest() Manifest {
@@ -116,14 +120,31 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Expiry <= 0 {
 		opts.Expiry = 24 * time.Hour
 	}
-	opts.Timeouts = opts.Timeouts.withDefaults()
-	steps := opts.Steps
-	if steps == nil {
-		steps = Steps()
-	}
 	p, err := opts.Config.Image.PlatformInfo()
 	if err != nil {
 		return nil, fmt.Errorf("bake: %w", err)
+	}
+	if opts.Timeouts.Image <= 0 {
+		opts.Timeouts.Image = p.ImageWait
+	}
+	if loopback(opts.Endpoint) {
+		// The lab: its transitions take seconds; notice each within one.
+		if opts.Timeouts.Poll <= 0 {
+			opts.Timeouts.Poll = time.Second
+		}
+		if opts.Timeouts.MinPoll <= 0 {
+			opts.Timeouts.MinPoll = 250 * time.Millisecond
+		}
+	}
+	opts.Timeouts = opts.Timeouts.withDefaults()
+	steps := opts.Steps
+	switch {
+	case steps != nil:
+	case opts.Resume != "":
+		steps = ResumeSteps()
+		opts.RunID = opts.Resume
+	default:
+		steps = Steps()
 	}
 	s := &State{RunID: opts.RunID, Region: opts.Region, Platform: p, opts: opts, started: time.Now()}
 	s.undo.notify = s.emit
@@ -174,7 +195,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	keep := func(k Kind) bool {
 		switch k {
 		case KindImage:
-			return ok
+			return ok || s.ImagePending
 		case KindBuilder:
 			if ok {
 				return !opts.TerminateBuilder
@@ -184,7 +205,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return false
 	}
 	left, undoErr := s.undo.unwind(ctx, opts.Timeouts.Unwind, keep)
-	res := &Result{Manifest: s.manifest(), State: s}
+	res := &Result{Manifest: s.manifest(), State: s, Completed: ok}
 	for _, l := range left {
 		if ok && l.Kept && l.ID == s.ImageID {
 			continue // the product

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -31,15 +32,30 @@ func createImage(ctx context.Context, s *State) error {
 			s.labels.Spec(types.ResourceTypeSnapshot, fleet.RoleSnapshot, s.ImageName),
 		},
 	})
-	if err != nil {
+	var id string
+	switch {
+	case awserr.Code(err) == "InvalidAMIName.Duplicate":
+		// Created, its answer lost, and found by the SDK's retry.
+		if id, err = s.adoptImage(ctx, s.ImageName); err != nil {
+			return fmt.Errorf("creating image %s from instance %s: %w", s.ImageName, s.InstanceID, err)
+		}
+	case err != nil:
 		return fmt.Errorf("creating image %s from instance %s: %w", s.ImageName, s.InstanceID, err)
+	default:
+		id = aws.ToString(out.ImageId)
 	}
-	id := aws.ToString(out.ImageId)
 	s.ImageID = id
+	s.pushImageUndo(id)
+	return nil
+}
+
+// pushImageUndo makes image id the run's product: rolled back when the run
+// fails, kept when it completes or when the image is still pending at the
+// end of the wait (ImagePending).
+func (s *State) pushImageUndo(id string) {
 	s.undo.push(KindImage, "image", id, s.cmd("deregister-image --image-id %s", id)+" (then delete its snapshots: "+s.cmd("describe-snapshots --filters Name=tag:%s,Values=%s", fleet.TagRunID, s.RunID)+")", func(ctx context.Context) error {
 		return s.deleteImage(ctx, id)
 	})
-	return nil
 }
 
 // deleteImage deregisters image id and deletes its snapshots: those the run
@@ -92,8 +108,12 @@ func waitImage(ctx context.Context, s *State) error {
 	wctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Image)
 	defer cancel()
 	last := -2
+	created := time.Now()
 	err := poll(wctx, s.opts.Timeouts.Poll, func() (bool, error) {
 		out, err := s.opts.EC2.DescribeImages(wctx, &ec2.DescribeImagesInput{ImageIds: []string{s.ImageID}})
+		if awserr.NotFound(err) && time.Since(created) < consistencyWindow {
+			return false, nil // not visible yet
+		}
 		if err != nil {
 			return false, fmt.Errorf("describing image %s: %w", s.ImageID, err)
 		}
@@ -137,7 +157,10 @@ func waitImage(ctx context.Context, s *State) error {
 		return false, nil
 	})
 	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("image %s not available after %s: %w", s.ImageID, s.opts.Timeouts.Image, err)
+		// Still pending, not failed: AWS may finish it yet. Keep it, and
+		// let --resume wait for it later.
+		s.ImagePending = true
+		return fmt.Errorf("%w: %s still pending after %s (kept; later: latentworker bake --resume %s): %w", ErrImagePending, s.ImageID, s.opts.Timeouts.Image, s.RunID, err)
 	}
 	return err
 }
@@ -164,6 +187,15 @@ func verifyImage(ctx context.Context, s *State) error {
 			c.Close()
 		}
 	}()
+	if s.Worker.Name == "" {
+		// A resumed run never provisioned: what the worker must look like
+		// comes from the configuration and the image's own OS.
+		name, err := s.driver(StepVerifyImage).OSName(ctx, c)
+		if err != nil {
+			return fmt.Errorf("instance %s: %w", id, err)
+		}
+		s.OSName, s.Worker = name, s.opts.Config.ScriptWorker(name)
+	}
 	redial := func(ctx context.Context) (*provision.Client, error) {
 		nc, err := provision.Dial(ctx, t)
 		return s.timed(nc), err

@@ -17,6 +17,9 @@ type EC2API interface {
 	DescribeInstanceTypes(context.Context, *ec2.DescribeInstanceTypesInput, ...func(*ec2.Options)) (*ec2.DescribeInstanceTypesOutput, error)
 	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
 	ImportKeyPair(context.Context, *ec2.ImportKeyPairInput, ...func(*ec2.Options)) (*ec2.ImportKeyPairOutput, error)
+	DescribeKeyPairs(context.Context, *ec2.DescribeKeyPairsInput, ...func(*ec2.Options)) (*ec2.DescribeKeyPairsOutput, error)
+	DescribeSecurityGroups(context.Context, *ec2.DescribeSecurityGroupsInput, ...func(*ec2.Options)) (*ec2.DescribeSecurityGroupsOutput, error)
+	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
 	DeleteKeyPair(context.Context, *ec2.DeleteKeyPairInput, ...func(*ec2.Options)) (*ec2.DeleteKeyPairOutput, error)
 	CreateSecurityGroup(context.Context, *ec2.CreateSecurityGroupInput, ...func(*ec2.Options)) (*ec2.CreateSecurityGroupOutput, error)
 	AuthorizeSecurityGroupIngress(context.Context, *ec2.AuthorizeSecurityGroupIngressInput, ...func(*ec2.Options)) (*ec2.AuthorizeSecurityGroupIngressOutput, error)
@@ -49,10 +52,15 @@ type Timeouts struct {
 	Connect time.Duration // SSH reaching a booted instance (default 5m)
 	Reboot  time.Duration // one reboot (default 5m)
 	Stop    time.Duration // the builder stopping (default 10m)
-	Image   time.Duration // the image becoming available, in total (default 60m)
+	Image   time.Duration // the image becoming available, in total (default: the platform's ImageWait)
 	Verify  time.Duration // the worker service coming up on the throwaway (default 5m)
 	Unwind  time.Duration // the whole undo (default 10m)
-	Poll    time.Duration // between polls (default 5s)
+	// Poll is the longest wait between two polls of a state AWS changes
+	// (default 1 s against a loopback endpoint, the lab; 15 s against AWS,
+	// as often as a fixed 15 s poll at most); MinPoll the shortest, where
+	// the SDK's waiters back off from (default 250 ms in the lab, 2 s).
+	Poll    time.Duration
+	MinPoll time.Duration
 	Create  time.Duration // one create call, which a cancel does not interrupt (default 2m)
 }
 
@@ -67,11 +75,11 @@ func (t Timeouts) withDefaults() Timeouts {
 	def(&t.Connect, 5*time.Minute)
 	def(&t.Reboot, 5*time.Minute)
 	def(&t.Stop, 10*time.Minute)
-	def(&t.Image, 60*time.Minute)
 	def(&t.Verify, 5*time.Minute)
 	def(&t.Unwind, 10*time.Minute)
 	def(&t.Create, 2*time.Minute)
-	def(&t.Poll, 5*time.Second)
+	def(&t.Poll, 15*time.Second)
+	def(&t.MinPoll, min(2*time.Second, t.Poll))
 	return t
 }
 
@@ -97,6 +105,10 @@ type Options struct {
 	// FromPrevious starts from the newest AMI this tool baked for the
 	// worker instead of the base image.
 	FromPrevious bool
+	// Resume finishes run Resume, whose image was still pending when its
+	// wait ran out (ResumeSteps): it waits for the image, verifies it and
+	// writes the manifest, under that run's ID.
+	Resume string
 	// KeepOnFailure keeps the builder instance (and the security group
 	// that lets SSH reach it) when the run fails.
 	KeepOnFailure bool

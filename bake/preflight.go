@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
+	"github.com/latentworker/latentworker/awserr"
 	"github.com/latentworker/latentworker/fleet"
 )
 
@@ -50,6 +51,9 @@ func preflight(ctx context.Context, s *State) error {
 		base = prev
 	case cfg.Image.BaseAMI != "":
 		out, err := s.opts.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{cfg.Image.BaseAMI}})
+		if c := awserr.Code(err); awserr.NotFound(err) || c == "InvalidAMIID.Malformed" {
+			return fmt.Errorf("%w: image.base_ami %s does not exist in this region (%s)", ErrNoBaseImage, cfg.Image.BaseAMI, c)
+		}
 		if err != nil {
 			return fmt.Errorf("describing base image %s: %w", cfg.Image.BaseAMI, err)
 		}
@@ -71,7 +75,7 @@ func preflight(ctx context.Context, s *State) error {
 		}
 		base = newest(out.Images)
 		if base == nil {
-			return fmt.Errorf("%w: none owned by %s named %s in this region (the base image of platform %s)", ErrNoBaseImage, owner, name, s.Platform.Name)
+			return fmt.Errorf("%w: none owned by %s named %s in this region (image.platform %s, image.base_owner, image.base_name)", ErrNoBaseImage, owner, name, s.Platform.Name)
 		}
 	}
 	s.BaseAMI, s.BaseName = aws.ToString(base.ImageId), aws.ToString(base.Name)
@@ -83,6 +87,9 @@ func preflight(ctx context.Context, s *State) error {
 	s.labels.Replaces = s.Replaces
 
 	it, err := s.opts.EC2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: []types.InstanceType{types.InstanceType(cfg.AWS.InstanceType)}})
+	if c := awserr.Code(err); c == "InvalidInstanceType" || c == "InvalidParameterValue" {
+		return fmt.Errorf("%w: aws.instance_type %s is not an instance type this region offers (%s)", ErrUnfitInstance, cfg.AWS.InstanceType, c)
+	}
 	if err != nil {
 		return fmt.Errorf("describing instance type %s: %w", cfg.AWS.InstanceType, err)
 	}
@@ -111,21 +118,26 @@ func preflight(ctx context.Context, s *State) error {
 	return nil
 }
 
+// loopback reports whether endpoint is on this machine (the lab).
+func loopback(endpoint string) bool {
+	u, err := url.Parse(endpoint)
+	if endpoint == "" || err != nil {
+		return false
+	}
+	if u.Hostname() == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(u.Hostname())
+	return err == nil && a.IsLoopback()
+}
+
 // sshCIDR is the configured CIDR, or 127.0.0.1/32 for a loopback endpoint.
 func sshCIDR(configured, endpoint string) (string, error) {
 	if configured != "" {
 		return configured, nil
 	}
-	if endpoint != "" {
-		if u, err := url.Parse(endpoint); err == nil {
-			host := u.Hostname()
-			if host == "localhost" {
-				return "127.0.0.1/32", nil
-			}
-			if a, err := netip.ParseAddr(host); err == nil && a.IsLoopback() {
-				return "127.0.0.1/32", nil
-			}
-		}
+	if loopback(endpoint) {
+		return "127.0.0.1/32", nil
 	}
 	return "", fmt.Errorf("%w: set it to your public address as a /32 (e.g. 203.0.113.7/32); latentworker does not ask an internet service for it", ErrNoSSHCIDR)
 }
@@ -156,4 +168,58 @@ func (s *State) newestOwn(ctx context.Context) (*types.Image, error) {
 		return nil, fmt.Errorf("finding previous AMIs of worker %s: %w", w, err)
 	}
 	return newest(out.Images), nil
+}
+
+// preflightResume checks the credentials and finds the image of the run
+// being resumed (Options.Resume): owned by this account, tagged with that
+// run's ID as its image. The image becomes this run's product again: rolled
+// back if verification fails, kept if it is still pending.
+func preflightResume(ctx context.Context, s *State) error {
+	id, err := s.opts.STS.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		return fmt.Errorf("checking AWS credentials (sts GetCallerIdentity): %w", err)
+	}
+	s.CallerARN = aws.ToString(id.Arn)
+	s.labels.Creator = s.CallerARN
+	if s.SSHCIDR, err = sshCIDR(s.opts.Config.AWS.SSHCIDR, s.opts.Endpoint); err != nil {
+		return err
+	}
+	out, err := s.opts.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{
+		Owners: []string{"self"},
+		Filters: []types.Filter{
+			fleet.RunFilter(s.RunID),
+			{Name: aws.String("tag:" + fleet.TagRole), Values: []string{string(fleet.RoleImage)}},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("finding the image of run %s: %w", s.RunID, err)
+	}
+	if len(out.Images) != 1 {
+		return fmt.Errorf("%w: run %s has %d images owned by this account (want 1; is the region right?)", ErrNoBaseImage, s.RunID, len(out.Images))
+	}
+	im := out.Images[0]
+	if w := tagValue(im.Tags, fleet.TagWorker); w != s.opts.Config.Worker.Name {
+		return fmt.Errorf("run %s baked worker %q, not %q (worker.name)", s.RunID, w, s.opts.Config.Worker.Name)
+	}
+	s.ImageID, s.ImageName = aws.ToString(im.ImageId), aws.ToString(im.Name)
+	s.SnapshotIDs = imageSnapshots(im)
+	s.BaseAMI = tagValue(im.Tags, fleet.TagSourceAMI)
+	s.Replaces = tagValue(im.Tags, fleet.TagReplaces)
+	s.RootDevice = aws.ToString(im.RootDeviceName)
+	if s.RootDevice == "" {
+		s.RootDevice = "/dev/xvda"
+	}
+	s.labels.SourceAMI, s.labels.Replaces = s.BaseAMI, s.Replaces
+	s.pushImageUndo(s.ImageID)
+	return nil
+}
+
+// tagValue returns the value of tag key, or "".
+func tagValue(tags []types.Tag, key string) string {
+	for _, t := range tags {
+		if aws.ToString(t.Key) == key {
+			return aws.ToString(t.Value)
+		}
+	}
+	return ""
 }

@@ -55,6 +55,9 @@ type State struct {
 	ImageID     string
 	ImageName   string
 	SnapshotIDs []string
+	// ImagePending is set when the wait for the image ran out while AWS
+	// still reported it pending: the image is kept for --resume.
+	ImagePending bool
 
 	// Timings holds each finished step's duration, in order.
 	Timings []Timing

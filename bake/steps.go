@@ -35,6 +35,20 @@ const (
 	StepManifest      = "manifest"
 )
 
+// ResumeSteps finishes a run whose image was still pending when its wait
+// ran out (Options.Resume): find that image, then the end of the pipeline
+// with temporaries of its own to verify it.
+func ResumeSteps() []Step {
+	return []Step{
+		{StepPreflight, preflightResume},
+		{StepTempKey, tempKey},
+		{StepSecurityGroup, securityGroup},
+		{StepWaitImage, waitImage},
+		{StepVerifyImage, verifyImage},
+		{StepManifest, writeManifest},
+	}
+}
+
 // Errors of preflight.
 var (
 	ErrNoBaseImage   = errors.New("no base image")
@@ -42,6 +56,7 @@ var (
 	ErrNoSSHCIDR     = errors.New("aws.ssh_cidr is not set")
 	ErrPublicImage   = errors.New("the new image is public")
 	ErrWorkerService = errors.New("worker service is not active")
+	ErrImagePending  = errors.New("the image is not available yet")
 )
 
 // Minimums of the buildbot worker guide.
@@ -74,6 +89,7 @@ func Steps() []Step {
 
 func (s *State) emit(e Event) {
 	if s.opts.Events != nil {
+		e.Worker = s.opts.Config.Worker.Name
 		s.opts.Events.Event(e)
 	}
 }

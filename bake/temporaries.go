@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -50,12 +51,25 @@ func tempKey(ctx context.Context, s *State) error {
 	out, err := s.opts.EC2.ImportKeyPair(s.creating(ctx), &ec2.ImportKeyPairInput{
 		KeyName:           aws.String(name),
 		PublicKeyMaterial: []byte(s.PublicKey),
-		TagSpecifications: []types.TagSpecification{s.labels.Spec(types.ResourceTypeKeyPair, fleet.RoleTempKey, name)},
+		TagSpecifications: []types.TagSpecification{s.keyPairSpec(name)},
 	})
-	if err != nil {
+	var id string
+	switch {
+	case awserr.Code(err) == "InvalidKeyPair.Duplicate":
+		// The import took effect but its answer was lost, and the SDK's
+		// retry found the key: adopt it if it is this run's.
+		if id, err = s.adoptKeyPair(ctx, name); err != nil {
+			return fmt.Errorf("importing key pair %s: %w", name, err)
+		}
+	case err != nil:
 		return fmt.Errorf("importing key pair %s: %w", name, err)
+	default:
+		id = aws.ToString(out.KeyPairId)
 	}
-	s.KeyName, s.KeyPairID = name, aws.ToString(out.KeyPairId)
+	s.KeyName, s.KeyPairID = name, id
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.createCancels = append(s.createCancels, cancel)
+	go s.renewLease(lctx, id)
 	s.undo.push(KindTemp, "key pair", name, s.cmd("delete-key-pair --key-name %s", name), func(ctx context.Context) error {
 		_, err := s.opts.EC2.DeleteKeyPair(ctx, &ec2.DeleteKeyPairInput{KeyName: aws.String(name)})
 		if awserr.NotFound(err) {
@@ -84,10 +98,17 @@ func securityGroup(ctx context.Context, s *State) error {
 		in.VpcId = out.Subnets[0].VpcId
 	}
 	out, err := s.opts.EC2.CreateSecurityGroup(s.creating(ctx), in)
-	if err != nil {
+	var id string
+	switch {
+	case awserr.Code(err) == "InvalidGroup.Duplicate":
+		if id, err = s.adoptSecurityGroup(ctx, name, aws.ToString(in.VpcId)); err != nil {
+			return fmt.Errorf("creating security group %s: %w", name, err)
+		}
+	case err != nil:
 		return fmt.Errorf("creating security group %s: %w", name, err)
+	default:
+		id = aws.ToString(out.GroupId)
 	}
-	id := aws.ToString(out.GroupId)
 	s.SecurityGroupID = id
 	// The group lives as long as the builder: AWS refuses to delete a
 	// group an instance (even a stopped one) still uses.
@@ -104,15 +125,59 @@ func securityGroup(ctx context.Context, s *State) error {
 			return false, err
 		})
 	})
-	_, err = s.opts.EC2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
-		GroupId: aws.String(id),
-		IpPermissions: []types.IpPermission{{
-			IpProtocol: aws.String("tcp"), FromPort: aws.Int32(int32(s.Platform.SSHPort)), ToPort: aws.Int32(int32(s.Platform.SSHPort)),
-			IpRanges: []types.IpRange{{CidrIp: aws.String(s.SSHCIDR), Description: aws.String("latentworker SSH")}},
-		}},
+	// A new group may be NotFound for a while (eventual consistency); a
+	// rule that exists already (a retry after a lost answer) is fine.
+	err = s.whileNotFound(ctx, func() error {
+		_, err := s.opts.EC2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
+			GroupId: aws.String(id),
+			IpPermissions: []types.IpPermission{{
+				IpProtocol: aws.String("tcp"), FromPort: aws.Int32(int32(s.Platform.SSHPort)), ToPort: aws.Int32(int32(s.Platform.SSHPort)),
+				IpRanges: []types.IpRange{{CidrIp: aws.String(s.SSHCIDR), Description: aws.String("latentworker SSH")}},
+			}},
+		})
+		return err
 	})
-	if err != nil {
+	if err != nil && awserr.Code(err) != "InvalidPermission.Duplicate" {
 		return fmt.Errorf("allowing SSH from %s in security group %s: %w", s.SSHCIDR, id, err)
 	}
 	return nil
+}
+
+// The run's lease, on its temporary key pair (fleet.TagLease): renewed every
+// leaseRenew to leaseTerm ahead while the run lives, so that a sweep never
+// touches a live run's resources, however long it takes, and finds a
+// killed run's once its lease has ended.
+const (
+	leaseTerm  = 10 * time.Minute
+	leaseRenew = 2 * time.Minute
+)
+
+// keyPairSpec tags the temporary key pair, with the run's first lease.
+func (s *State) keyPairSpec(name string) types.TagSpecification {
+	spec := s.labels.Spec(types.ResourceTypeKeyPair, fleet.RoleTempKey, name)
+	spec.Tags = append(spec.Tags, types.Tag{Key: aws.String(fleet.TagLease), Value: aws.String(s.now().Add(leaseTerm).UTC().Format(time.RFC3339))})
+	return spec
+}
+
+// renewLease keeps the key pair's lease ahead of now until ctx ends. A
+// failed renewal is retried at the next tick; the term leaves room for
+// several.
+func (s *State) renewLease(ctx context.Context, keyPairID string) {
+	t := time.NewTicker(leaseRenew)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		lease := s.now().Add(leaseTerm).UTC().Format(time.RFC3339)
+		_, err := s.opts.EC2.CreateTags(ctx, &ec2.CreateTagsInput{
+			Resources: []string{keyPairID},
+			Tags:      []types.Tag{{Key: aws.String(fleet.TagLease), Value: aws.String(lease)}},
+		})
+		if err != nil && ctx.Err() == nil {
+			s.warn("", fmt.Sprintf("renewing the run's lease on key pair %s: %v (retried in %s)", keyPairID, err, leaseRenew))
+		}
+	}
 }

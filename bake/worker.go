@@ -24,6 +24,23 @@ func (s *State) driver(step string) *provision.Driver {
 	})}
 }
 
+// builderDriver is driver for the builder's own steps: a script whose
+// connection drops is followed again on a new connection to the builder,
+// which becomes the run's client.
+func (s *State) builderDriver(step string) *provision.Driver {
+	d := s.driver(step)
+	d.Reconnect = func(ctx context.Context, old *provision.Client) (*provision.Client, error) {
+		_ = old.Close()
+		c, err := s.redial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		s.client = c
+		return c, nil
+	}
+	return d
+}
+
 type lineWriter func(string)
 
 func (f lineWriter) Write(p []byte) (int, error) {
@@ -34,7 +51,7 @@ func (f lineWriter) Write(p []byte) (int, error) {
 var _ io.Writer = lineWriter(nil)
 
 func provisionWorker(ctx context.Context, s *State) error {
-	d := s.driver(StepProvision)
+	d := s.builderDriver(StepProvision)
 	name, err := d.OSName(ctx, s.client)
 	if err != nil {
 		return fmt.Errorf("instance %s: %w", s.InstanceID, err)
@@ -62,14 +79,14 @@ func provisionWorker(ctx context.Context, s *State) error {
 }
 
 func verifyConfig(ctx context.Context, s *State) error {
-	if _, err := s.driver(StepVerifyConfig).Verify(ctx, s.client, s.Worker, s.opts.Password.Reveal()); err != nil {
+	if _, err := s.builderDriver(StepVerifyConfig).Verify(ctx, s.client, s.Worker, s.opts.Password.Reveal()); err != nil {
 		return fmt.Errorf("verifying worker %s on instance %s: %w", s.Worker.Name, s.InstanceID, err)
 	}
 	return nil
 }
 
 func updatesReboot(ctx context.Context, s *State) error {
-	d := s.driver(StepUpdates)
+	d := s.builderDriver(StepUpdates)
 	if err := d.Updates(ctx, s.client); err != nil {
 		return fmt.Errorf("applying updates on instance %s: %w", s.InstanceID, err)
 	}
@@ -161,7 +178,7 @@ func verifyService(ctx context.Context, s *State) error {
 }
 
 func generalize(ctx context.Context, s *State) error {
-	if err := s.driver(StepGeneralize).Generalize(ctx, s.client, s.PublicKey); err != nil {
+	if err := s.builderDriver(StepGeneralize).Generalize(ctx, s.client, s.PublicKey); err != nil {
 		return fmt.Errorf("generalizing instance %s: %w", s.InstanceID, err)
 	}
 	s.closeClient()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/latentworker/latentworker/awserr"
 )
 
 // Bounds of Act's waits.
@@ -150,7 +151,7 @@ type actor struct {
 
 func (a *actor) record(f Finding, op, id string, err error) {
 	act := Action{Region: a.region, Op: op, ID: id, Kind: f.Kind, Res: f.Resource}
-	if err != nil && !notFound(err) {
+	if err != nil && !awserr.NotFound(err) {
 		act.err = fmt.Errorf("%s %s in %s: %w", op, id, a.region, err)
 		act.Error = err.Error()
 		a.failed = append(a.failed, act)
@@ -196,7 +197,7 @@ func (a *actor) run(ctx context.Context, fs []Finding) {
 		_, err := a.api.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(f.ID)})
 		a.record(f, OpDeregisterImage, f.ID, err)
 		for _, sn := range f.Snapshots {
-			if err != nil && !notFound(err) {
+			if err != nil && !awserr.NotFound(err) {
 				skip[sn] = true
 				continue
 			}
@@ -269,7 +270,7 @@ func (a *actor) deleteGroup(ctx context.Context, id string) error {
 	deadline := time.Now().Add(GroupWait)
 	for {
 		_, err := a.api.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: aws.String(id)})
-		if apiCode(err) != "DependencyViolation" || time.Now().After(deadline) {
+		if awserr.Code(err) != "DependencyViolation" || time.Now().After(deadline) {
 			return err
 		}
 		t := time.NewTimer(pollEvery)

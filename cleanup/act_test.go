@@ -10,10 +10,11 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/latentworker/latentworker/fleet"
+	"github.com/latentworker/latentworker/lab/moto/mototest"
 )
 
 func TestActContinuesPastFailures(t *testing.T) {
-	url := startMoto(t)
+	url := mototest.Start(t)
 	clients, get := motoClients(url)
 	s := newSeeder(t, get("us-east-1"))
 	now := time.Now()

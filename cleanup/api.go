@@ -2,13 +2,11 @@ package cleanup
 
 import (
 	"context"
-	"errors"
 	"maps"
 	"sync"
 	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	"github.com/aws/smithy-go"
 )
 
 // EC2API is the part of the EC2 client the package uses. *ec2.Client
@@ -122,23 +120,4 @@ func (x *counting) DeregisterImage(ctx context.Context, in *ec2.DeregisterImageI
 func (x *counting) DeleteSnapshot(ctx context.Context, in *ec2.DeleteSnapshotInput, o ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error) {
 	x.c.add("DeleteSnapshot")
 	return x.api.DeleteSnapshot(ctx, in, o...)
-}
-
-// apiCode returns the AWS error code of err, or "".
-func apiCode(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
-}
-
-// notFound reports whether err says the resource is already gone.
-func notFound(err error) bool {
-	switch c := apiCode(err); c {
-	case "InvalidInstanceID.NotFound", "InvalidKeyPair.NotFound", "InvalidGroup.NotFound",
-		"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidSnapshot.NotFound":
-		return true
-	}
-	return false
 }

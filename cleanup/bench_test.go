@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/latentworker/latentworker/fleet"
+	"github.com/latentworker/latentworker/lab/moto/mototest"
 )
 
 // benchRegions are the regions BenchmarkFind seeds, first R of them.
@@ -52,7 +53,7 @@ func BenchmarkFind(b *testing.B) {
 	nRegions := min(envInt(b, "SWEEP_BENCH_REGIONS", 2), len(benchRegions))
 	perRegion := envInt(b, "SWEEP_BENCH_INSTANCES", 200)
 	regions := benchRegions[:nRegions]
-	url := startMoto(b)
+	url := mototest.Start(b)
 	clients, get := motoClients(url)
 
 	seedStart := time.Now()

@@ -39,11 +39,15 @@
 // snapshot): a resource with a run ID and another role (a handoff's key
 // pair or group, say) is never judged as a bake leftover. A run is judged
 // by what it left in the region:
-//   - live: its temporary key pair still exists and the run is younger than
-//     MaxAge (its age is the time in its run ID) and not past its
-//     latentworker:expires tag. Nothing of a live run is a leftover.
-//   - abandoned: its temporary key pair still exists and the run is older
-//     than MaxAge or past expiry. Every run deletes its temporary key pair
+//   - live: its temporary key pair still exists and carries a
+//     latentworker:lease in the future (a run renews it while it runs),
+//     whatever the run's age; or, for a key pair without a lease, the run
+//     is younger than MaxAge (its age is the time in its run ID) and not
+//     past its latentworker:expires tag. Nothing of a live run is a
+//     leftover.
+//   - abandoned: its temporary key pair still exists and its lease has
+//     ended (the run stopped renewing it: it was killed), or, without a
+//     lease, the run is older than MaxAge or past expiry. Every run deletes its temporary key pair
 //     when it ends, successful or not, so a key pair that outlives MaxAge
 //     means the run was killed (or its cleanup failed). Everything of an
 //     abandoned run is a leftover: builder and verify instances, key pair,

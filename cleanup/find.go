@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
+	"github.com/latentworker/latentworker/awserr"
 	"github.com/latentworker/latentworker/fleet"
 )
 
@@ -128,6 +129,11 @@ func Find(ctx context.Context, clients ClientFunc, opts Options) (Report, error)
 	err = forRegions(ctx, regions, opts.Concurrency, func(ctx context.Context, region string) (regionOut, error) {
 		s := &search{region: region, api: client(region), opts: opts, now: opts.Now(), master: m}
 		err := s.run(ctx)
+		if denied(err) {
+			// An organisation may deny a region (an SCP): that region is
+			// not searched, the others are.
+			return regionOut{warnings: append(s.warnings, fmt.Sprintf("region %s was not searched: access denied (%v)", region, err))}, nil
+		}
 		return regionOut{findings: s.findings, warnings: s.warnings}, err
 	}, &rep)
 	rep.APICalls, rep.Calls, rep.Elapsed = calls.Total(), calls.ByOperation(), time.Since(start)
@@ -343,7 +349,7 @@ func (s *search) listInstances(ctx context.Context) error {
 // unsupportedFilter reports whether err is an endpoint refusing a filter
 // (moto raises NotImplementedError, which it returns as a 500).
 func unsupportedFilter(err error) bool {
-	switch apiCode(err) {
+	switch awserr.Code(err) {
 	case "InvalidParameterValue", "InvalidFilter", "InternalError", "InternalFailure", "NotImplemented":
 		return true
 	}
@@ -353,7 +359,7 @@ func unsupportedFilter(err error) bool {
 
 // errSummary is the AWS error code of err, else its HTTP status.
 func errSummary(err error) string {
-	if c := apiCode(err); c != "" {
+	if c := awserr.Code(err); c != "" {
 		return c
 	}
 	var re interface{ HTTPStatusCode() int }
@@ -412,7 +418,13 @@ func (s *search) runOf(id string) *run {
 		if since.IsZero() {
 			since = aws.ToTime(k.CreateTime)
 		}
+		lease, _ := time.Parse(time.RFC3339, tagsMap(k.Tags)[fleet.TagLease])
 		switch {
+		case !lease.IsZero() && s.now.Before(lease):
+			// A run renews its lease while it runs: alive, however old.
+			r.state, r.why = runLive, fmt.Sprintf("its run %s is alive (it renewed its lease to %s)", id, lease.Format(time.RFC3339))
+		case !lease.IsZero():
+			r.state, r.why = runAbandoned, fmt.Sprintf("its run %s is dead (it stopped renewing its lease, which ended %s)", id, lease.Format(time.RFC3339))
 		case !r.expires.IsZero() && s.now.After(r.expires):
 			r.state, r.why = runAbandoned, fmt.Sprintf("its run %s did not complete (its temporary key pair is past its expiry %s)", id, r.expires.Format(time.RFC3339))
 		case !since.IsZero() && s.now.Sub(since) > s.opts.MaxAge:
@@ -714,4 +726,14 @@ func (s *search) leftoverImage(im types.Image, tags map[string]string) (string, 
 		return fmt.Sprintf("%s AMI: %s", im.State, r.why), true
 	}
 	return "", false
+}
+
+// denied reports whether err is AWS refusing the caller access (an SCP or a
+// policy that excludes a region), not a failure of the search.
+func denied(err error) bool {
+	switch awserr.Code(err) {
+	case "UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "AuthFailure":
+		return true
+	}
+	return false
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/latentworker/latentworker/fleet"
+	"github.com/latentworker/latentworker/lab/moto/mototest"
 )
 
 func runID(t time.Time, n byte) string {
@@ -112,7 +113,7 @@ func seedWorld(t *testing.T, get func(string) *ec2.Client) *world {
 }
 
 func TestSweep(t *testing.T) {
-	url := startMoto(t)
+	url := mototest.Start(t)
 	clients, get := motoClients(url)
 	w := seedWorld(t, get)
 	ctx := context.Background()

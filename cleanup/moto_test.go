@@ -1,15 +1,8 @@
 package cleanup
 
 import (
-	"bytes"
 	"context"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,80 +13,6 @@ import (
 
 	"github.com/latentworker/latentworker/fleet"
 )
-
-// lockedBuffer collects moto_server's output for failure messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// startMoto starts a moto_server of its own on a free loopback port and
-// returns its URL; tb.Cleanup kills its process group. Without moto_server
-// the test is skipped, or fails when CI=true.
-func startMoto(tb testing.TB) string {
-	tb.Helper()
-	bin, err := exec.LookPath("moto_server")
-	if err == nil {
-		// A pyenv shim exists even when the active Python lacks moto.
-		err = exec.Command(bin, "--help").Run()
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("moto_server is required when CI=true: %v", err)
-		}
-		tb.Skipf("moto_server not available: %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	l.Close()
-
-	var out lockedBuffer
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", port)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("starting moto_server: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	tb.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	})
-
-	url := "http://127.0.0.1:" + port
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url + "/moto-api/data.json")
-		if err == nil {
-			resp.Body.Close()
-			return url
-		}
-		select {
-		case <-done:
-			tb.Fatalf("moto_server exited: %s", out.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("moto_server on port %s not ready after 30s: %s", port, out.String())
-		}
-	}
-}
 
 // motoClients returns a ClientFunc for moto at url; "" is us-east-1.
 func motoClients(url string) (ClientFunc, func(string) *ec2.Client) {

@@ -8,10 +8,11 @@ import (
 	"time"
 
 	"github.com/latentworker/latentworker/fleet"
+	"github.com/latentworker/latentworker/lab/moto/mototest"
 )
 
 func TestPruneImages(t *testing.T) {
-	url := startMoto(t)
+	url := mototest.Start(t)
 	clients, get := motoClients(url)
 	s := newSeeder(t, get("us-east-1"))
 	ctx := context.Background()

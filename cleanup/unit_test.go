@@ -10,6 +10,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/latentworker/latentworker/lab/moto/mototest"
 )
 
 func TestUpSince(t *testing.T) {
@@ -53,7 +54,7 @@ func TestRegions(t *testing.T) {
 	if err != nil || !slices.Equal(got, []string{"a", "b"}) {
 		t.Errorf("Regions([b a b]) = %v, %v; want [a b]", got, err)
 	}
-	url := startMoto(t)
+	url := mototest.Start(t)
 	clients, _ := motoClients(url)
 	var calls Calls
 	got, err = Regions(context.Background(), func(r string) EC2API { return Counting(clients(r), &calls) }, nil)

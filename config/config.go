@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"syscall"
 	"unicode"
 
 	"github.com/BurntSushi/toml"
@@ -109,6 +112,12 @@ type Image struct {
 	RootVolumeGiB int `toml:"root_volume_gib"`
 	// SSHUser is the login user of the base image; "" is the platform's.
 	SSHUser string `toml:"ssh_user"`
+	// Install is how buildbot-worker is installed: "" (the platform's way),
+	// "package" or "pip" (the guide's fallback: a virtual environment, the
+	// system user and unit made by hand).
+	Install string `toml:"install"`
+	// WorkerVersion pins the buildbot-worker pip installs; "" is the newest.
+	WorkerVersion string `toml:"worker_version"`
 	// CPythonBuildDeps installs the packages CPython's build needs.
 	CPythonBuildDeps bool `toml:"cpython_build_deps"`
 	// ExtraScripts run as root, in order, after the worker is set up;
@@ -165,7 +174,7 @@ var tableLine = regexp.MustCompile(`^\s*\[\[?\s*([^\]]+?)\s*\]\]?`)
 // file's directory. Load does not validate: call Validate after the
 // environment and flag overrides.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readSmallFile(path, MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
@@ -178,6 +187,9 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("load config %s: %w", path, err)
 	}
 	if err := checkUndecoded(md.Undecoded()); err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	if err := checkTypes(md); err != nil {
 		return nil, fmt.Errorf("load config %s: %w", path, err)
 	}
 	if c.AWS.Tags == nil {
@@ -206,6 +218,90 @@ func Load(path string) (*Config, error) {
 		c.Image.ExtraScripts[i] = resolve(p)
 	}
 	return c, nil
+}
+
+// MaxFileSize bounds the config file and the password file: both are a
+// few lines, and reading something else (a device, a log) must fail at once.
+const MaxFileSize = 1 << 20
+
+// readSmallFile reads path, which must be a regular file of at most limit
+// bytes: a FIFO, a device or a directory is refused before it is opened
+// for reading (a FIFO would block, /dev/zero would never end).
+func readSmallFile(path string, limit int64) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: must be a regular file, not %s", path, fileKind(fi.Mode()))
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s: is %d bytes; at most %d are allowed", path, fi.Size(), limit)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: more than %d bytes", path, limit)
+	}
+	return b, nil
+}
+
+// fileKind names a file mode's type for an error.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return "a special file"
+}
+
+// checkTypes refuses a value of the wrong TOML type, which the decoder
+// would otherwise drop silently for tables (aws.tags = "team=x").
+func checkTypes(md toml.MetaData) error {
+	want := map[Kind][]string{
+		KindString: {"String"},
+		KindInt:    {"Integer"},
+		KindBool:   {"Bool"},
+		KindList:   {"Array"},
+		KindTable:  {"Hash", "Inline Table"},
+	}
+	var errs []error
+	for _, k := range Keys() {
+		parts := strings.Split(k.Name, ".")
+		if !md.IsDefined(parts...) {
+			continue
+		}
+		got := md.Type(parts...)
+		if !slices.Contains(want[k.Kind], got) {
+			errs = append(errs, &FieldError{Key: k.Name, Value: "(a TOML " + strings.ToLower(got) + ")", Rule: "must be a " + string(k.Kind) + tomlExample(k.Kind)})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func tomlExample(k Kind) string {
+	switch k {
+	case KindTable:
+		return `, e.g. { team = "x" }`
+	case KindList:
+		return `, e.g. ["a.sh", "b.sh"]`
+	case KindString:
+		return ` in quotes`
+	}
+	return ""
 }
 
 // checkNoPassword refuses a file with a line that sets a password-like key
@@ -252,8 +348,17 @@ func checkUndecoded(keys []toml.Key) error {
 
 // PlatformInfo returns the registry entry of Platform, or an error
 // listing the known platforms.
+// With Install = "pip" it is the platform installed the guide's pip way
+// (platform.Platform.WithPip).
 func (i Image) PlatformInfo() (*platform.Platform, error) {
-	return platform.Lookup(i.Platform)
+	p, err := platform.Lookup(i.Platform)
+	if err != nil {
+		return nil, err
+	}
+	if i.Install == string(platform.Pip) {
+		p = p.WithPip()
+	}
+	return p, nil
 }
 
 // EffectiveBase returns the base image filter with the platform's defaults
@@ -320,5 +425,6 @@ func (c *Config) ScriptWorker(osName string) scripts.Worker {
 		AdminName:  c.Worker.AdminName,
 		AdminEmail: c.Worker.AdminEmail,
 		HostInfo:   host,
+		Version:    c.Image.WorkerVersion,
 	}
 }

@@ -34,7 +34,7 @@ func Example() {
 	}
 	fmt.Println(c.Validate())
 	// Output:
-	// worker.name = "": must be 1-64 letters, digits, '.', '_' or '-', not starting with '-' or '.'
+	// worker.name = "": must be a worker name buildbot accepts: 1-50 letters, digits, '_' or '-', starting with a letter or '_', not debug, change or status
 	// worker.admin_name = "": must not be empty
 	// worker.admin_email = "": must not be empty
 	// aws.instance_type = "t3" (from $LATENTWORKER_INSTANCE_TYPE): must be an instance type, family.size, such as t3.large or m7i-flex.xlarge

@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-
-	"github.com/latentworker/latentworker/platform"
 )
 
 // Kind is the type of a key's value, as the documentation names it.
@@ -85,7 +83,7 @@ var keyTable = []keyDef{
 		field: func(c *Config) any { return &c.AWS.Tags }},
 
 	{Key: Key{Name: "image.platform", Kind: KindString, Env: "LATENTWORKER_PLATFORM", Flag: "platform", Default: DefaultPlatform,
-		Help: "OS release of the base image: " + strings.Join(platform.Names(), ", ") + " (latentworker platforms lists them)"},
+		Help: "OS release of the base image: a name from latentworker platforms (debian-12, debian-13, ubuntu-24.04, ...; debian and ubuntu are aliases)"},
 		field: func(c *Config) any { return &c.Image.Platform }},
 	{Key: Key{Name: "image.base_ami", Kind: KindString, Env: "LATENTWORKER_BASE_AMI", Flag: "base-ami",
 		Help: "base AMI ID; empty: the newest image matching base_owner and base_name"},
@@ -102,6 +100,12 @@ var keyTable = []keyDef{
 	{Key: Key{Name: "image.ssh_user", Kind: KindString, Env: "LATENTWORKER_SSH_USER", Flag: "ssh-user", Default: "per platform",
 		Help: "login user of the base image; the platform's (latentworker platforms)"},
 		field: func(c *Config) any { return &c.Image.SSHUser }},
+	{Key: Key{Name: "image.install", Kind: KindString, Env: "LATENTWORKER_INSTALL", Flag: "install", Default: "per platform",
+		Help: "how buildbot-worker is installed: package (the distribution's) or pip (a venv in /opt/buildbot-worker, the guide's user, directory and unit); empty: the platform's"},
+		field: func(c *Config) any { return &c.Image.Install }},
+	{Key: Key{Name: "image.worker_version", Kind: KindString, Env: "LATENTWORKER_WORKER_VERSION", Flag: "worker-version",
+		Help: "buildbot-worker version pip installs (e.g. 4.3.0); empty: the newest; only with pip"},
+		field: func(c *Config) any { return &c.Image.WorkerVersion }},
 	{Key: Key{Name: "image.cpython_build_deps", Kind: KindBool, Env: "LATENTWORKER_CPYTHON_BUILD_DEPS", Flag: "cpython-build-deps", Default: "false",
 		Help: "install the packages CPython's build needs (the devguide's list)"},
 		field: func(c *Config) any { return &c.Image.CPythonBuildDeps }},

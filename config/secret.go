@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // redacted is how a Secret prints.
@@ -85,7 +86,7 @@ func (c *Config) Password(prompt func(label string) (string, error)) (Secret, er
 		if err := checkPasswordFile(path); err != nil {
 			return Secret{}, fmt.Errorf("worker password from %s: %w", src, err)
 		}
-		b, err := os.ReadFile(path)
+		b, err := readSmallFile(path, 4*MaxPasswordLen+2)
 		if err != nil {
 			return Secret{}, fmt.Errorf("worker password from %s: %w", src, err)
 		}
@@ -107,11 +108,21 @@ func (c *Config) Password(prompt func(label string) (string, error)) (Secret, er
 	return Secret{}, fmt.Errorf("%w: set %s, or worker.password_file, or run where latentworker can prompt", ErrNoPassword, env)
 }
 
+// MaxPasswordLen bounds the worker password, in characters: buildbot sets
+// no limit, but a password travels in buildbot.tac and on every
+// connection, and a longer value is a mistake (a file that is not the
+// password).
+const MaxPasswordLen = 256
+
 // checkPassword returns v as a Secret, or an error naming src (never v).
 func checkPassword(v, src string) (Secret, error) {
 	switch {
 	case v == "":
 		return Secret{}, fmt.Errorf("worker password from %s: %w: it is empty", src, ErrNoPassword)
+	case !utf8.ValidString(v):
+		return Secret{}, fmt.Errorf("worker password from %s: must be valid UTF-8", src)
+	case utf8.RuneCountInString(v) > MaxPasswordLen:
+		return Secret{}, fmt.Errorf("worker password from %s: must be at most %d characters", src, MaxPasswordLen)
 	case strings.ContainsAny(v, "\r\n"):
 		return Secret{}, fmt.Errorf("worker password from %s: must be a single line", src)
 	case strings.IndexFunc(v, unicode.IsControl) >= 0:

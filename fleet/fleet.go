@@ -23,12 +23,17 @@ import (
 // Tag keys latentworker sets on everything it creates. They all start with
 // Prefix, which user tags may not use.
 const (
-	Prefix       = "latentworker:"
-	TagRunID     = Prefix + "run-id"     // the run that created the resource (NewRunID)
-	TagWorker    = Prefix + "worker"     // the buildbot worker name
-	TagRole      = Prefix + "role"       // a Role
-	TagCreator   = Prefix + "creator"    // the STS caller ARN of the run
-	TagExpires   = Prefix + "expires"    // RFC 3339 time after which a temporary resource is a leftover
+	Prefix     = "latentworker:"
+	TagRunID   = Prefix + "run-id"  // the run that created the resource (NewRunID)
+	TagWorker  = Prefix + "worker"  // the buildbot worker name
+	TagRole    = Prefix + "role"    // a Role
+	TagCreator = Prefix + "creator" // the STS caller ARN of the run
+	TagExpires = Prefix + "expires" // RFC 3339 time after which a temporary resource is a leftover
+	// TagLease, on a bake run's temporary key pair, is the RFC 3339 time
+	// until which the run is surely alive: the run renews it while it
+	// runs, so a run that stopped renewing it is dead and its resources
+	// are leftovers, whatever their age.
+	TagLease     = Prefix + "lease"
 	TagSourceAMI = Prefix + "source-ami" // the image the builder started from
 	TagReplaces  = Prefix + "replaces"   // the previous AMI of the worker, on an image
 	TagName      = "Name"                // the console's name column

@@ -18,7 +18,8 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
-step() { printf '\n== %s\n' "$*" >&2; }
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
 
 # The worker's password: the buildmaster admins would hand it out; here the
 # lab's master and the bake read it from the same 0600 file.
@@ -55,41 +56,19 @@ step "latentworker bake (base: newest debian-12-amd64-* owned by 136693071363)"
 ami=$(sed -n 's/^image_id: //p' "$work/result")
 
 step "boot the new AMI with the AWS CLI, as the master would"
-id=$(aws ec2 run-instances --image-id "$ami" --instance-type t3.large --query 'Instances[0].InstanceId' --output text)
-aws ec2 wait instance-running --instance-ids "$id"
+id=$(boot_ami "$ami")
 echo "$id running"
 
 step "the master sees the worker connect"
-api=${LATENTLAB_MASTER_URL%/}/api/v2
-# json FIELD CONDITION: reads the REST answer on stdin, exits 0 if it holds.
-json() { python3 -c "import json, sys; d = json.load(sys.stdin); sys.exit(0 if ($1) else 1)"; }
-connected=no
-for _ in $(seq 1 120); do
-	if curl -fsS "$api/workers/$worker" | json 'd["workers"][0]["connected_to"]'; then
-		connected=yes
-		break
-	fi
-	sleep 1
-done
-[ "$connected" = yes ] || { echo "worker $worker did not connect" >&2; exit 1; }
+wait_connected "$worker"
 echo "worker $worker connected"
 
 step "a forced build on it"
-curl -fsS -H 'Content-Type: application/json' -d '{"jsonrpc":"2.0","method":"force","id":1,"params":{"builderid":1,"reason":"demo","username":"Demo <demo@example.com>"}}' "$api/forceschedulers/force" >/dev/null
-built=no
-for _ in $(seq 1 120); do
-	if curl -fsS "$api/builds?complete=true" | json 'any(b["results"] == 0 for b in d["builds"])'; then
-		built=yes
-		break
-	fi
-	sleep 1
-done
-[ "$built" = yes ] || { echo "no successful build" >&2; exit 1; }
+force_build "$worker"
 echo "build succeeded"
 
 step "terminate"
-aws ec2 terminate-instances --instance-ids "$id" --query 'TerminatingInstances[0].CurrentState.Name' --output text
-aws ec2 wait instance-terminated --instance-ids "$id"
+terminate "$id"
 
 step "latentworker handoff: what the buildmaster admins get"
 ssh-keygen -q -t ed25519 -N '' -C "demo master key" -f "$work/master-key"

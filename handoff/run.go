@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 
@@ -66,6 +68,13 @@ type Options struct {
 	// BuildWaitTimeout goes into the bundle (build_wait_timeout=); 0 means
 	// DefaultBuildWaitTimeout.
 	BuildWaitTimeout time.Duration
+	// CheckOnly creates nothing and changes neither the policy, the keys
+	// nor the AMI's tags: what a handoff makes must exist (else
+	// ErrNotHandedOff), and a policy other than the handoff's is reported
+	// (Result.PolicyDiffers). It gives the bundle of the current key, for
+	// Check. (The instance profile's role is still put right when it
+	// drifted, as a handoff does.)
+	CheckOnly bool
 
 	EC2 EC2API
 	IAM iam.API
@@ -79,7 +88,20 @@ type Result struct {
 	PolicyChanged bool
 	Created       []string // what this handoff created, e.g. "security group sg-..."
 	Retired       []iam.KeyInfo
+	// Who and what Check needs: the key's user, the worker's instance
+	// profile and the account.
+	UserARN            string
+	InstanceProfileARN string
+	AccountID          string
+	// PolicyDiffers is a CheckOnly run that found the key's policy
+	// different from the one a handoff writes (the check goes on with the
+	// policy as it is).
+	PolicyDiffers bool
 }
+
+// ErrNotHandedOff is a CheckOnly run that found a part of the handoff
+// missing or different.
+var ErrNotHandedOff = errors.New("not handed off as this handoff would (run latentworker handoff)")
 
 // ErrPublicImage refuses to hand off a public AMI: it holds the worker
 // password.
@@ -126,6 +148,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	m := iam.NewManager(o.IAM)
+	if o.CheckOnly {
+		if _, err := o.IAM.GetInstanceProfile(ctx, &awsiam.GetInstanceProfileInput{InstanceProfileName: aws.String(iam.Name(o.Worker))}); err != nil {
+			return nil, fmt.Errorf("instance profile %s: %w: %v", iam.Name(o.Worker), ErrNotHandedOff, err)
+		}
+		if _, err := o.IAM.GetUser(ctx, &awsiam.GetUserInput{UserName: aws.String(iam.Name(o.Worker))}); err != nil {
+			return nil, fmt.Errorf("IAM user %s: %w: %v", iam.Name(o.Worker), ErrNotHandedOff, err)
+		}
+	}
 	profile, err := m.EnsureInstanceProfile(ctx, o.Worker)
 	if err != nil {
 		return nil, err
@@ -143,7 +173,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy for worker %s: %w", o.Worker, err)
 	}
-	if res.PolicyChanged, err = m.PutPolicy(ctx, user, doc); err != nil {
+	res.UserARN, res.InstanceProfileARN, res.AccountID = user.ARN, profile.ARN, account
+	if o.CheckOnly {
+		have, err := m.Policy(ctx, user)
+		if err != nil {
+			return nil, err
+		}
+		res.PolicyDiffers = !reflect.DeepEqual(have, doc)
+	} else if res.PolicyChanged, err = m.PutPolicy(ctx, user, doc); err != nil {
 		return nil, err
 	}
 
@@ -161,6 +198,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	// Mark the AMI as the one the admins run.
+	if o.CheckOnly {
+		res.Bundle = b
+		return res, nil
+	}
 	if _, err := o.EC2.CreateTags(ctx, &ec2.CreateTagsInput{
 		Resources: []string{ami},
 		Tags:      []types.Tag{{Key: aws.String(TagHandedOff), Value: aws.String(o.Now().UTC().Format(time.RFC3339))}},
@@ -248,6 +289,9 @@ func (o Options) keyPair(ctx context.Context, res *Result) (string, error) {
 	if code(err) != "InvalidKeyPair.NotFound" {
 		return "", fmt.Errorf("describing key pair %s: %w", name, err)
 	}
+	if o.CheckOnly {
+		return "", fmt.Errorf("key pair %s: %w: it does not exist", name, ErrNotHandedOff)
+	}
 	if o.PublicKey == "" {
 		return "", fmt.Errorf("key pair %s does not exist: give --public-key with the public half of a key you keep (the master never needs the private key)", name)
 	}
@@ -275,6 +319,9 @@ func (o Options) securityGroup(ctx context.Context, vpc string, res *Result) (st
 	if len(out.SecurityGroups) > 0 {
 		return aws.ToString(out.SecurityGroups[0].GroupId), nil
 	}
+	if o.CheckOnly {
+		return "", fmt.Errorf("security group %s: %w: it does not exist", name, ErrNotHandedOff)
+	}
 	cr, err := o.EC2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{
 		GroupName: aws.String(name), VpcId: aws.String(vpc),
 		Description:       aws.String("buildbot latent worker " + o.Worker + ": no inbound rules, the worker only connects out"),
@@ -290,6 +337,9 @@ func (o Options) securityGroup(ctx context.Context, vpc string, res *Result) (st
 
 // keys creates, reuses, rotates or retires the user's access keys.
 func (o Options) keys(ctx context.Context, m *iam.Manager, u iam.User, b *Bundle, res *Result) error {
+	if o.CheckOnly && (o.Rotate || o.RetireOld) {
+		return errors.New("a check changes no key: no --rotate or --retire-old")
+	}
 	if o.RetireOld {
 		retired, err := m.RetireOld(ctx, u, "")
 		if err != nil {
@@ -309,6 +359,8 @@ func (o Options) keys(ctx context.Context, m *iam.Manager, u iam.User, b *Bundle
 		}
 		b.AccessKeyID, b.SecretAccessKey = r.New.ID, r.New.Secret
 		b.Changes.OldAccessKeyID = r.Old.ID
+	case len(have) == 0 && o.CheckOnly:
+		return fmt.Errorf("the access keys of %s: %w: it has none", u.Name, ErrNotHandedOff)
 	case len(have) == 0:
 		k, err := m.CreateKey(ctx, u)
 		if err != nil {

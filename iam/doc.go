@@ -118,6 +118,8 @@
 //     invalid profile error.
 //
 // moto_server checks actions only: it ignores conditions and denies
-// resource-scoped allows (LAB-NOTES). Document.ActionLevel gives the
-// action-only projection of a policy for a lab that enables enforcement.
+// resource-scoped allows (LAB-NOTES). The lab decides the requests of keys
+// like the worker's with a real IAM evaluator instead (lab/iameval), so
+// the policy is tested as handed off; Document.ActionLevel, the
+// action-only projection, is left for tests against moto alone.
 package iam

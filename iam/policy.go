@@ -78,7 +78,8 @@ func (d Document) Actions() []string {
 // moto's IAM enforcement, which ignores conditions and wrongly denies
 // resource-scoped allows (see LAB-NOTES): a lab that turns enforcement on
 // attaches ActionLevel() to check that the master calls nothing outside
-// the policy's actions. Never hand it to AWS.
+// the policy's actions (the lab itself now evaluates policies as AWS does,
+// with lab/iameval). Never hand it to AWS.
 func (d Document) ActionLevel() Document {
 	return Document{Version: PolicyVersion, Statement: []Statement{{
 		Sid:      "ActionLevelOnly",
@@ -259,10 +260,9 @@ func WorkerPolicy(o PolicyOptions) (Document, error) {
 	}
 	inRegion := Condition{}.with("StringEquals", "aws:RequestedRegion", o.Region)
 	ownInstances := inRegion.with("ArnEquals", "ec2:InstanceProfile", o.InstanceProfileARN)
+	// RequestSpotInstances takes no instance or volume resource (the
+	// Service Authorization Reference): it gets a statement of its own.
 	launch := []string{"ec2:RunInstances"}
-	if o.Spot {
-		launch = append(launch, "ec2:RequestSpotInstances")
-	}
 
 	describe := []string{
 		"ec2:DescribeImages",
@@ -355,7 +355,19 @@ func WorkerPolicy(o PolicyOptions) (Document, error) {
 	})
 
 	if o.Spot {
+		var spotResources []string
+		for _, r := range launchResources {
+			if !strings.HasSuffix(r, ":volume/*") {
+				spotResources = append(spotResources, r)
+			}
+		}
 		st = append(st, Statement{
+			Sid:       "SpotOnlyTheseImagesKeySecurityGroupAndSubnet",
+			Effect:    "Allow",
+			Action:    []string{"ec2:RequestSpotInstances"},
+			Resource:  spotResources,
+			Condition: inRegion,
+		}, Statement{
 			Sid:       "SpotRequests",
 			Effect:    "Allow",
 			Action:    []string{"ec2:CancelSpotInstanceRequests", "ec2:RequestSpotInstances"},

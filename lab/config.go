@@ -17,28 +17,44 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/latentworker/latentworker/lab/image"
 	"github.com/latentworker/latentworker/lab/master"
+	"github.com/latentworker/latentworker/lab/realism"
 )
 
 // Config is the lab file (TOML). Every field has a working default.
 type Config struct {
 	// Listen is the EC2 endpoint's address (loopback only).
 	Listen string `toml:"listen"`
+	// Realism makes the endpoint fail and lag as AWS does (throttling,
+	// lost answers, eventual consistency, slow boots, late console
+	// output); off by default (lab/realism).
+	Realism realism.Config `toml:"realism"`
 	// Addresses is the loopback range instances get their addresses from.
 	Addresses string `toml:"addresses"`
 	// AptCache is the loopback address of the lab's caching apt proxy,
-	// which instances use for Debian's mirror; "off" turns it off.
+	// which instances use for their release's archives; "off" turns it off.
 	AptCache string `toml:"apt_cache"`
+	// PyPICache is the loopback address of the lab's PyPI mirror, which
+	// instances' pip uses (/etc/pip.conf); "off" turns it off.
+	PyPICache string `toml:"pypi_cache"`
 	// ImagePending is the least time a new AMI stays pending, so clients'
 	// progress reporting is exercised (AWS takes minutes; the lab's copy a
 	// fraction of a second).
 	ImagePending Duration `toml:"image_pending"`
-	// IAMEnforcement turns moto's IAM enforcement on: every request is
-	// allowed or denied by the policies of the key that signed it (actions
-	// only; moto ignores conditions). The lab then works with an
-	// administrator's key, which `latentlab env` exports.
-	IAMEnforcement bool         `toml:"iam_enforcement"`
-	Master         MasterConfig `toml:"master"`
+	// IAMEnforcement turns IAM enforcement on: every request is allowed or
+	// denied by the policies of the key that signed it, the lab
+	// administrator's by moto, every other key's by the lab's IAM
+	// evaluator with conditions and resource ARNs (lab/iameval). The lab
+	// then works with the administrator's key, which `latentlab env`
+	// exports.
+	IAMEnforcement bool `toml:"iam_enforcement"`
+	// Images are the releases whose base images `latentlab up` builds
+	// before the lab starts (default: debian-12). The catalogue has every
+	// release's AMIs either way; launching one whose base is not built
+	// builds it then, the instance pending meanwhile.
+	Images []string     `toml:"images"`
+	Master MasterConfig `toml:"master"`
 }
 
 // MasterConfig configures the lab's buildbot master.
@@ -61,26 +77,14 @@ type WorkerConfig struct {
 }
 
 // Duration is a time.Duration written as "5s" in TOML.
-type Duration struct{ time.Duration }
-
-// UnmarshalText parses a Go duration.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("duration %q: %w", b, err)
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalText writes a Go duration.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+type Duration = realism.Duration
 
 // Defaults.
 const (
 	DefaultListen    = "127.0.0.1:4570"
 	DefaultAddresses = "127.0.10.0/24"
 	DefaultAptCache  = "127.0.0.1:4571"
+	DefaultPyPICache = "127.0.0.1:4572"
 )
 
 // MasterEnabled reports whether the lab runs a buildbot master.
@@ -111,8 +115,14 @@ func LoadConfig(path string) (Config, error) {
 	if c.AptCache == "" {
 		c.AptCache = DefaultAptCache
 	}
+	if c.PyPICache == "" {
+		c.PyPICache = DefaultPyPICache
+	}
 	if c.ImagePending.Duration == 0 {
 		c.ImagePending.Duration = 3 * time.Second
+	}
+	if c.Images == nil {
+		c.Images = append([]string(nil), image.DefaultImages...)
 	}
 	return c, c.validate()
 }
@@ -127,9 +137,19 @@ func (c Config) validate() error {
 			return fmt.Errorf("lab file: apt_cache %q: must be a loopback address and port, like %s, or \"off\"", c.AptCache, DefaultAptCache)
 		}
 	}
+	if c.PyPICache != "off" {
+		if ap, err := netip.ParseAddrPort(c.PyPICache); err != nil || !ap.Addr().IsLoopback() {
+			return fmt.Errorf("lab file: pypi_cache %q: must be a loopback address and port, like %s, or \"off\"", c.PyPICache, DefaultPyPICache)
+		}
+	}
 	p, err := netip.ParsePrefix(c.Addresses)
 	if err != nil || !p.Addr().Is4() || !p.Addr().IsLoopback() || p.Bits() < 16 || p.Bits() > 28 {
 		return fmt.Errorf("lab file: addresses %q: must be an IPv4 loopback range from /16 to /28, like %s", c.Addresses, DefaultAddresses)
+	}
+	for i, name := range c.Images {
+		if _, err := image.Lookup(name); err != nil {
+			return fmt.Errorf("lab file: images[%d]: %q: the lab can boot %s", i, name, strings.Join(image.Names(), ", "))
+		}
 	}
 	for i, w := range c.Master.Workers {
 		if w.Name == "" {
@@ -139,7 +159,7 @@ func (c Config) validate() error {
 			return fmt.Errorf("lab file: master.workers[%d] (%s): set exactly one of password and password_file", i, w.Name)
 		}
 	}
-	return nil
+	return c.Realism.Validate()
 }
 
 // masterWorkers resolves worker passwords.

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Family is a group of platforms that share a script core.
@@ -173,6 +174,10 @@ type Platform struct {
 	// reboot and on an instance booted from the new image.
 	Verify []string
 
+	// ImageWait bounds the wait for a new image to become available; an
+	// image still pending then is kept for `bake --resume`.
+	ImageWait time.Duration
+
 	// NeedsHost: instances run only on a dedicated host the user names
 	// (aws.host_id), as mac instances do.
 	NeedsHost bool
@@ -221,6 +226,29 @@ func (p *Platform) pathSep() string {
 		return `\`
 	}
 	return "/"
+}
+
+// The guide's layout for buildbot-worker installed with pip (and the RPM's):
+// a system user buildbot-worker and one directory per worker under
+// /var/lib/buildbot/worker.
+const (
+	PipWorkerUser = "buildbot-worker"
+	PipWorkersDir = "/var/lib/buildbot/worker"
+)
+
+// WithPip returns a copy of p that installs buildbot-worker with pip (the
+// guide's fallback, image.install = "pip"): no package, the guide's user,
+// directory and templated systemd unit. p itself is returned when it already
+// installs with pip.
+func (p *Platform) WithPip() *Platform {
+	if p.Install == Pip {
+		return p
+	}
+	c := *p
+	c.Install, c.Package = Pip, ""
+	c.WorkerUser, c.WorkersDir = PipWorkerUser, PipWorkersDir
+	c.Service, c.ServiceName = Systemd, "buildbot-worker@%s.service"
+	return &c
 }
 
 // OfficialBase reports whether AWS has an official base image to find by

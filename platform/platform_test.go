@@ -32,6 +32,8 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("%s: installs a package but names none", p.Name)
 		case p.WorkerUser == "" || p.WorkersDir == "" || p.ServiceName == "" || p.Service == "":
 			t.Errorf("%s: worker user, directory and service are required", p.Name)
+		case p.ImageWait <= 0:
+			t.Errorf("%s: no image wait", p.Name)
 		case p.RebootCheck == "" || len(p.Verify) == 0:
 			t.Errorf("%s: reboot check and verification are required", p.Name)
 		case p.ProvedBy != ProvedByLab && p.ProvedBy != ProvedByStatic:
@@ -57,7 +59,7 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("%s: a POSIX platform names its package manager fragment", p.Name)
 		case !p.OfficialBase() && p.ProvedBy != ProvedByStatic:
 			t.Errorf("%s: a platform without an official image cannot be baked in the lab", p.Name)
-		case p.ProvedBy == ProvedByStatic && !strings.Contains(p.Proof, "a first bake on AWS must confirm"):
+		case p.ProvedBy == ProvedByStatic && !strings.Contains(p.Proof, "on AWS"):
 			t.Errorf("%s: a static proof says what a first bake on AWS must confirm: %q", p.Name, p.Proof)
 		case p.OfficialBase() != (p.SSHUser != ""):
 			t.Errorf("%s: a platform with an official image names its login user, one without leaves it to the user", p.Name)

@@ -40,6 +40,11 @@ const scriptRemoveTimeout = 30 * time.Second
 type Driver struct {
 	// Platform is the machine's platform (platform.Lookup).
 	Platform *platform.Platform
+	// Reconnect, when set, connects to the machine again after the
+	// connection old was lost while a script ran (see run); the new client
+	// replaces old for the rest of the script and is the caller's to use
+	// afterwards too.
+	Reconnect func(ctx context.Context, old *Client) (*Client, error)
 	// Progress receives what the scripts report: every line they write to
 	// stderr, and to stdout except Verify's facts. Each Write is one whole
 	// line ending in "\n". Nil discards.
@@ -57,6 +62,20 @@ func (d *Driver) Setup(ctx context.Context, c *Client, w scripts.Worker, passwor
 		return err
 	}
 	return d.run(ctx, c, "setup", script, password, nil)
+}
+
+// Configure runs the configure half of the platform's Setup alone (see
+// scripts.Configure) for w with password on stdin, on a machine where
+// buildbot-worker is already installed the platform's way.
+func (d *Driver) Configure(ctx context.Context, c *Client, w scripts.Worker, password string) error {
+	if err := checkPassword(password); err != nil {
+		return fmt.Errorf("configure on %s: %w", c.Addr(), err)
+	}
+	script, err := scripts.Configure(d.Platform, w)
+	if err != nil {
+		return err
+	}
+	return d.run(ctx, c, "configure", script, password, nil)
 }
 
 // Verify runs the platform's Verify script for w with password on stdin
@@ -202,6 +221,11 @@ func (d *Driver) AuthorizeKey(ctx context.Context, c *Client, publicKey string) 
 
 // run uploads script, runs it as root with secret (if any) as the first
 // line of stdin, and removes it. stdout nil sends stdout to Progress.
+//
+// Where the shell can (Detacher), the script runs as a detached job that
+// outlives the SSH session: when the connection drops while it runs and
+// Reconnect is set, run reconnects and follows the job again from where it
+// was, to the end and its real exit status.
 func (d *Driver) run(ctx context.Context, c *Client, name string, script []byte, secret string, stdout io.Writer) (err error) {
 	sh, err := d.Shell(c)
 	if err != nil {
@@ -218,7 +242,9 @@ func (d *Driver) run(ctx context.Context, c *Client, name string, script []byte,
 			err = errors.Join(err, fmt.Errorf("%s script on %s: remove %s: %w", name, c.Addr(), path, rmErr))
 		}
 	}()
-	if err := c.Upload(ctx, path, script, 0o700); err != nil {
+	if err := d.retry(ctx, &c, func() error { return c.Upload(ctx, path, script, 0o700) }, func() error {
+		return c.Run(ctx, sh.Remove(path), nil, nil, nil)
+	}); err != nil {
 		return fmt.Errorf("%s script: %w", name, err)
 	}
 	// One line buffer per stream, so that a partial line on one is never
@@ -231,6 +257,9 @@ func (d *Driver) run(ctx context.Context, c *Client, name string, script []byte,
 		defer out.Flush()
 		stdout = out
 	}
+	if dt, ok := sh.(Detacher); ok {
+		return redact(d.runJob(ctx, &c, dt, name, path, secret, stdout, progress), secret)
+	}
 	var stdin io.Reader
 	if secret != "" {
 		stdin = strings.NewReader(secret + "\n")
@@ -241,12 +270,144 @@ func (d *Driver) run(ctx context.Context, c *Client, name string, script []byte,
 	return nil
 }
 
+// lostConnection reports whether err is the connection failing rather than
+// a command's status or ctx ending.
+func lostConnection(ctx context.Context, err error) bool {
+	var ee *ExitError
+	return err != nil && ctx.Err() == nil && !errors.As(err, &ee)
+}
+
+// retry runs f; when the connection is lost and Reconnect is set, it
+// reconnects (*c is then the new client), runs undo (to start over
+// cleanly; nil for none) and f again, at most maxReconnects times.
+func (d *Driver) retry(ctx context.Context, c **Client, f, undo func() error) error {
+	for n := 0; ; n++ {
+		err := f()
+		if !lostConnection(ctx, err) || d.Reconnect == nil || n >= maxReconnects {
+			return err
+		}
+		if rerr := d.reconnect(ctx, c, err); rerr != nil {
+			return rerr
+		}
+		if undo != nil {
+			_ = undo()
+		}
+	}
+}
+
+// maxReconnects bounds the reconnections of one script.
+const maxReconnects = 10
+
+func (d *Driver) reconnect(ctx context.Context, c **Client, cause error) error {
+	if d.Progress != nil {
+		fmt.Fprintf(d.Progress, "latentworker: the connection to %s was lost (%v); reconnecting\n", (*c).Addr(), cause)
+	}
+	nc, err := d.Reconnect(ctx, *c)
+	if err != nil {
+		return fmt.Errorf("the connection to %s was lost (%w) and reconnecting failed: %w", (*c).Addr(), cause, err)
+	}
+	*c = nc
+	return nil
+}
+
+// runJob runs the uploaded script at path as a detached job and follows it
+// to the end, reconnecting as run says.
+func (d *Driver) runJob(ctx context.Context, c **Client, dt Detacher, name, path, secret string, stdout, stderr io.Writer) (err error) {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return fmt.Errorf("%s script: random job name: %w", name, err)
+	}
+	dir := dt.JobDir(label(name), hex.EncodeToString(b[:]))
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scriptRemoveTimeout)
+		defer cancel()
+		if ctx.Err() != nil {
+			// Cancelled: the job would go on without us.
+			_ = (*c).Run(rctx, dt.KillJob(dir), nil, nil, nil)
+		}
+		if rmErr := (*c).Run(rctx, dt.RemoveJob(dir), nil, nil, nil); rmErr != nil {
+			err = errors.Join(err, fmt.Errorf("%s script on %s: remove %s: %w", name, (*c).Addr(), dir, rmErr))
+		}
+	}()
+	start := func() error {
+		var stdin io.Reader
+		if secret != "" {
+			stdin = strings.NewReader(secret + "\n")
+		}
+		return (*c).Run(ctx, dt.StartJob(path, dir), stdin, nil, nil)
+	}
+	started := false
+	err = d.retry(ctx, c, func() error {
+		// After a reconnection the job may have started already.
+		if started || (*c).Run(ctx, dt.JobStarted(dir), nil, nil, nil) == nil {
+			started = true
+			return nil
+		}
+		err := start()
+		started = err == nil
+		return err
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("%s script: start: %w", name, err)
+	}
+	out, errs := &countingWriter{w: stdout}, &countingWriter{w: stderr}
+	tail := &lineTail{}
+	errs.tee = tail
+	if err := d.retry(ctx, c, func() error {
+		return (*c).Run(ctx, dt.FollowJob(dir, out.n, errs.n), nil, out, errs)
+	}, nil); err != nil {
+		return fmt.Errorf("%s script: %w", name, err)
+	}
+	var st []byte
+	if err := d.retry(ctx, c, func() (err error) {
+		st, err = (*c).Output(ctx, dt.JobStatus(dir), nil)
+		return err
+	}, nil); err != nil {
+		return fmt.Errorf("%s script: exit status: %w", name, err)
+	}
+	status, err := strconv.Atoi(strings.TrimSpace(string(st)))
+	if err != nil {
+		return fmt.Errorf("%s script: exit status %q: %w", name, st, err)
+	}
+	if status != 0 {
+		return fmt.Errorf("%s script: %w", name, &ExitError{Addr: (*c).Addr(), Command: "sh " + path + " (detached)", Status: status, Stderr: tail.String()})
+	}
+	return nil
+}
+
+// countingWriter passes writes on and counts the bytes, so that a job is
+// followed again from where it was.
+type countingWriter struct {
+	w   io.Writer
+	tee io.Writer
+	n   int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	if c.tee != nil {
+		_, _ = c.tee.Write(p)
+	}
+	if c.w == nil {
+		return len(p), nil
+	}
+	if _, err := c.w.Write(p); err != nil {
+		return len(p), err
+	}
+	return len(p), nil
+}
+
 // scriptPath returns a new, unguessable path for a script called name.
 func scriptPath(sh Shell, name string) (string, error) {
 	var b [12]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("random script name: %w", err)
 	}
+	return sh.ScriptPath(label(name), hex.EncodeToString(b[:])), nil
+}
+
+// label reduces a script's name to [a-z0-9-], at most 32 characters.
+func label(name string) string {
 	var clean strings.Builder
 	for _, r := range strings.ToLower(name) {
 		switch {
@@ -257,11 +418,11 @@ func scriptPath(sh Shell, name string) (string, error) {
 			clean.WriteByte('-')
 		}
 	}
-	label := strings.Trim(clean.String(), "-")
-	if label == "" {
-		label = "script"
+	l := strings.Trim(clean.String(), "-")
+	if l == "" {
+		l = "script"
 	}
-	return sh.ScriptPath(label, hex.EncodeToString(b[:])), nil
+	return l
 }
 
 func checkPassword(p string) error {

@@ -1,12 +1,16 @@
 package provision
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/latentworker/latentworker/platform"
 	"github.com/latentworker/latentworker/scripts"
@@ -281,3 +285,68 @@ type writerFunc func([]byte) (int, error)
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 var debian12 = platform.MustLookup("debian-12")
+
+// TestDriverSurvivesDroppedConnection: a script runs detached; its SSH
+// connection is cut three times while it runs (as a reset would); the
+// driver reconnects, follows it again from where it was and returns its
+// real exit status with all its output, once, in order. The secret still
+// reaches the script only on stdin, and no job directory is left.
+func TestDriverSurvivesDroppedConnection(t *testing.T) {
+	s := newSSHD(t)
+	s.start()
+	ctx := testContext(t)
+	c := s.dial(ctx)
+	var progress syncBuffer
+	var drops atomic.Int32
+	d := &Driver{Platform: debian12, Progress: &progress}
+	// Cut the connection three times while the script runs.
+	stop := make(chan struct{})
+	defer close(stop)
+	cur := make(chan *Client, 1)
+	cur <- c
+	go func() {
+		for drops.Load() < 3 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(700 * time.Millisecond):
+			}
+			progressed := strings.Count(progress.String(), "tick ")
+			if progressed > int(drops.Load())*3 {
+				cl := <-cur
+				cl.ssh.Conn.Close()
+				drops.Add(1)
+				cur <- cl
+			}
+		}
+	}()
+	d.Reconnect = func(ctx context.Context, old *Client) (*Client, error) {
+		old.Close()
+		nc := s.dial(ctx)
+		<-cur
+		cur <- nc
+		return nc, nil
+	}
+	script := []byte("#!/bin/sh\nIFS= read -r pw\n[ \"$pw\" = 's3cret-pw' ] || exit 9\nexec </dev/null\nfor i in $(seq 1 16); do echo \"tick $i\" >&2; sleep 0.3; done\necho done\nexit 4\n")
+	err := d.run(ctx, c, "drop-test", script, "s3cret-pw", nil)
+	var ee *ExitError
+	if !errors.As(err, &ee) || ee.Status != 4 {
+		t.Fatalf("run = %v; want the script's own status 4 after %d drops", err, drops.Load())
+	}
+	if drops.Load() < 3 {
+		t.Errorf("the connection was cut %d times; want 3", drops.Load())
+	}
+	out := progress.String()
+	for i := 1; i <= 16; i++ {
+		if n := strings.Count(out, fmt.Sprintf("tick %d\n", i)); n != 1 {
+			t.Errorf("tick %d appears %d times in the progress; want once:\n%s", i, n, out)
+		}
+	}
+	if !strings.Contains(out, "done\n") || strings.Contains(out, "s3cret-pw") {
+		t.Errorf("progress = %q; want done, and never the password", out)
+	}
+	if left, _ := filepath.Glob("/run/latentworker-job-drop-test-*"); len(left) > 0 {
+		t.Errorf("job directories left: %v", left)
+	}
+	assertNoScriptsLeft(t, "drop-test")
+}

@@ -37,9 +37,10 @@ type Shell interface {
 func ShellFor(p *platform.Platform, user string) (Shell, error) {
 	switch p.Shell {
 	case platform.POSIX:
-		sh := &POSIXShell{User: user, Root: p.Root, TempDir: "/tmp"}
+		sh := &POSIXShell{User: user, Root: p.Root, TempDir: "/tmp", JobRoot: "/var/tmp"}
 		switch p.Family {
 		case platform.Linux:
+			sh.JobRoot = "/run" // root's, and empty after a boot
 			sh.BootIDCmd = "cat /proc/sys/kernel/random/boot_id"
 			sh.RebootCmd = "systemctl reboot"
 			sh.OSNameCmd = "cat /etc/os-release"
@@ -63,7 +64,10 @@ func ShellFor(p *platform.Platform, user string) (Shell, error) {
 // POSIXShell builds commands for a POSIX sh login shell, becoming root the
 // platform's way unless the login user is root.
 type POSIXShell struct {
-	User      string
+	User string
+	// JobRoot holds the directories of detached jobs (Detacher); "" is
+	// /var/tmp.
+	JobRoot   string
 	Root      platform.Root
 	TempDir   string
 	BootIDCmd string
@@ -141,4 +145,100 @@ func (PowerShellShell) AuthorizeKey() string {
 
 func (PowerShellShell) OSName() string {
 	return "(Get-CimInstance -ClassName Win32_OperatingSystem).Caption"
+}
+
+// Detacher is a Shell that can run a script as a job that outlives the SSH
+// session: the job's stdout and stderr go to files on the machine, which
+// the caller follows, and follows again from where it was after a
+// reconnection; its exit status is kept in a file. Everything in the job's
+// directory is root's alone.
+type Detacher interface {
+	// JobDir is the directory of a job called label with the random
+	// suffix rand.
+	JobDir(label, rand string) string
+	// StartJob runs the script at path as root, detached, in a new job
+	// directory dir. Its stdin (a secret, or nothing) is stored in a file
+	// of dir, opened as the job's stdin and unlinked before the job starts.
+	StartJob(path, dir string) string
+	// JobStarted exits 0 when dir exists (the job was started).
+	JobStarted(dir string) string
+	// FollowJob copies the job's stdout and stderr, from byte offsets
+	// outOff and errOff, to its own stdout and stderr until the job ends.
+	FollowJob(dir string, outOff, errOff int64) string
+	// JobStatus prints the job's exit status.
+	JobStatus(dir string) string
+	// KillJob ends the job and its children.
+	KillJob(dir string) string
+	// RemoveJob removes dir.
+	RemoveJob(dir string) string
+}
+
+// jobStarter is StartJob's script ($1 the script, $2 the job directory).
+// The stdin file is opened on fd 3 and unlinked before the job starts, so
+// the secret lives only in an open, nameless file until the script reads
+// it. setsid, where there is one, makes the job a process group KillJob
+// can end whole; nohup keeps it alive when the SSH session goes.
+const jobStarter = `set -eu
+umask 077
+mkdir -- "$2"
+cat >"$2/in"
+exec 3<"$2/in"
+rm -f -- "$2/in"
+cd /
+job='sh "$1" <&3 3<&- >"$2/out" 2>"$2/err"; echo "$?" >"$2/rc.tmp"; mv -f "$2/rc.tmp" "$2/rc"'
+if command -v setsid >/dev/null 2>&1; then
+	nohup setsid sh -c "$job" latentworker-job "$1" "$2" </dev/null >/dev/null 2>&1 &
+else
+	nohup sh -c "$job" latentworker-job "$1" "$2" </dev/null >/dev/null 2>&1 &
+fi
+echo "$!" >"$2/pid"
+`
+
+// jobFollower is FollowJob's script ($1 the directory, $2 and $3 the
+// offsets already seen of stdout and stderr).
+const jobFollower = `d=$1 o=$2 e=$3
+size() { if [ -e "$1" ]; then wc -c <"$1" | tr -d ' '; else echo 0; fi; }
+while :; do
+	fin=no
+	[ -e "$d/rc" ] && fin=yes
+	n=$(size "$d/out")
+	if [ "$n" -gt "$o" ]; then tail -c "+$((o + 1))" "$d/out" | head -c "$((n - o))"; o=$n; fi
+	n=$(size "$d/err")
+	if [ "$n" -gt "$e" ]; then tail -c "+$((e + 1))" "$d/err" | head -c "$((n - e))" >&2; e=$n; fi
+	[ "$fin" = yes ] && exit 0
+	[ -d "$d" ] || { echo "latentworker: job directory $d is gone" >&2; exit 3; }
+	sleep 0.2
+done`
+
+func (s *POSIXShell) JobDir(label, rand string) string {
+	root := s.JobRoot
+	if root == "" {
+		root = "/var/tmp"
+	}
+	return root + "/latentworker-job-" + label + "-" + rand
+}
+
+func (s *POSIXShell) StartJob(path, dir string) string {
+	return s.AsRoot("sh -c " + shellQuote(jobStarter) + " latentworker-start " + shellQuote(path) + " " + shellQuote(dir))
+}
+
+func (s *POSIXShell) JobStarted(dir string) string {
+	return s.AsRoot("test -d " + shellQuote(dir))
+}
+
+func (s *POSIXShell) FollowJob(dir string, outOff, errOff int64) string {
+	return s.AsRoot(fmt.Sprintf("sh -c %s latentworker-follow %s %d %d", shellQuote(jobFollower), shellQuote(dir), outOff, errOff))
+}
+
+func (s *POSIXShell) JobStatus(dir string) string {
+	return s.AsRoot("cat " + shellQuote(dir+"/rc"))
+}
+
+func (s *POSIXShell) KillJob(dir string) string {
+	q := shellQuote(dir + "/pid")
+	return s.AsRoot("sh -c " + shellQuote(`p=$(cat "$1") || exit 0; kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true`) + " latentworker-kill " + q)
+}
+
+func (s *POSIXShell) RemoveJob(dir string) string {
+	return s.AsRoot("rm -rf -- " + shellQuote(dir))
 }

@@ -53,7 +53,8 @@ func TestWindowsScripts(t *testing.T) {
 			"$env:LW_WORKER_PASSWD = $password",
 			"'latentworker-password-placeholder'",
 			"'--keepalive=60', '--delete-leftover-dirs'",
-			"'pip', 'install', '--disable-pip-version-check', '--no-input', '--upgrade', 'pywin32', 'buildbot-worker'",
+			"'pip', 'install', '--disable-pip-version-check', '--no-input', '--upgrade', 'pywin32', $PipRequirement)",
+			"$PipRequirement = 'buildbot-worker'",
 			"'InstallAllUsers=1'", "'/quiet'",
 			"$PythonSHA256 = '" + p.Python.SHA256 + "'",
 			"$PythonVersion = '" + p.Python.Version + "'",
@@ -160,7 +161,7 @@ func TestUnixScripts(t *testing.T) {
 			"WORKER_USER='_buildslave'", "WORKER_DIR='/var/buildslave/cpython-debian12-aws'",
 		}},
 		{"macos", []string{
-			"-m pip install --disable-pip-version-check --no-input --upgrade buildbot-worker",
+			"-m pip install --disable-pip-version-check --no-input --upgrade \"$PIP_REQUIREMENT\"", "PIP_REQUIREMENT='buildbot-worker'",
 			"/Library/LaunchDaemons/net.buildbot.worker.plist", "<key>UserName</key>", "<key>WorkingDirectory</key>",
 			"run_worker.sh", "exec twistd --nodaemon --python=buildbot.tac", "WORKER_GROUP='staff'",
 			"dscl . -create \"/Users/$WORKER_USER\" PrimaryGroupID 20",

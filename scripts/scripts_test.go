@@ -32,7 +32,7 @@ var goldenWorker = Worker{
 // hostileWorker passes Validate but is full of shell metacharacters: after
 // quoting they must be plain text.
 var hostileWorker = Worker{
-	Name:       "w_1.x-y",
+	Name:       "w_1-x-y",
 	Master:     "[2001:db8::1]:9989",
 	AdminName:  `O'Brien $(touch /tmp/lw-pwned) ` + "`id`" + ` "x" \ ; & | * ? ~ # ${HOME}`,
 	AdminEmail: `o'b$(id)` + "`x`" + `@example.org`,
@@ -75,6 +75,7 @@ func renderAll(t *testing.T, p *platform.Platform, w Worker) []rendered {
 		fn   func() ([]byte, error)
 	}{
 		{"setup", func() ([]byte, error) { return Setup(p, w) }},
+		{"configure", func() ([]byte, error) { return Configure(p, w) }},
 		{"verify", func() ([]byte, error) { return Verify(p, w) }},
 		{"updates", func() ([]byte, error) { return Updates(p) }},
 		{"reboot-required", func() ([]byte, error) { return RebootRequired(p) }},
@@ -83,8 +84,10 @@ func renderAll(t *testing.T, p *platform.Platform, w Worker) []rendered {
 		{"userdata", func() ([]byte, error) { return UserData(p, keyFor(p)) }},
 	} {
 		b, err := s.fn()
+		// Configure (latentworker provision HOST) exists for Linux only.
 		if errors.Is(err, ErrUnsupported) && (s.name == "builddeps" && len(BuildDepsPackages(p)) == 0 ||
-			s.name == "userdata" && p.HostKeys != platform.UserDataConsole) {
+			s.name == "userdata" && p.HostKeys != platform.UserDataConsole ||
+			s.name == "configure" && p.Family != platform.Linux) {
 			continue
 		}
 		if err != nil {
@@ -148,6 +151,34 @@ func TestScriptsBasics(t *testing.T) {
 	ubu, _ := Setup(platform.MustLookup("ubuntu-24.04"), goldenWorker)
 	if strings.Contains(string(deb), "apt_component 'universe'") || !strings.Contains(string(ubu), "apt_component 'universe'") {
 		t.Errorf("only the Ubuntu setup script should enable universe")
+	}
+	for _, tc := range []struct {
+		platform string
+		want     []string
+	}{
+		// AWS's RHEL images: CRB from RHUI, then EPEL; never
+		// subscription-manager first.
+		{"rhel-9", []string{"for lw_repo in 'codeready-builder-for-rhel-9-rhui-rpms' 'epel'; do", "INSTALL='package'", "BUILDBOT_WORKER='/usr/bin/buildbot-worker'", "WORKERS_DIR='/var/lib/buildbot/worker'", "WORKER_USER='buildbot-worker'"}},
+		{"centos-stream-9", []string{"for lw_repo in 'crb' 'epel' 'epel-next'; do"}},
+		{"amazonlinux-2023", []string{"INSTALL='pip'", "PACKAGE=''", "PIP_REQUIREMENT='buildbot-worker'", "BUILDBOT_WORKER='/opt/buildbot-worker/bin/buildbot-worker'"}},
+	} {
+		body, err := Setup(platform.MustLookup(tc.platform), goldenWorker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("Setup(%s) lacks %q", tc.platform, want)
+			}
+		}
+	}
+	pinned := goldenWorker
+	pinned.Version = "4.3.0"
+	if body, _ := Setup(platform.MustLookup("debian-12").WithPip(), pinned); !strings.Contains(string(body), "PIP_REQUIREMENT='buildbot-worker==4.3.0'") {
+		t.Errorf("a pinned version does not reach pip")
+	}
+	if conf, _ := Configure(platform.MustLookup("fedora"), goldenWorker); strings.Contains(string(conf), "pm_install") || strings.Contains(string(conf), "dnf") {
+		t.Errorf("Configure renders the install half or the package manager")
 	}
 }
 
@@ -440,7 +471,8 @@ func TestUnsupportedFamily(t *testing.T) {
 }
 
 // scriptedPlatforms are the registry's platforms whose family has
-// scripts: all of them.
+// scripts (all of them), and Debian 12 with image.install = "pip" (as
+// "debian-12-pip").
 func scriptedPlatforms() []*platform.Platform {
 	var ps []*platform.Platform
 	for _, p := range platform.All() {
@@ -448,7 +480,9 @@ func scriptedPlatforms() []*platform.Platform {
 			ps = append(ps, p)
 		}
 	}
-	return ps
+	pip := *platform.MustLookup("debian-12").WithPip()
+	pip.Name += "-pip"
+	return append(ps, &pip)
 }
 
 // posixPlatforms are the scripted platforms whose scripts are sh.

@@ -13,7 +13,7 @@ import (
 
 // Length limits for the free-text fields of Worker.
 const (
-	MaxNameLen       = 64
+	MaxNameLen       = 50 // buildbot refuses longer worker names
 	MaxAdminNameLen  = 128
 	MaxAdminEmailLen = 254
 	MaxHostInfoLen   = 1024
@@ -28,6 +28,9 @@ type Worker struct {
 	AdminName  string // contact name for info/admin
 	AdminEmail string // contact address; written obfuscated: "user AT example.com"
 	HostInfo   string // info/host text, one line
+	// Version pins the buildbot-worker that pip installs (e.g. "4.3.0");
+	// "" installs the newest. The distribution's package ignores it.
+	Version string
 }
 
 // FieldError reports a Worker field that Validate rejected.
@@ -48,7 +51,9 @@ func (e *FieldError) Error() string {
 
 // Validate checks every field and returns nil or the errors.Join of one
 // *FieldError per invalid field, each naming the field and what it allows:
-//   - Name: 1-64 letters, digits, '.', '_' or '-', not starting with '-' or '.'
+//   - Name: what buildbot accepts as a worker name (an identifier of at
+//     most 50 characters, not debug, change or status), in ASCII: 1-50
+//     letters, digits, '_' or '-', starting with a letter or '_'
 //   - Master: host:port, host a DNS name, an IPv4 literal or a bracketed
 //     IPv6 literal ([2001:db8::1]:9989), port 1-65535
 //   - AdminName, HostInfo: printable text (no control or format characters),
@@ -60,7 +65,7 @@ func (w Worker) Validate() error {
 		errs = append(errs, &FieldError{Field: field, Value: value, Rule: rule})
 	}
 	if !validName(w.Name) {
-		add("Name", w.Name, fmt.Sprintf("must be 1-%d letters, digits, '.', '_' or '-', not starting with '-' or '.'", MaxNameLen))
+		add("Name", w.Name, nameRule)
 	}
 	if _, _, err := splitMaster(w.Master); err != nil {
 		add("Master", w.Master, err.Error())
@@ -75,6 +80,9 @@ func (w Worker) Validate() error {
 	}
 	if err := checkText(w.HostInfo, MaxHostInfoLen); err != nil {
 		add("HostInfo", w.HostInfo, err.Error())
+	}
+	if w.Version != "" && !ValidVersion(w.Version) {
+		add("Version", w.Version, versionRule)
 	}
 	return errors.Join(errs...)
 }
@@ -102,14 +110,40 @@ func (w Worker) MasterHostPort() (string, int, error) {
 	return splitMaster(w.Master)
 }
 
-func validName(s string) bool {
-	if len(s) < 1 || len(s) > MaxNameLen || s[0] == '-' || s[0] == '.' {
+const versionRule = "must be empty (the newest) or a release version such as 4.3.0: digits and dots, optionally followed by a pre-, post- or dev-release suffix (letters, digits, '.', '!' or '+')"
+
+// ValidVersion reports whether v is a buildbot-worker version pip can pin:
+// a PEP 440 public or local version written with digits, letters, '.', '!'
+// and '+', starting with a digit ("4.3.0", "3.11.9", "4.0.0rc1").
+func ValidVersion(v string) bool {
+	if len(v) < 1 || len(v) > 64 || v[0] < '0' || v[0] > '9' {
 		return false
 	}
-	for _, c := range []byte(s) {
+	for _, c := range []byte(v) {
 		switch {
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '.', c == '_', c == '-':
+		case c == '.', c == '!', c == '+':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// nameRule says what validName allows.
+var nameRule = fmt.Sprintf("must be a worker name buildbot accepts: 1-%d letters, digits, '_' or '-', starting with a letter or '_', not debug, change or status", MaxNameLen)
+
+// validName reports whether s is a worker name buildbot accepts (its
+// identifier rule, at most 50 characters, not a reserved name), kept to
+// ASCII and not starting with '-', since it reaches command lines.
+func validName(s string) bool {
+	if len(s) < 1 || len(s) > MaxNameLen || s == "debug" || s == "change" || s == "status" {
+		return false
+	}
+	for i, c := range []byte(s) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', c == '_':
+		case i > 0 && ('0' <= c && c <= '9' || c == '-'):
 		default:
 			return false
 		}

@@ -14,8 +14,8 @@ func TestValidate(t *testing.T) {
 	}{
 		{"golden", func(*Worker) {}, nil},
 		{"hostile but printable", func(w *Worker) { *w = hostileWorker }, nil},
-		{"name 64", func(w *Worker) { w.Name = long(64) }, nil},
-		{"name with _ . -", func(w *Worker) { w.Name = "_a.b-c_9" }, nil},
+		{"name 50", func(w *Worker) { w.Name = long(50) }, nil},
+		{"name with _ -", func(w *Worker) { w.Name = "_a-b-c_9" }, nil},
 		{"ipv4 master", func(w *Worker) { w.Master = "192.0.2.10:9989" }, nil},
 		{"ipv6 master", func(w *Worker) { w.Master = "[2001:db8::1]:9020" }, nil},
 		{"single label host", func(w *Worker) { w.Master = "buildmaster:1" }, nil},
@@ -23,7 +23,10 @@ func TestValidate(t *testing.T) {
 		{"unicode admin", func(w *Worker) { w.AdminName = "Łukasz Langa" }, nil},
 
 		{"empty worker", func(w *Worker) { *w = Worker{} }, []string{"Name", "Master", "AdminName", "AdminEmail", "HostInfo"}},
-		{"name 65", func(w *Worker) { w.Name = long(65) }, []string{"Name"}},
+		{"name 51 (buildbot's limit is 50)", func(w *Worker) { w.Name = long(51) }, []string{"Name"}},
+		{"name with a dot (not a buildbot identifier)", func(w *Worker) { w.Name = "a.b" }, []string{"Name"}},
+		{"name leading digit", func(w *Worker) { w.Name = "9w" }, []string{"Name"}},
+		{"name reserved", func(w *Worker) { w.Name = "status" }, []string{"Name"}},
 		{"name leading dash", func(w *Worker) { w.Name = "-w" }, []string{"Name"}},
 		{"name leading dot", func(w *Worker) { w.Name = ".w" }, []string{"Name"}},
 		{"name slash", func(w *Worker) { w.Name = "a/b" }, []string{"Name"}},

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
@@ -30,6 +32,8 @@ type handoffOptions struct {
 	encryptTo  []string
 	format     string
 	buildWait  time.Duration
+	check      bool
+	checkWait  time.Duration
 	stdout     io.Writer
 	stderr     io.Writer
 }
@@ -58,7 +62,7 @@ age recipient or SSH public key, for mailing. The AMI holds the worker
 password: handoff refuses a public AMI.
 
 ` + exitCodesHelp,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runHandoff(cmd.Context(), o)
 		},
@@ -75,6 +79,8 @@ password: handoff refuses a public AMI.
 	f.StringArrayVar(&o.encryptTo, "encrypt-to", nil, "also write the bundle encrypted to this age recipient or SSH public key (WORKER-handoff.age); repeatable")
 	f.StringVar(&o.format, "format", "text", "what goes to stdout: text (an email), json, or snippet (master.cfg)")
 	f.DurationVar(&o.buildWait, "build-wait-timeout", handoff.DefaultBuildWaitTimeout, "how long the master keeps an idle instance for the next build before terminating it (build_wait_timeout=; whole seconds, 1s to 24h)")
+	f.BoolVar(&o.check, "check", false, "only check the current handoff, creating and changing nothing: the key's dry-run launch and the master's other calls (every handoff ends with this check)")
+	f.DurationVar(&o.checkWait, "check-wait", handoff.DefaultCheckWait, "how long the check waits for a new key to work and its policy to apply")
 	return cmd
 }
 
@@ -83,6 +89,12 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 	case "text", "json", "snippet":
 	default:
 		return badInput{fmt.Errorf("--format %q: must be text, json or snippet", o.format)}
+	}
+	if o.checkWait < 0 {
+		return badInput{fmt.Errorf("--check-wait %s: must not be negative", o.checkWait)}
+	}
+	if o.check && (o.rotate || o.retireOld || o.publicKey != "" || len(o.encryptTo) > 0) {
+		return badInput{errors.New("--check changes nothing: it takes no --rotate, --retire-old, --public-key or --encrypt-to")}
 	}
 	if o.buildWait < time.Second || o.buildWait > 24*time.Hour || o.buildWait%time.Second != 0 {
 		return badInput{fmt.Errorf("--build-wait-timeout %s: must be whole seconds from 1s to 24h", o.buildWait)}
@@ -118,8 +130,8 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 		Worker: cfg.Worker.Name, MasterAddress: cfg.Worker.Master, Region: awsCfg.Region,
 		InstanceTypes: []string{cfg.AWS.InstanceType}, SubnetID: cfg.AWS.SubnetID,
 		AMI: o.ami, KeyPairName: o.keyPair, PublicKey: pub, Rotate: o.rotate, RetireOld: o.retireOld,
-		BuildWaitTimeout: o.buildWait,
-		EC2:              ec2.NewFromConfig(awsCfg), IAM: awsiam.NewFromConfig(awsCfg), STS: sts.NewFromConfig(awsCfg),
+		BuildWaitTimeout: o.buildWait, CheckOnly: o.check,
+		EC2: ec2.NewFromConfig(awsCfg), IAM: awsiam.NewFromConfig(awsCfg), STS: sts.NewFromConfig(awsCfg),
 	})
 	if err != nil {
 		if errors.Is(err, handoff.ErrPublicImage) || errors.Is(err, handoff.ErrNoImage) {
@@ -128,6 +140,42 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 		return err
 	}
 	b := res.Bundle
+	// check runs handoff.Check with the handed-off key: its secret from
+	// this run, or from the secret file handoff wrote for it.
+	check := func(secretFile string) error {
+		co := handoff.CheckOptions{Bundle: b, UserARN: res.UserARN, InstanceProfileARN: res.InstanceProfileARN,
+			AccountID: res.AccountID, IAM: awsiam.NewFromConfig(awsCfg), Wait: o.checkWait}
+		secret := b.SecretAccessKey.Reveal()
+		if secret == "" {
+			if secretFile == "" {
+				secretFile = b.WorkerName + "-" + b.AccessKeyID + ".secret"
+			}
+			secret = secretFromFile(secretFile)
+		}
+		if secret != "" {
+			keyCfg := awsCfg.Copy()
+			keyCfg.Credentials = credentials.NewStaticCredentialsProvider(b.AccessKeyID, secret, "")
+			co.Key = ec2.NewFromConfig(keyCfg)
+		} else {
+			fmt.Fprintf(o.stderr, "latentworker: check: the secret of %s is not here (no %s): its dry-run launch is not checked\n", b.AccessKeyID, secretFile)
+		}
+		fmt.Fprintf(o.stderr, "latentworker: check: the master's calls with the key %s\n", b.AccessKeyID)
+		if err := handoff.Check(ctx, co); err != nil {
+			return err
+		}
+		what := "its dry-run launch with the snippet's arguments and "
+		if co.Key == nil {
+			what = ""
+		}
+		fmt.Fprintf(o.stderr, "latentworker: check passed: %sDescribeInstances, GetConsoleOutput, CreateTags and TerminateInstances are allowed\n", what)
+		return nil
+	}
+	if o.check {
+		if res.PolicyDiffers {
+			fmt.Fprintf(o.stderr, "latentworker: check: the key's policy is not the one handoff writes (latentworker handoff restores it); checking it as it is\n")
+		}
+		return check(o.secretFile)
+	}
 	for _, c := range res.Created {
 		fmt.Fprintf(o.stderr, "latentworker: created %s\n", c)
 	}
@@ -192,5 +240,26 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 		return err
 	}
 	fmt.Fprint(o.stdout, strings.TrimRight(out, "\n")+"\n")
-	return nil
+	return check(secretFile)
+}
+
+// secretKeyRE finds a secret access key in a handoff secret file, whatever
+// its format (JSON, YAML, Python).
+var secretKeyRE = regexp.MustCompile(`(?i)secret[_a-z]*["']?\s*[:=]\s*["']?([A-Za-z0-9/+=]{40})["'\s,]`)
+
+// secretFromFile returns the secret access key in a handoff secret file,
+// or "" (the file is missing, unsafe or has none).
+func secretFromFile(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm()&0o077 != 0 {
+		return ""
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if m := secretKeyRE.FindSubmatch(b); m != nil {
+		return string(m[1])
+	}
+	return ""
 }

@@ -99,9 +99,8 @@ func TestHandedOffMaster(t *testing.T) {
 		t.Fatalf("the handoff is not of %s with build_wait_timeout 5:\n%s", ami, snippet)
 	}
 
-	// moto enforces actions only: it ignores conditions and denies
-	// resource-scoped allows. The handed-off key gets the same actions as
-	// the generated policy, on every resource (iam.Document.ActionLevel).
+	// The key keeps the policy exactly as handed off: the lab's IAM
+	// evaluator decides its requests with conditions and resource ARNs.
 	adminIAM := awsiam.NewFromConfig(e.lab.AWS)
 	m := iam.NewManager(adminIAM)
 	u, err := m.EnsureUser(ctx, cliWorker)
@@ -110,9 +109,6 @@ func TestHandedOffMaster(t *testing.T) {
 	}
 	policy, err := m.Policy(ctx, u)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.PutPolicy(ctx, u, policy.ActionLevel()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -218,6 +214,107 @@ func TestHandedOffMaster(t *testing.T) {
 			t.Errorf("%s with the handed-off key = %v; want access denied", name, err)
 		}
 	}
+
+	// handoff --check (every handoff above ended with it, and passed):
+	// it fails, naming the call, once the key's policy lacks one
+	// statement, and passes again with the policy as handed off.
+	t.Run("check names the call a policy lacks", func(t *testing.T) {
+		check := func() (string, error) {
+			cmd := e.command(ctx, "handoff", "--check", "--check-wait", "1s")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			e.noSecret(t, "stderr of handoff --check", stderr.Bytes())
+			return stdout.String() + stderr.String(), err
+		}
+		if out, err := check(); err != nil {
+			t.Fatalf("handoff --check with the policy as handed off: %v\n%s", err, out)
+		}
+		for _, sid := range []string{"TagOnlyInstancesWithTheWorkerProfile", "LaunchOnlyTheseImagesKeySecurityGroupAndSubnet"} {
+			lacking := policy
+			lacking.Statement = slices.DeleteFunc(slices.Clone(policy.Statement), func(s iam.Statement) bool { return s.Sid == sid })
+			if _, err := m.PutPolicy(ctx, u, lacking); err != nil {
+				t.Fatal(err)
+			}
+			out, err := check()
+			want := map[string]string{"TagOnlyInstancesWithTheWorkerProfile": "ec2:CreateTags (the master's CreateTags",
+				"LaunchOnlyTheseImagesKeySecurityGroupAndSubnet": "ec2:RunInstances (the master's launch"}[sid]
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out, want) {
+				t.Errorf("handoff --check without statement %s = %v; want exit 1 naming %q\n%s", sid, err, want, out)
+			}
+		}
+		if _, err := m.PutPolicy(ctx, u, policy); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := check(); err != nil {
+			t.Fatalf("handoff --check with the policy restored: %v\n%s", err, out)
+		}
+	})
+
+	// One condition of the policy changed (the launch's instance profile):
+	// the master's launch is denied, as AWS would deny it. With the policy
+	// restored, the master's retry launches and the build completes.
+	t.Run("one condition changed denies the master's launch", func(t *testing.T) {
+		changed := policy
+		changed.Statement = slices.Clone(policy.Statement)
+		for i, s := range changed.Statement {
+			if s.Sid != "LaunchOnlyTheseTypesWithTheWorkerProfile" {
+				continue
+			}
+			cond := iam.Condition{}
+			for op, kv := range s.Condition {
+				cond[op] = maps.Clone(kv)
+			}
+			arn := cond["ArnEquals"]["ec2:InstanceProfile"][0]
+			cond["ArnEquals"]["ec2:InstanceProfile"] = []string{arn + "-other"}
+			changed.Statement[i].Condition = cond
+		}
+		if _, err := m.PutPolicy(ctx, u, changed); err != nil {
+			t.Fatal(err)
+		}
+		restored := false
+		restore := func() {
+			if !restored {
+				restored = true
+				if _, err := m.PutPolicy(ctx, u, policy); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		defer restore()
+		off := fileSize(e.lab.State.RequestLog)
+		req, err := mc.ForceBuild(ctx, master.DefaultSchedulerName, master.DefaultBuilderName, "denied launch")
+		if err != nil {
+			t.Fatal(err)
+		}
+		denied := false
+		for deadline := time.Now().Add(2 * time.Minute); !denied && time.Now().Before(deadline); time.Sleep(time.Second) {
+			for _, call := range masterCalls(t, e.lab.State.RequestLog, off, bundle.AccessKeyID) {
+				if call.Action == "RunInstances" {
+					if call.Status != http.StatusForbidden {
+						t.Fatalf("the master's launch with one condition changed = HTTP %d; want 403 (UnauthorizedOperation)", call.Status)
+					}
+					denied = true
+				}
+			}
+		}
+		if !denied {
+			t.Fatalf("the master made no launch within 2 minutes of a forced build\n%s", mst.LogTail())
+		}
+		if live := liveInstances(t, c); len(live) > 0 {
+			t.Errorf("a denied launch left instances: %v", live)
+		}
+		restore()
+		if b, err := mc.WaitBuild(ctx, req, 5*time.Minute); err != nil {
+			t.Logf("the build request after the denied launch: %+v, %v", b, err)
+		}
+		for deadline := time.Now().Add(2 * time.Minute); len(liveInstances(t, c)) > 0; time.Sleep(2 * time.Second) {
+			if time.Now().After(deadline) {
+				t.Fatalf("instances left after the retried build: %v\n%s", liveInstances(t, c), mst.LogTail())
+			}
+		}
+	})
 
 	// A refresh while the master runs, as it will on the CPython fleet:
 	// the builder's worker (and the verify instance's) connects to a

@@ -31,7 +31,7 @@ when only golden files, linters and unit tests do; proof says what is left
 to prove on AWS.
 
 --json prints one object per line.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runPlatforms(o)
 		},

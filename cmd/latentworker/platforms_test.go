@@ -82,3 +82,33 @@ func TestUnknownPlatformIsBadInput(t *testing.T) {
 		t.Errorf("validate --platform nosuch = %v; want bad input naming image.platform and the known platforms", err)
 	}
 }
+
+// TestBakeJSONBadInput: with --json, bad input still ends the stream with
+// an error event, and exits 2.
+func TestBakeJSONBadInput(t *testing.T) {
+	cfg := t.TempDir() + "/lw.toml"
+	if err := run(t, nil, "init", "-c", cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("LATENTWORKER_PASSWORD", "pw")
+	for _, args := range [][]string{
+		{"--platform", "nosuch"},
+		{"--image-timeout", "-5m"},
+		{"--resume", "not-a-run"},
+	} {
+		var out bytes.Buffer
+		cmd := newBakeTo(&out, &bytes.Buffer{})
+		cmd.SetArgs(append([]string{"--json", "-c", cfg, "--worker-name", "w1", "--admin-name", "A", "--admin-email", "a@example.org"}, args...))
+		cmd.SetOut(&bytes.Buffer{})
+		cmd.SetErr(&bytes.Buffer{})
+		err := cmd.ExecuteContext(t.Context())
+		if code := report(&bytes.Buffer{}, err); code != exitBadInput {
+			t.Errorf("bake %v: exit %d (%v); want %d", args, code, err, exitBadInput)
+		}
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		var last map[string]any
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || last["type"] != "error" || last["exit_code"] != float64(exitBadInput) {
+			t.Errorf("bake --json %v: last line %q; want an error event with exit_code 2", args, lines[len(lines)-1])
+		}
+	}
+}

@@ -108,6 +108,8 @@ func (p *textPrinter) close() { close(p.done) }
 type jsonPrinter struct {
 	mu  sync.Mutex
 	enc *json.Encoder
+	// ended: a result or error event was emitted.
+	ended bool
 }
 
 func newJSONPrinter(w io.Writer) *jsonPrinter { return &jsonPrinter{enc: json.NewEncoder(w)} }
@@ -125,7 +127,24 @@ func (p *jsonPrinter) Event(e bake.Event) {
 func (p *jsonPrinter) emit(v any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if m, ok := v.(map[string]any); ok && (m["type"] == "result" || m["type"] == "error") {
+		p.ended = true
+	}
 	_ = p.enc.Encode(v)
+}
+
+// endWithError emits an error event for err unless a result or error event
+// ended the stream already: with --json every failure, bad input included,
+// ends with one.
+func endWithError(w io.Writer, p *jsonPrinter, err error) {
+	if err == nil || (p != nil && p.ended) {
+		return
+	}
+	if p == nil {
+		p = newJSONPrinter(w)
+	}
+	ev := map[string]any{"type": "error", "error": err.Error(), "exit_code": report(io.Discard, err)}
+	p.emit(ev)
 }
 
 func (p *jsonPrinter) close() {}

@@ -10,21 +10,31 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/latentworker/latentworker/awserr"
 	"github.com/latentworker/latentworker/config"
 )
 
 // Exit codes, one table for every command (sweep adds its own, see its help).
 const (
-	exitOK          = 0
-	exitFailure     = 1
-	exitBadInput    = 2
-	exitInterrupted = 130
+	exitOK       = 0
+	exitFailure  = 1
+	exitBadInput = 2
+	// bake: the image is baked, available and verified (the result is
+	// printed), but cleanup left resources behind (printed, with the
+	// commands that remove them).
+	exitBakedWithLeftovers = 4
+	// bake: the image was still pending when the wait ran out; it is kept,
+	// everything else is removed; bake --resume RUN_ID finishes the run.
+	exitImagePending = 5
+	exitInterrupted  = 130
 )
 
 const exitCodesHelp = `Exit codes:
   0    success
   1    failure (what was left behind, if anything, is printed with the command that removes it)
   2    bad input: a flag, the config file, or a value in it (the message names the field)
+  4    bake: the image is baked and verified (result printed) but cleanup left resources (printed with the commands that remove them)
+  5    bake: the image was still pending when the wait ran out: kept for bake --resume RUN_ID, the rest removed
   130  interrupted (Ctrl-C or SIGTERM), after cleaning up`
 
 // errBadInput marks errors the user fixes by changing input.
@@ -34,6 +44,14 @@ type badInput struct{ err error }
 
 func (e badInput) Error() string   { return e.err.Error() }
 func (e badInput) Unwrap() []error { return []error{e.err, errBadInput} }
+
+// noArgs refuses positional arguments as bad input (exit 2).
+func noArgs(cmd *cobra.Command, args []string) error {
+	if err := cobra.NoArgs(cmd, args); err != nil {
+		return badInput{fmt.Errorf("%w (latentworker %s takes flags only)", err, cmd.Name())}
+	}
+	return nil
+}
 
 // report prints err for a human and returns the exit code.
 func report(w io.Writer, err error) int {
@@ -58,6 +76,9 @@ func report(w io.Writer, err error) int {
 		return exitBadInput
 	default:
 		fmt.Fprintln(w, "latentworker:", err)
+		if h := awserr.Hint(err); h != "" {
+			fmt.Fprintln(w, "latentworker:", h)
+		}
 		return exitFailure
 	}
 }
@@ -78,7 +99,9 @@ AWS_ENDPOINT_URL). Start with 'latentworker init'.
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput{err} })
-	root.AddCommand(newInit(), newValidate(), newBake(), newHandoff(), newSweep(), newPlatforms())
+	root.Version = versionString()
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.AddCommand(newInit(), newValidate(), newBake(), newHandoff(), newSweep(), newPlatforms(), newStatus(), newProvision(), newVersion())
 	return root
 }
 

@@ -3,9 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/latentworker/latentworker/awserr"
 	"github.com/latentworker/latentworker/cleanup"
 )
 
@@ -69,7 +73,7 @@ flags. Report only, unless --terminate (asks first; --yes for cron).
 snapshots, never the newest N and never the last handed-off AMI.
 
 ` + sweepExitHelp,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runSweep(cmd.Context(), o)
 		},
@@ -110,7 +114,10 @@ func runSweep(ctx context.Context, o *sweepOptions) error {
 	if o.yes && !o.terminate {
 		return exitCode{cleanup.ExitError, badInput{errors.New("--yes: only with --terminate")}}
 	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err := checkSweepFlags(ctx, o); err != nil {
+		return exitCode{cleanup.ExitError, badInput{err}}
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRetryer(awserr.NewRetryer))
 	if err != nil {
 		return exitCode{cleanup.ExitError, fmt.Errorf("loading AWS configuration: %w", err)}
 	}
@@ -197,4 +204,45 @@ func confirm(o *sweepOptions, n int) (bool, error) {
 	}
 	answer := strings.ToLower(strings.TrimSpace(line))
 	return answer == "y" || answer == "yes", nil
+}
+
+// checkSweepFlags refuses durations that are zero or negative and a master
+// URL that is not an http(s) URL or does not answer like a buildbot REST
+// API: a sweep must never fall back to a default silently.
+func checkSweepFlags(ctx context.Context, o *sweepOptions) error {
+	if o.maxAge <= 0 {
+		return fmt.Errorf("--max-age %s: must be positive (an instance up longer than this is a zombie)", o.maxAge)
+	}
+	if o.grace <= 0 {
+		return fmt.Errorf("--grace %s: must be positive", o.grace)
+	}
+	if o.keep < 1 {
+		return fmt.Errorf("--keep %d: must be at least 1 (the newest image is never pruned)", o.keep)
+	}
+	if o.masterURL == "" {
+		return nil
+	}
+	u, err := url.Parse(o.masterURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--master-url %q: must be the buildmaster's web URL, http(s)://HOST[:PORT]/", o.masterURL)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	api := strings.TrimSuffix(o.masterURL, "/") + "/api/v2/workers?limit=1"
+	req, err := http.NewRequestWithContext(cctx, http.MethodGet, api, nil)
+	if err != nil {
+		return fmt.Errorf("--master-url %q: %w", o.masterURL, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("--master-url %q: the master cannot be reached: %w", o.masterURL, err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Workers []json.RawMessage `json:"workers"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body) != nil || body.Workers == nil {
+		return fmt.Errorf("--master-url %q: %s does not answer like a buildbot REST API (HTTP %d)", o.masterURL, api, resp.StatusCode)
+	}
+	return nil
 }

@@ -37,7 +37,7 @@ picks), that its architecture fits the instance type, and that the instance
 type has at least 2 vCPUs and 512 MiB, the buildbot worker guide's minimum.
 
 ` + exitCodesHelp,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runValidate(cmd.Context(), o)
 		},

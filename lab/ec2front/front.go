@@ -98,6 +98,15 @@ type Front struct {
 	// keys created through it (IAM CreateAccessKey). A rewritten request
 	// of any other key is refused.
 	Enforcing bool
+	// Evaluator answers iam:SimulatePrincipalPolicy and
+	// sts:DecodeAuthorizationMessage; with Enforcing, it decides every request signed
+	// with a key other than Credentials (the lab's administrator, whose
+	// requests moto checks): the front builds the request's authorization
+	// context as AWS does (authz.go), has the evaluator decide against the
+	// key's user's policies as moto has them, answers a refusal as AWS
+	// does, and forwards an allowed EC2 request signed with the lab's key
+	// (moto's own check would deny resource-scoped allows).
+	Evaluator Evaluator
 	// Log receives one JSON line per request (may be nil).
 	Log io.Writer
 
@@ -105,6 +114,7 @@ type Front struct {
 	logMu  sync.Mutex
 	keysMu sync.Mutex
 	keys   map[string]string // access key ID -> secret, of keys created through the front
+	authz  authzState
 }
 
 // New returns a front for moto at motoURL.
@@ -127,6 +137,32 @@ type call struct {
 	region  string
 	action  string
 	rewrote bool // form changed: re-sign before forwarding
+	asLab   bool // allowed by the evaluator: forward signed with the lab's key
+}
+
+// Request is what the front reads of an AWS query-API request.
+type Request struct {
+	Service string // from the signature's scope: ec2, iam, sts
+	Region  string
+	Action  string
+	Form    url.Values // the form body, or the URL's query
+}
+
+// ParseRequest reads a request as the front routes it: the service and
+// region from the signature's credential scope, the parameters from a form
+// body (or the URL's query), the Action among them.
+func ParseRequest(r *http.Request, body []byte) Request {
+	var q Request
+	if m := credScope.FindStringSubmatch(r.Header.Get("Authorization")); m != nil {
+		q.Region, q.Service = m[1], m[2]
+	}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		q.Form, _ = url.ParseQuery(string(body))
+	} else {
+		q.Form = r.URL.Query()
+	}
+	q.Action = q.Form.Get("Action")
+	return q
 }
 
 var credScope = regexp.MustCompile(`Credential=[^/]+/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request`)
@@ -138,16 +174,8 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	c := &call{r: r, body: body}
-	if m := credScope.FindStringSubmatch(r.Header.Get("Authorization")); m != nil {
-		c.region, c.service = m[1], m[2]
-	}
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
-		c.form, _ = url.ParseQuery(string(body))
-	} else {
-		c.form = r.URL.Query()
-	}
-	c.action = c.form.Get("Action")
+	q := ParseRequest(r, body)
+	c := &call{r: r, body: body, service: q.Service, region: q.Region, action: q.Action, form: q.Form}
 	status, respBody, hdr := f.handle(c)
 	for k, vs := range hdr {
 		if k == "Content-Length" {
@@ -164,6 +192,34 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *Front) handle(c *call) (int, []byte, http.Header) {
+	if f.Evaluator != nil {
+		akid := accessKeyID(c.r.Header.Get("Authorization"))
+		lab := akid == f.Credentials.AccessKeyID || !f.Enforcing
+		switch {
+		case c.service == "iam" && c.action == "SimulatePrincipalPolicy":
+			if !lab {
+				if status, body, hdr, done := f.authorize(c, akid); done {
+					return status, body, hdr
+				}
+			}
+			return f.simulatePrincipalPolicy(c)
+		case c.service == "sts" && c.action == "DecodeAuthorizationMessage":
+			if !lab {
+				if status, body, hdr, done := f.authorize(c, akid); done {
+					return status, body, hdr
+				}
+			}
+			return f.decodeAuthorizationMessage(c)
+		case !lab:
+			if status, body, hdr, done := f.authorize(c, akid); done {
+				return status, body, hdr
+			}
+			c.asLab = c.service == "ec2"
+		}
+		if c.service == "iam" && !strings.HasPrefix(c.action, "Get") && !strings.HasPrefix(c.action, "List") {
+			defer f.forgetIdentities()
+		}
+	}
 	if c.service == "iam" && c.action == "CreateAccessKey" {
 		status, body, hdr := f.forward(c)
 		if status == http.StatusOK {
@@ -280,9 +336,9 @@ func (f *Front) send(c *call) (int, []byte, http.Header, error) {
 	req.Host = c.r.Host // the signature covers the Host header
 	req.ContentLength = int64(len(body))
 	req.Header.Del("Content-Length")
-	if c.rewrote {
+	if c.rewrote || c.asLab {
 		creds := f.Credentials
-		if akid := accessKeyID(c.r.Header.Get("Authorization")); f.Enforcing && akid != creds.AccessKeyID {
+		if akid := accessKeyID(c.r.Header.Get("Authorization")); f.Enforcing && akid != creds.AccessKeyID && !c.asLab {
 			secret, ok := f.secret(akid)
 			if !ok {
 				return 0, nil, nil, fmt.Errorf("%w: %s from %s", errCannotResign, c.action, akid)

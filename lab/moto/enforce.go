@@ -22,7 +22,9 @@ const AdminUser = "latentlab-admin"
 //
 // moto checks actions only: it ignores conditions and wrongly denies
 // resource-scoped allows (LAB-NOTES), so a policy is enforced here at the
-// level of its actions.
+// level of its actions: the lab's endpoint has every other key's requests
+// decided by its IAM evaluator instead (lab/iameval), and only the
+// administrator's reach moto's check.
 // It must come before anything else calls moto with a key of its own: until
 // then moto takes any key.
 func (s *Server) EnforceIAM(ctx context.Context) (aws.Credentials, error) {

@@ -1,0 +1,59 @@
+# Shared by hack/demo.sh and hack/bake-matrix.sh: the lab master's REST API
+# and the AWS CLI as a buildmaster would use them. Source it after
+# `eval "$(latentlab env)"`.
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+# json CONDITION: reads a REST answer on stdin, exits 0 if the Python
+# expression over it (d) holds.
+json() { python3 -c "import json, sys; d = json.load(sys.stdin); sys.exit(0 if ($1) else 1)"; }
+
+master_api() { printf '%s/api/v2' "${LATENTLAB_MASTER_URL%/}"; }
+
+# boot_ami AMI: runs an instance of AMI with the AWS CLI, as the master's
+# EC2LatentWorker would, waits until it runs and prints its ID.
+boot_ami() {
+	local id
+	id=$(aws ec2 run-instances --image-id "$1" --instance-type t3.large --query 'Instances[0].InstanceId' --output text)
+	aws ec2 wait instance-running --instance-ids "$id"
+	printf '%s\n' "$id"
+}
+
+# terminate ID: terminates the instance and waits until it is gone.
+terminate() {
+	aws ec2 terminate-instances --instance-ids "$1" --query 'TerminatingInstances[0].CurrentState.Name' --output text >/dev/null
+	aws ec2 wait instance-terminated --instance-ids "$1"
+}
+
+# wait_connected WORKER [SECONDS]: until the master sees WORKER connected.
+wait_connected() {
+	local api n
+	api=$(master_api)
+	for n in $(seq 1 "${2:-180}"); do
+		if curl -fsS "$api/workers/$1" 2>/dev/null | json 'd["workers"][0]["connected_to"]'; then
+			return 0
+		fi
+		sleep 1
+	done
+	echo "worker $1 did not connect within ${2:-180}s (last try $n)" >&2
+	return 1
+}
+
+# force_build WORKER [SECONDS]: forces a build and waits until one succeeds
+# on WORKER.
+force_build() {
+	local api wid n
+	api=$(master_api)
+	wid=$(curl -fsS "$api/workers/$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["workers"][0]["workerid"])')
+	curl -fsS -H 'Content-Type: application/json' \
+		-d '{"jsonrpc":"2.0","method":"force","id":1,"params":{"builderid":1,"reason":"latentworker lab","username":"Lab <lab@example.com>"}}' \
+		"$api/forceschedulers/force" >/dev/null
+	for n in $(seq 1 "${2:-120}"); do
+		if curl -fsS "$api/builds?complete=true&workerid=$wid" | json 'any(b["results"] == 0 for b in d["builds"])'; then
+			return 0
+		fi
+		sleep 1
+	done
+	echo "no successful build on $1 within ${2:-120}s (last try $n)" >&2
+	return 1
+}

@@ -27,7 +27,7 @@ var workers = map[string]scripts.Worker{
 		AdminName: "Jane Doe", AdminEmail: "jane@example.org", HostInfo: "Windows Server on EC2 (latentworker)",
 	},
 	"hostile": {
-		Name: "w_1.x-y", Master: "[2001:db8::1]:9989",
+		Name: "w_1-x_y", Master: "[2001:db8::1]:9989",
 		AdminName:  "O'Brien \u2019$(Remove-Item C:\\ -Recurse)\u2018 `n \"x\" ${env:PATH} @a ; & | #",
 		AdminEmail: "o'b$(whoami)`x@example.org",
 		HostInfo:   "'; Restart-Computer -Force #' \"$(Stop-Computer)\" @' '@ \u201a\u201b \u0141\u00f3d\u017a",

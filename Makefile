@@ -40,11 +40,12 @@ bake-matrix: deps build ## bake every platform the lab proves, boot each AMI, se
 demo: deps build ## the main job (installs what the lab needs first) in the lab: bake a worker AMI, boot it, see the worker connect and build
 	hack/demo.sh
 
-lint: ## gofmt, go vet and shellcheck
+lint: ## gofmt, go vet, shellcheck, and a real PowerShell parse of the Windows templates and scripts
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	shellcheck -s bash -x .ci/run .ci/install-deps hack/*.sh
 	shellcheck -s sh scripts/schedule/*.sh
+	hack/pslint.sh
 
 update-golden: ## rewrite golden files from the current output
 	$(GO) test ./... -run Golden -update

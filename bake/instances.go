@@ -19,6 +19,7 @@ import (
 	"github.com/latentworker/latentworker/awserr"
 	"github.com/latentworker/latentworker/fleet"
 	"github.com/latentworker/latentworker/provision"
+	"github.com/latentworker/latentworker/scripts"
 )
 
 // runInstance launches one instance of role from ami and pushes its undo.
@@ -54,6 +55,17 @@ func (s *State) runInstance(ctx context.Context, ami string, role fleet.Role, ki
 	}
 	if cfg.AWS.SubnetID != "" {
 		in.SubnetId = aws.String(cfg.AWS.SubnetID)
+	}
+	if cfg.AWS.HostID != "" {
+		in.Placement = &types.Placement{Tenancy: types.TenancyHost, HostId: aws.String(cfg.AWS.HostID)}
+	}
+	// A platform reached through its launch user data (Windows: OpenSSH,
+	// the temporary key, host keys on the console); it holds no secret.
+	switch ud, err := scripts.UserData(s.Platform, s.PublicKey); {
+	case err == nil:
+		in.UserData = aws.String(base64.StdEncoding.EncodeToString(ud))
+	case !errors.Is(err, scripts.ErrUnsupported):
+		return "", nil, fmt.Errorf("launching %s instance from %s: %w", role, ami, err)
 	}
 	out, err := s.opts.EC2.RunInstances(s.creating(ctx), in)
 	if err != nil {

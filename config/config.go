@@ -84,6 +84,9 @@ type AWS struct {
 	InstanceType string `toml:"instance_type"`
 	// SubnetID is the subnet to launch in; "" is the default VPC.
 	SubnetID string `toml:"subnet_id"`
+	// HostID is the dedicated host to launch on (h- and 17 hex digits);
+	// required by platforms whose instances run only on one (mac).
+	HostID string `toml:"host_id"`
 	// SSHCIDR is who may reach the builder over SSH; "" means the caller's
 	// public address as a /32, which the caller resolves.
 	SSHCIDR string `toml:"ssh_cidr"`

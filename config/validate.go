@@ -62,6 +62,7 @@ var (
 	instanceTypeRE = regexp.MustCompile(`^[a-z][a-z0-9]*(-[a-z0-9]+)*\.[a-z0-9]+(-[a-z0-9]+)*$`)
 	amiRE          = regexp.MustCompile(`^ami-([0-9a-f]{8}|[0-9a-f]{17})$`)
 	subnetRE       = regexp.MustCompile(`^subnet-([0-9a-f]{8}|[0-9a-f]{17})$`)
+	hostIDRE       = regexp.MustCompile(`^h-[0-9a-f]{17}$`)
 	ownerRE        = regexp.MustCompile(`^([0-9]{12}|amazon|aws-marketplace|self)$`)
 	envNameRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	userRE         = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
@@ -91,6 +92,8 @@ var workerKeys = map[string]string{
 //   - aws.region: empty or a region name such as us-east-1
 //   - aws.instance_type: family.size, such as t3.large
 //   - aws.subnet_id: empty or subnet- and 8 or 17 hex digits
+//   - aws.host_id: empty or h- and 17 hex digits; required when the
+//     platform runs only on a dedicated host (macOS)
 //   - aws.ssh_cidr: empty or an IPv4 or IPv6 prefix in canonical form, not /0
 //   - aws.tags: at most MaxTags; keys 1-128 characters, values up to 256,
 //     letters, digits, spaces and _ . : / = + - @; no "aws:" or
@@ -153,6 +156,13 @@ func (c *Config) Validate() error {
 	}
 	if v := c.AWS.SubnetID; v != "" && !subnetRE.MatchString(v) {
 		bad("aws.subnet_id", v, "must be empty (the default VPC) or a subnet ID: subnet- and 8 or 17 hex digits", nil)
+	}
+	if v := c.AWS.HostID; v != "" && !hostIDRE.MatchString(v) {
+		bad("aws.host_id", v, "must be empty or a dedicated host ID: h- and 17 hex digits", nil)
+	}
+	if p, err := c.Image.PlatformInfo(); err == nil && p.NeedsHost && c.AWS.HostID == "" {
+		bad("aws.host_id", "", p.Title+" instances run only on a dedicated host: allocate one in the region "+
+			"(AWS bills a mac host for at least 24 hours, so latentworker never allocates one) and set its ID", nil)
 	}
 	if v := c.AWS.SSHCIDR; v != "" {
 		if rule := checkCIDR(v); rule != "" {

@@ -47,6 +47,8 @@ func TestValidate(t *testing.T) {
 		{"metal size", func(c *Config) { c.AWS.InstanceType = "c7i.metal-24xl" }, nil, ""},
 		{"cn region", func(c *Config) { c.AWS.Region = "cn-northwest-1" }, nil, ""},
 		{"ssh /32", func(c *Config) { c.AWS.SSHCIDR = "203.0.113.7/32" }, nil, ""},
+		{"macos on a host", func(c *Config) { c.Image.Platform = "macos"; c.AWS.HostID = "h-0123456789abcdef0" }, nil, ""},
+		{"linux on a host", func(c *Config) { c.AWS.HostID = "h-0123456789abcdef0" }, nil, ""},
 		{"password_env empty", func(c *Config) { c.Worker.PasswordEnv = "" }, nil, ""},
 		{"40 tags", func(c *Config) {
 			for i := range MaxTags {
@@ -79,6 +81,9 @@ func TestValidate(t *testing.T) {
 		{"instance type empty", func(c *Config) { c.AWS.InstanceType = "" }, []string{"aws.instance_type"}, ""},
 		{"subnet", func(c *Config) { c.AWS.SubnetID = "subnet-123" }, []string{"aws.subnet_id"}, "8 or 17 hex"},
 		{"subnet upper hex", func(c *Config) { c.AWS.SubnetID = "subnet-ABCDEF12" }, []string{"aws.subnet_id"}, ""},
+		{"host id", func(c *Config) { c.AWS.HostID = "h-123" }, []string{"aws.host_id"}, "h- and 17 hex digits"},
+		{"host id upper", func(c *Config) { c.AWS.HostID = "h-0123456789ABCDEF0" }, []string{"aws.host_id"}, ""},
+		{"macos without host", func(c *Config) { c.Image.Platform = "macos" }, []string{"aws.host_id"}, "mac host for at least 24 hours"},
 		{"cidr garbage", func(c *Config) { c.AWS.SSHCIDR = "my office" }, []string{"aws.ssh_cidr"}, "203.0.113.7/32"},
 		{"cidr bare address", func(c *Config) { c.AWS.SSHCIDR = "203.0.113.7" }, []string{"aws.ssh_cidr"}, ""},
 		{"cidr host bits", func(c *Config) { c.AWS.SSHCIDR = "203.0.113.7/24" }, []string{"aws.ssh_cidr"}, "203.0.113.0/24"},

@@ -158,6 +158,11 @@ type Platform struct {
 	// layout).
 	WorkerUser string
 	WorkersDir string
+	// WorkerGroup is the primary group of WorkerUser when it is not a group
+	// of the same name (macOS' standard users are in "staff"); "" means
+	// WorkerUser. Windows has no such pair: the worker's files are owned by
+	// WorkerUser alone.
+	WorkerGroup string
 	// Service starts the worker at boot; ServiceName is its name for the
 	// worker NAME with "%s" for NAME ("buildbot-worker@%s.service").
 	Service     Service
@@ -177,10 +182,30 @@ type Platform struct {
 	// (aws.host_id), as mac instances do.
 	NeedsHost bool
 
+	// Python is the python.org installer Setup installs where the OS has
+	// no Python of its own (Windows); nil elsewhere.
+	Python *PythonInstaller
+
 	ProvedBy Proof
 	// Proof says in one sentence what proves it here and what is left to
 	// prove on AWS.
 	Proof string
+}
+
+// PythonInstaller pins one python.org installer: its version, where it is
+// downloaded from and the SHA-256 of the file, checked before it runs.
+type PythonInstaller struct {
+	Version string
+	URL     string
+	SHA256  string
+}
+
+// Group returns the primary group of the worker's account.
+func (p *Platform) Group() string {
+	if p.WorkerGroup != "" {
+		return p.WorkerGroup
+	}
+	return p.WorkerUser
 }
 
 // Unit returns the service name of the worker called worker.

@@ -2,6 +2,8 @@ package platform
 
 import (
 	"errors"
+	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -45,9 +47,67 @@ func TestRegistry(t *testing.T) {
 		case p.Family == Linux && p.PackageManager == "":
 			t.Errorf("%s: a Linux platform names its package manager", p.Name)
 		}
+		switch {
+		case p.Shell == PowerShell && (p.Root != Elevated || p.HostKeys != UserDataConsole):
+			t.Errorf("%s: PowerShell logs in elevated and pins the host keys its user data prints", p.Name)
+		case p.Family == Windows && (p.Python == nil || !sha256Hex.MatchString(p.Python.SHA256) ||
+			!strings.HasPrefix(p.Python.URL, "https://www.python.org/ftp/python/"+p.Python.Version+"/")):
+			t.Errorf("%s: Windows pins a python.org installer by version and SHA-256: %+v", p.Name, p.Python)
+		case p.Family != Windows && p.Python != nil:
+			t.Errorf("%s: only Windows installs python.org's Python", p.Name)
+		case p.Shell == POSIX && p.Family != Linux && p.PackageManager == "":
+			t.Errorf("%s: a POSIX platform names its package manager fragment", p.Name)
+		case !p.OfficialBase() && p.ProvedBy != ProvedByStatic:
+			t.Errorf("%s: a platform without an official image cannot be baked in the lab", p.Name)
+		case p.ProvedBy == ProvedByStatic && !strings.Contains(p.Proof, "on AWS"):
+			t.Errorf("%s: a static proof says what a first bake on AWS must confirm: %q", p.Name, p.Proof)
+		case p.OfficialBase() != (p.SSHUser != ""):
+			t.Errorf("%s: a platform with an official image names its login user, one without leaves it to the user", p.Name)
+		}
 		if p.Service == Systemd && !strings.Contains(p.ServiceName, "%s") {
 			t.Errorf("%s: systemd unit %q is not a template", p.Name, p.ServiceName)
 		}
+	}
+}
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// TestBeyondLinux pins the entries no lab can bake: their AWS filters,
+// users and the ways they become root and pin host keys.
+func TestBeyondLinux(t *testing.T) {
+	for _, tc := range []struct {
+		name, owner, pattern, user string
+		fam                        Family
+		root                       Root
+		keys                       HostKeySource
+		key                        KeyType
+		service                    Service
+		host                       bool
+	}{
+		{"windows-2022", "amazon", "Windows_Server-2022-English-Full-Base-*", "Administrator", Windows, Elevated, UserDataConsole, RSA, ScheduledTask, false},
+		{"windows-2025", "amazon", "Windows_Server-2025-English-Full-Base-*", "Administrator", Windows, Elevated, UserDataConsole, RSA, ScheduledTask, false},
+		{"freebsd-14", "782442783595", "FreeBSD 14.*-RELEASE-amd64* base UFS", "ec2-user", FreeBSD, SuRoot, FreeBSDConsole, Ed25519, RCd, false},
+		{"openbsd", "", "", "", OpenBSD, Doas, NoConsole, Ed25519, RCd, false},
+		{"macos", "amazon", "amzn-ec2-macos-*", "ec2-user", MacOS, Sudo, NoConsole, Ed25519, Launchd, true},
+	} {
+		p, err := Lookup(tc.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := []any{p.BaseOwner, p.BaseName, p.SSHUser, p.Family, p.Root, p.HostKeys, p.KeyType, p.Service, p.NeedsHost, p.ProvedBy}
+		want := []any{tc.owner, tc.pattern, tc.user, tc.fam, tc.root, tc.keys, tc.key, tc.service, tc.host, ProvedByStatic}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s = %v; want %v", tc.name, got, want)
+		}
+	}
+	if got := MustLookup("macos").Group(); got != "staff" {
+		t.Errorf("macOS worker group = %q; want staff", got)
+	}
+	if got := MustLookup("freebsd").Group(); got != "buildbot" {
+		t.Errorf("FreeBSD worker group = %q; want buildbot", got)
+	}
+	if got := MustLookup("windows-2022").WorkerDir("w1"); got != `C:\buildbot\w1` {
+		t.Errorf("Windows worker dir = %q", got)
 	}
 }
 

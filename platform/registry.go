@@ -159,3 +159,120 @@ var registry = []*Platform{
 		return p
 	}(),
 }
+
+// Beyond Linux: platforms no machine here can boot, proved by static checks
+// only (golden files, shellcheck, a PowerShell parser, unit tests of the
+// shell's commands and of each console's host-key format).
+
+// staticProof is the proof of a platform proved only statically; aws says
+// what a first bake on AWS must confirm.
+func staticProof(aws string) string {
+	return "proved statically only: its scripts and launch user data are rendered to golden files " +
+		"and pass shellcheck (sh) or a real PowerShell parse, and the commands that run them and " +
+		"the parsing of its console's host keys are unit-tested; a first bake on AWS must confirm " + aws
+}
+
+// python312 is the python.org installer the Windows platforms install:
+// 3.12.10, the last 3.12 release with binary installers, so the pin does
+// not go stale under a newer bugfix installer. Its SHA-256 is the one
+// python.org's SBOM for the file (python-3.12.10-amd64.exe.spdx.json)
+// records.
+var python312 = &PythonInstaller{
+	Version: "3.12.10",
+	URL:     "https://www.python.org/ftp/python/3.12.10/python-3.12.10-amd64.exe",
+	SHA256:  "67b5635e80ea51072b87941312d00ec8927c4db9ba18938f7ad2d27b328b95fb",
+}
+
+// serviceVerify is what verification must see on a worker started by
+// rc.d, launchd or a Scheduled Task (service says how it is enabled).
+func serviceVerify(service string) []string {
+	return []string{
+		"buildbot.tac naming the master, the worker and its password, with keepalive = 60 and delete_leftover_dirs = 1, private to the worker's account",
+		"info/admin with the obfuscated contact and info/host",
+		service + ", and the worker running after the boot (or started in this boot and refused by a master that runs it as a latent worker)",
+	}
+}
+
+// windows completes a Windows Server entry: OpenSSH with PowerShell as the
+// Administrator (elevated), an RSA key, host keys printed by the launch
+// user data, python.org Python and pip, a standard local user and a
+// Scheduled Task at startup.
+func windows(p Platform) *Platform {
+	p.Family, p.Shell = Windows, PowerShell
+	p.BaseOwner, p.SSHUser, p.SSHPort, p.KeyType, p.Root, p.HostKeys = "amazon", "Administrator", 22, RSA, Elevated, UserDataConsole
+	p.Install, p.Python = Pip, python312
+	p.WorkerUser, p.WorkersDir = "buildbot", `C:\buildbot`
+	p.Service, p.ServiceName = ScheduledTask, "buildbot-worker-%s"
+	// A Windows image of its 30 GiB and more takes longer than Linux's.
+	p.ImageWait = 2 * time.Hour
+	p.RebootCheck = "the Component Based Servicing and Windows Update reboot flags, Microsoft.Update.SystemInfo's RebootRequired, and whether another Windows Update round installed anything"
+	p.Verify = serviceVerify("the Scheduled Task enabled, starting buildbot-worker at startup as the worker's account")
+	p.ProvedBy = ProvedByStatic
+	p.Proof = staticProof("that the user data enables OpenSSH and prints its host keys, that EC2 " +
+		"launches the image with an RSA key pair, that python.org's installer and pip succeed, that " +
+		"Windows Update ends with none pending, and that the task starts the worker after a reboot " +
+		"and on an instance of the new image")
+	return &p
+}
+
+var beyondLinux = []*Platform{
+	windows(Platform{
+		Name: "windows-2022", Title: "Windows Server 2022",
+		BaseName: "Windows_Server-2022-English-Full-Base-*",
+	}),
+	windows(Platform{
+		Name: "windows-2025", Aliases: []string{"windows"}, Title: "Windows Server 2025",
+		BaseName: "Windows_Server-2025-English-Full-Base-*",
+	}),
+	{
+		Name: "freebsd-14", Aliases: []string{"freebsd"}, Title: "FreeBSD 14",
+		Family: FreeBSD, Shell: POSIX, PackageManager: "pkg",
+		// The "base UFS" flavour boots with FreeBSD's own ec2 rc scripts
+		// (its cloud-init flavour prints host keys another way).
+		BaseOwner: "782442783595", BaseName: "FreeBSD 14.*-RELEASE-amd64* base UFS",
+		SSHUser: "ec2-user", SSHPort: 22, KeyType: Ed25519, Root: SuRoot, HostKeys: FreeBSDConsole,
+		Install: Package, Package: "devel/py-buildbot-worker",
+		WorkerUser: "buildbot", WorkersDir: "/var/db/buildbot/workers",
+		Service: RCd, ServiceName: "buildbot-worker", ImageWait: linuxImageWait,
+		RebootCheck: "freebsd-version -k (the installed kernel) against uname -r (the running one)",
+		Verify:      serviceVerify("buildbot_worker_enable and the worker's profile enabled in rc.conf"),
+		ProvedBy:    ProvedByStatic,
+		Proof: staticProof("the su login to root, the ec2 rc scripts' console format, the package's " +
+			"rc.d profile variables, and that freebsd-update and pkg upgrade end with the worker " +
+			"running after a reboot"),
+	},
+	{
+		Name: "openbsd", Title: "OpenBSD",
+		Family: OpenBSD, Shell: POSIX, PackageManager: "pkg_add",
+		// No official AMI: the user names the base image and its login user.
+		SSHPort: 22, KeyType: Ed25519, Root: Doas, HostKeys: NoConsole,
+		Install: Package, Package: "buildbot-worker",
+		WorkerUser: "_buildslave", WorkersDir: "/var/buildslave",
+		Service: RCd, ServiceName: "buildbot_worker", ImageWait: linuxImageWait,
+		RebootCheck: "syspatch installed patches in this boot (recorded with the boot time by the updates script)",
+		Verify:      serviceVerify("buildbot_worker enabled with rcctl and its flags naming the worker's directory"),
+		ProvedBy:    ProvedByStatic,
+		Proof: staticProof("everything about the image the user names (its login user, doas " +
+			"without a password, how its console shows host keys, which are trusted on first use " +
+			"here), and that syspatch and pkg_add -u end with the worker running after a reboot"),
+	},
+	{
+		Name: "macos", Title: "macOS (EC2 Mac)",
+		Family: MacOS, Shell: POSIX, PackageManager: "softwareupdate",
+		BaseOwner: "amazon", BaseName: "amzn-ec2-macos-*",
+		SSHUser: "ec2-user", SSHPort: 22, KeyType: Ed25519, Root: Sudo, HostKeys: NoConsole,
+		Install: Pip, WorkerUser: "buildbot", WorkerGroup: "staff", WorkersDir: "/Users/buildbot/buildarea",
+		Service: Launchd, ServiceName: "net.buildbot.worker",
+		// A mac's root volume is 100 GiB or more.
+		ImageWait:   2 * time.Hour,
+		RebootCheck: "softwareupdate --list naming an update that requires a restart",
+		Verify:      serviceVerify("the LaunchDaemon /Library/LaunchDaemons/net.buildbot.worker.plist loaded"),
+		NeedsHost:   true,
+		ProvedBy:    ProvedByStatic,
+		Proof: staticProof("launching on the named dedicated host, that AMI names match " +
+			"amzn-ec2-macos-* for the host's architecture, pip's buildbot-worker under the " +
+			"LaunchDaemon, and softwareupdate's restart"),
+	},
+}
+
+func init() { registry = append(registry, beyondLinux...) }

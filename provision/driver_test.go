@@ -219,7 +219,7 @@ func TestShellCommands(t *testing.T) {
 		}
 	}
 	ps := PowerShellShell{}
-	if got, want := ps.RunScript("C:/Windows/Temp/it's.ps1"), "powershell.exe -NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass -File 'C:/Windows/Temp/it''s.ps1'"; got != want {
+	if got, want := ps.RunScript("C:/Windows/Temp/it's.ps1"), "powershell.exe -NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass -File 'C:/Windows/Temp/it''s.ps1'; exit $LASTEXITCODE"; got != want {
 		t.Errorf("PowerShell RunScript = %q; want %q", got, want)
 	}
 }

@@ -161,10 +161,12 @@ var (
 // always for a platform whose console never shows them.
 func ParseHostKeys(source platform.HostKeySource, console []byte) (HostKeys, error) {
 	switch source {
-	case platform.CloudInit, platform.FreeBSDConsole:
-		// FreeBSD's ec2 rc scripts print the same blocks as cloud-init,
-		// each line behind "ec2: ".
+	case platform.CloudInit:
 		return ParseConsoleHostKeys(console)
+	case platform.FreeBSDConsole:
+		return parseFreeBSDConsole(console)
+	case platform.UserDataConsole:
+		return parseUserDataConsole(console)
 	}
 	return HostKeys{}, fmt.Errorf("parse console host keys: %w (host key source %q)", ErrNoHostKeys, source)
 }
@@ -298,4 +300,102 @@ func TrustOnFirstUse(warn func(hostname string, key ssh.PublicKey)) ssh.HostKeyC
 		return &HostKeyError{Host: hostname, Fingerprint: ssh.FingerprintSHA256(key), Type: key.Type(),
 			Want: []string{ssh.FingerprintSHA256(seen)}, Source: "first connection"}
 	}
+}
+
+// FreeBSD's ec2_loghostkey rc script (the base images' ec2-scripts) prints
+// the fingerprints once sshd has its keys, through "logger -s -t ec2", so
+// that each console line is "ec2: " and the text:
+//
+//	ec2: #############################################################
+//	ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----
+//	ec2: 256 SHA256:<43 base64> root@freebsd (ED25519)
+//	ec2: -----END SSH HOST KEY FINGERPRINTS-----
+//	ec2: #############################################################
+//
+// There is no KEYS block. Unlike cloud-init's, whose lines come through
+// logger or a journal with any prefix, a marker only counts as the whole
+// line (after an optional "ec2: "), so that no other console writer's line
+// that merely contains one opens or closes a block.
+const freebsdTag = "ec2: "
+
+// freebsdFingerprint is one line of ssh-keygen -l inside the block.
+var freebsdFingerprint = regexp.MustCompile(`^(\d+) SHA256:([A-Za-z0-9+/]{43}) .*\(([A-Z0-9-]+)\)$`)
+
+func parseFreeBSDConsole(console []byte) (HostKeys, error) {
+	return parseMarked(console, freebsdTag, beginFingerprints, endFingerprints, func(line string) (string, string, bool) {
+		m := freebsdFingerprint.FindStringSubmatch(line)
+		if m == nil {
+			return "", "", false
+		}
+		bits, _ := strconv.Atoi(m[1])
+		return m[2], algorithmOf(m[3], bits), true
+	})
+}
+
+// Markers of the block latentworker's Windows user data
+// (scripts/windows/userdata.ps1.tmpl) writes on COM1: one "TYPE
+// SHA256:<43 base64>" line per host key.
+const (
+	beginUserData = "-----BEGIN LATENTWORKER SSH HOST KEY FINGERPRINTS-----"
+	endUserData   = "-----END LATENTWORKER SSH HOST KEY FINGERPRINTS-----"
+)
+
+var userDataFingerprint = regexp.MustCompile(`^((?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]+) SHA256:([A-Za-z0-9+/]{43})$`)
+
+func parseUserDataConsole(console []byte) (HostKeys, error) {
+	return parseMarked(console, "", beginUserData, endUserData, func(line string) (string, string, bool) {
+		m := userDataFingerprint.FindStringSubmatch(line)
+		if m == nil {
+			return "", "", false
+		}
+		return m[2], m[1], true
+	})
+}
+
+// parseMarked reads the fingerprints of every block between begin and end
+// lines (whole lines, after an optional prefix and surrounding white
+// space). entry parses one line inside a block into the fingerprint's
+// base64 and its key algorithm; other lines inside a block (another
+// writer's) are skipped. An unterminated block (truncated output) keeps
+// its entries; the blocks of a later boot add to an earlier one's.
+func parseMarked(console []byte, prefix, begin, end string, entry func(string) (string, string, bool)) (HostKeys, error) {
+	var h HostKeys
+	in := false
+	blocks := 0
+	for _, line := range strings.Split(string(console), "\n") {
+		line = strings.TrimSpace(strings.TrimRight(line, "\r"))
+		if prefix != "" {
+			line = strings.TrimPrefix(line, prefix)
+		}
+		switch line {
+		case begin:
+			in = true
+			blocks++
+			continue
+		case end:
+			in = false
+			continue
+		}
+		if !in {
+			continue
+		}
+		b64, typ, ok := entry(line)
+		if !ok {
+			continue
+		}
+		if raw, err := base64.RawStdEncoding.DecodeString(b64); err != nil || len(raw) != 32 {
+			continue
+		}
+		if fp := "SHA256:" + b64; !slices.Contains(h.Fingerprints, fp) {
+			h.Fingerprints = append(h.Fingerprints, fp)
+			h.Types = append(h.Types, typ)
+		}
+	}
+	switch {
+	case blocks == 0:
+		return HostKeys{}, fmt.Errorf("parse console host keys: %w (no %q line)", ErrNoHostKeys, begin)
+	case h.Len() == 0:
+		return HostKeys{}, fmt.Errorf("parse console host keys: %w (%d block(s) without a SHA256 fingerprint)", ErrNoHostKeys, blocks)
+	}
+	return h, nil
 }

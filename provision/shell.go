@@ -121,8 +121,12 @@ func (PowerShellShell) ScriptPath(label, rand string) string {
 	return `C:/Windows/Temp/latentworker-` + label + "-" + rand + ".ps1"
 }
 
+// RunScript runs the script in a child powershell.exe, which inherits the
+// session's stdin, and passes its exit status on: the session's own
+// PowerShell (OpenSSH's DefaultShell, given the command with -c) would
+// report any failing program as 1, and RebootRequired answers with 10.
 func (PowerShellShell) RunScript(path string) string {
-	return "powershell.exe -NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass -File " + psQuote(path)
+	return "powershell.exe -NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass -File " + psQuote(path) + "; exit $LASTEXITCODE"
 }
 
 func (PowerShellShell) Remove(path string) string {

@@ -4,5 +4,5 @@ import "embed"
 
 // files holds the script templates and the Python helpers they embed.
 //
-//go:embed linux python
+//go:embed linux unix windows python
 var files embed.FS

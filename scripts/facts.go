@@ -33,8 +33,12 @@ type Facts struct {
 	ServiceResult      string // service_result: the unit's Result, e.g. "success"
 	ServiceExitStatus  string // service_exit_status: its main process's exit status
 	ServiceStartedUsec string // service_started_usec: when it started in this boot, "0" if not
-	WorkerRefused      string // worker_refused: "yes" if the worker's last run ended with the master refusing it
-	Raw                map[string]string
+	// ServiceStartedThisBoot: "yes" when the worker's log was written in
+	// this boot (service_started_this_boot), where no service manager
+	// reports a start time (rc.d, launchd, a Scheduled Task).
+	ServiceStartedThisBoot string
+	WorkerRefused          string // worker_refused: "yes" if the worker's last run ended with the master refusing it
+	Raw                    map[string]string
 }
 
 // ParseFacts parses Verify's stdout: key=value lines, values escaped with
@@ -43,26 +47,27 @@ type Facts struct {
 func ParseFacts(out []byte) (Facts, error) {
 	f := Facts{Raw: map[string]string{}}
 	fields := map[string]*string{
-		"worker_dir":           &f.WorkerDir,
-		"tac_present":          &f.TacPresent,
-		"tac_error":            &f.TacError,
-		"tac_mode":             &f.TacMode,
-		"tac_owner":            &f.TacOwner,
-		"keepalive":            &f.Keepalive,
-		"delete_leftover_dirs": &f.DeleteLeftoverDirs,
-		"buildmaster_host":     &f.MasterHost,
-		"port":                 &f.MasterPort,
-		"workername":           &f.WorkerName,
-		"passwd":               &f.Passwd,
-		"info_admin":           &f.InfoAdmin,
-		"info_host_present":    &f.InfoHostPresent,
-		"info_host":            &f.InfoHost,
-		"service_enabled":      &f.ServiceEnabled,
-		"service_active":       &f.ServiceActive,
-		"service_result":       &f.ServiceResult,
-		"service_exit_status":  &f.ServiceExitStatus,
-		"service_started_usec": &f.ServiceStartedUsec,
-		"worker_refused":       &f.WorkerRefused,
+		"worker_dir":                &f.WorkerDir,
+		"tac_present":               &f.TacPresent,
+		"tac_error":                 &f.TacError,
+		"tac_mode":                  &f.TacMode,
+		"tac_owner":                 &f.TacOwner,
+		"keepalive":                 &f.Keepalive,
+		"delete_leftover_dirs":      &f.DeleteLeftoverDirs,
+		"buildmaster_host":          &f.MasterHost,
+		"port":                      &f.MasterPort,
+		"workername":                &f.WorkerName,
+		"passwd":                    &f.Passwd,
+		"info_admin":                &f.InfoAdmin,
+		"info_host_present":         &f.InfoHostPresent,
+		"info_host":                 &f.InfoHost,
+		"service_enabled":           &f.ServiceEnabled,
+		"service_active":            &f.ServiceActive,
+		"service_result":            &f.ServiceResult,
+		"service_exit_status":       &f.ServiceExitStatus,
+		"service_started_usec":      &f.ServiceStartedUsec,
+		"service_started_this_boot": &f.ServiceStartedThisBoot,
+		"worker_refused":            &f.WorkerRefused,
 	}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
@@ -141,6 +146,14 @@ func (f Facts) ServiceUp() (bool, string) {
 	if f.ServiceActive == "inactive" && started && f.ServiceResult == "success" && f.ServiceExitStatus == "0" && f.WorkerRefused == "yes" {
 		return true, RefusedByMaster
 	}
+	// Without systemd: the worker's log says it started in this boot, and
+	// the exit status is 0 where the service manager keeps one.
+	if f.ServiceStartedUsec == "" && f.ServiceStartedThisBoot == "yes" {
+		started = true
+		if f.ServiceActive == "inactive" && f.WorkerRefused == "yes" && (f.ServiceExitStatus == "" || f.ServiceExitStatus == "0") {
+			return true, RefusedByMaster
+		}
+	}
 	state := f.ServiceActive
 	if state == "" {
 		state = "no state"
@@ -168,7 +181,8 @@ func (e *MismatchError) Error() string {
 
 // Check compares the facts with what Setup makes of w on p and returns nil
 // or a *MismatchError naming every mismatch: buildbot.tac present, mode
-// 0600, owned by the platform's worker account, keepalive 60, delete_leftover_dirs 1, master
+// 0600 (on Windows an ACL private to the account), owned by the platform's
+// worker account and group, keepalive 60, delete_leftover_dirs 1, master
 // host and port, worker name, password ok, info/admin and info/host present
 // with w's content, and the service enabled and up (ServiceUp).
 func (f Facts) Check(p *platform.Platform, w Worker) error {
@@ -194,8 +208,14 @@ func (f Facts) Check(p *platform.Platform, w Worker) error {
 		bad = append(bad, "tac_error: "+f.TacError)
 	}
 	if f.TacPresent == "yes" {
-		want("tac_mode", f.TacMode, "0600")
-		want("tac_owner", f.TacOwner, p.WorkerUser+":"+p.WorkerUser)
+		mode, owner := "0600", p.WorkerUser+":"+p.Group()
+		if p.Shell == platform.PowerShell {
+			// An ACL, not a mode: only the owner, SYSTEM and the
+			// Administrators (verify.ps1's "private").
+			mode, owner = "private", p.WorkerUser
+		}
+		want("tac_mode", f.TacMode, mode)
+		want("tac_owner", f.TacOwner, owner)
 		want("keepalive", f.Keepalive, "60")
 		want("delete_leftover_dirs", f.DeleteLeftoverDirs, "1")
 		want("buildmaster_host", f.MasterHost, host)

@@ -119,7 +119,7 @@ func workerData(p *platform.Platform, w Worker) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{
+	data := map[string]any{
 		"Name":           w.Name,
 		"MasterArg":      w.Master,
 		"MasterHost":     host,
@@ -129,13 +129,28 @@ func workerData(p *platform.Platform, w Worker) (map[string]any, error) {
 		"WorkersDir":     p.WorkersDir,
 		"WorkerDir":      p.WorkerDir(w.Name),
 		"WorkerUser":     p.WorkerUser,
+		"WorkerGroup":    p.Group(),
 		"Install":        string(p.Install),
 		"Package":        packageName(p),
 		"Unit":           p.Unit(w.Name),
 		"VenvDir":        VenvDir,
 		"PipRequirement": PipRequirement(w),
 		"BuildbotWorker": BuildbotWorker(p),
-	}, nil
+	}
+	for k, v := range pythonData(p) {
+		data[k] = v
+	}
+	return data, nil
+}
+
+// pythonData is the python.org installer a platform pins (Windows), or
+// empty values.
+func pythonData(p *platform.Platform) map[string]any {
+	var py platform.PythonInstaller
+	if p.Python != nil {
+		py = *p.Python
+	}
+	return map[string]any{"PythonVersion": py.Version, "PythonURL": py.URL, "PythonSHA256": py.SHA256}
 }
 
 // Verify renders the script that prints key=value facts about worker w on
@@ -147,10 +162,12 @@ func Verify(p *platform.Platform, w Worker) ([]byte, error) {
 		return nil, fmt.Errorf("verify script: %w", err)
 	}
 	return render(p, "verify", map[string]any{
-		"Name":      w.Name,
-		"WorkerDir": p.WorkerDir(w.Name),
-		"Unit":      p.Unit(w.Name),
-	})
+		"Name":       w.Name,
+		"WorkerDir":  p.WorkerDir(w.Name),
+		"WorkerUser": p.WorkerUser,
+		"Unit":       p.Unit(w.Name),
+		"VenvDir":    VenvDir,
+	}, pythonData(p))
 }
 
 // Updates renders the script that applies all pending updates
@@ -240,6 +257,53 @@ func parsePublicKey(line string) (string, string, error) {
 	return f[0], f[1], nil
 }
 
+// UserData renders the launch user data of a platform that is reached
+// through it (Windows: EC2Launch v2 runs the <powershell> block at the
+// first boot), with publicKey, the temporary key, allowed to log in. It
+// returns an error wrapping ErrUnsupported for a platform without user
+// data. It holds no secret.
+func UserData(p *platform.Platform, publicKey string) ([]byte, error) {
+	keyType, blob, err := parsePublicKey(publicKey)
+	if err != nil {
+		return nil, fmt.Errorf("user data: %w", err)
+	}
+	if p.HostKeys != platform.UserDataConsole {
+		return nil, fmt.Errorf("user data for %s: %w", p.Name, ErrUnsupported)
+	}
+	body, err := render(p, "userdata", map[string]any{"PublicKey": keyType + " " + blob})
+	if err != nil {
+		return nil, err
+	}
+	body = bytes.TrimPrefix(body, utf8BOM)
+	out := append([]byte("<powershell>\n"), body...)
+	return append(out, "</powershell>\n"...), nil
+}
+
+// utf8BOM starts every rendered PowerShell script: Windows PowerShell 5.1
+// reads a script without one in the machine's ANSI code page.
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// psQuote quotes s as one single-quoted PowerShell string, the only way a
+// value enters a PowerShell script (the "ps" template function).
+// PowerShell also takes the typographic single quotes U+2018-U+201B as
+// quotes, so they are doubled too. NUL is refused.
+func psQuote(s string) (string, error) {
+	if strings.IndexByte(s, 0) >= 0 {
+		return "", errors.New("PowerShell quoting: value contains NUL")
+	}
+	var b strings.Builder
+	b.WriteByte('\'')
+	for _, r := range s {
+		switch r {
+		case '\'', '\u2018', '\u2019', '\u201A', '\u201B':
+			b.WriteRune(r)
+		}
+		b.WriteRune(r)
+	}
+	b.WriteByte('\'')
+	return b.String(), nil
+}
+
 // shQuote quotes s as one single-quoted POSIX shell word. It is the only way
 // a value enters a script (the "sh" template function). NUL cannot be
 // represented in a shell word and is refused.
@@ -260,8 +324,8 @@ func include(name string) (string, error) {
 	}
 	s := strings.TrimRight(string(b), "\n")
 	for _, l := range strings.Split(s, "\n") {
-		if l == heredocDelimiter {
-			return "", fmt.Errorf("include %s: contains the here-document delimiter", name)
+		if l == heredocDelimiter || strings.HasPrefix(l, "'@") {
+			return "", fmt.Errorf("include %s: contains a here-document or here-string delimiter", name)
 		}
 	}
 	return s, nil
@@ -285,6 +349,12 @@ type family struct {
 
 var families = map[platform.Family]family{
 	platform.Linux: {"linux", ".sh.tmpl"},
+	// FreeBSD, OpenBSD and macOS share a POSIX core; their fragment
+	// (unix/pm/PM.sh.tmpl) holds the package manager and the service.
+	platform.FreeBSD: {"unix", ".sh.tmpl"},
+	platform.OpenBSD: {"unix", ".sh.tmpl"},
+	platform.MacOS:   {"unix", ".sh.tmpl"},
+	platform.Windows: {"windows", ".ps1.tmpl"},
 }
 
 var (
@@ -307,7 +377,7 @@ func templates(p *platform.Platform) (*template.Template, family, error) {
 	}
 	t, err := template.New("scripts").
 		Option("missingkey=error").
-		Funcs(template.FuncMap{"sh": shQuote, "include": include}).
+		Funcs(template.FuncMap{"sh": shQuote, "ps": psQuote, "include": include}).
 		ParseFS(files, fam.dir+"/*"+fam.ext)
 	if err == nil && p.PackageManager != "" {
 		t, err = t.ParseFS(files, fam.dir+"/pm/"+p.PackageManager+fam.ext)
@@ -321,7 +391,7 @@ func templates(p *platform.Platform) (*template.Template, family, error) {
 
 // render executes script name of p's family with data, plus "P" (the
 // platform).
-func render(p *platform.Platform, name string, data map[string]any) ([]byte, error) {
+func render(p *platform.Platform, name string, data map[string]any, more ...map[string]any) ([]byte, error) {
 	t, fam, err := templates(p)
 	if err != nil {
 		return nil, err
@@ -330,10 +400,15 @@ func render(p *platform.Platform, name string, data map[string]any) ([]byte, err
 		return nil, fmt.Errorf("%s script for %s: %w", name, p.Name, ErrUnsupported)
 	}
 	d := map[string]any{"P": p}
-	for k, v := range data {
-		d[k] = v
+	for _, m := range append([]map[string]any{data}, more...) {
+		for k, v := range m {
+			d[k] = v
+		}
 	}
 	var buf bytes.Buffer
+	if p.Shell == platform.PowerShell {
+		buf.Write(utf8BOM)
+	}
 	if err := t.ExecuteTemplate(&buf, name+fam.ext, d); err != nil {
 		return nil, fmt.Errorf("render %s for %s: %w", name, p.Name, err)
 	}

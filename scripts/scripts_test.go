@@ -44,7 +44,29 @@ type rendered struct {
 	body []byte
 }
 
-// renderAll renders every script for platform with w.
+// testRSAKey is a real RSA public key (its private half was thrown away):
+// the temporary key type of the Windows platforms.
+const testRSAKey = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDoMaVsaRKzDGWzEB1cv/kYpPpR8y/lbsU+xRw3I5CAINxLygcoxEUVhAARdp1caX7iZrb4yP1kTkpUlEFf9clBVRzE5kho38TiwN8gKKGQn0wPBLjHze91xATdeomFU5JoiPXtvxqAUfZUIk0F78pG2UkizXOaXfTggnydTRV6bLFMVy6C8snJNaBxXwx5b0BIjTfb6TTFQoBc9xPMLcokvdY30RY/CTcnrXVkaBmbacS6MtMKglT4RQkfNnrr8vzfsILAMaX1JxGkq8nCa1TN8jhByeY9uMhHYRE6coHOvCnETyq86xEbTIeDdSkviXg/xQ969qni1V9bgj9uI+pb latentworker-temp"
+
+// keyFor is the temporary public key bake would make for p.
+func keyFor(p *platform.Platform) string {
+	if p.KeyType == platform.RSA {
+		return testRSAKey
+	}
+	return testKey
+}
+
+// ext is the file name extension of p's rendered scripts.
+func ext(p *platform.Platform) string {
+	if p.Shell == platform.PowerShell {
+		return ".ps1"
+	}
+	return ".sh"
+}
+
+// renderAll renders every script platform has with w: BuildDeps only
+// where there is a package list, and the launch user data where the
+// platform is reached through it.
 func renderAll(t *testing.T, p *platform.Platform, w Worker) []rendered {
 	t.Helper()
 	var out []rendered
@@ -57,10 +79,17 @@ func renderAll(t *testing.T, p *platform.Platform, w Worker) []rendered {
 		{"verify", func() ([]byte, error) { return Verify(p, w) }},
 		{"updates", func() ([]byte, error) { return Updates(p) }},
 		{"reboot-required", func() ([]byte, error) { return RebootRequired(p) }},
-		{"generalize", func() ([]byte, error) { return Generalize(p, p.SSHUser, testKey) }},
+		{"generalize", func() ([]byte, error) { return Generalize(p, sshUser(p), keyFor(p)) }},
 		{"builddeps", func() ([]byte, error) { return BuildDeps(p) }},
+		{"userdata", func() ([]byte, error) { return UserData(p, keyFor(p)) }},
 	} {
 		b, err := s.fn()
+		// Configure (latentworker provision HOST) exists for Linux only.
+		if errors.Is(err, ErrUnsupported) && (s.name == "builddeps" && len(BuildDepsPackages(p)) == 0 ||
+			s.name == "userdata" && p.HostKeys != platform.UserDataConsole ||
+			s.name == "configure" && p.Family != platform.Linux) {
+			continue
+		}
 		if err != nil {
 			t.Fatalf("render %s for %s: %v", s.name, p.Name, err)
 		}
@@ -69,11 +98,19 @@ func renderAll(t *testing.T, p *platform.Platform, w Worker) []rendered {
 	return out
 }
 
+// sshUser is p's login user, or a plausible one where the user names it.
+func sshUser(p *platform.Platform) string {
+	if p.SSHUser == "" {
+		return "openbsd"
+	}
+	return p.SSHUser
+}
+
 func TestGolden(t *testing.T) {
-	for _, p := range linuxPlatforms() {
+	for _, p := range scriptedPlatforms() {
 		for _, r := range renderAll(t, p, goldenWorker) {
 			t.Run(r.name, func(t *testing.T) {
-				path := filepath.Join("testdata", r.name+".sh.golden")
+				path := filepath.Join("testdata", r.name+ext(p)+".golden")
 				if *update {
 					if err := os.WriteFile(path, r.body, 0o644); err != nil {
 						t.Fatal(err)
@@ -93,7 +130,7 @@ func TestGolden(t *testing.T) {
 }
 
 func TestScriptsBasics(t *testing.T) {
-	for _, p := range linuxPlatforms() {
+	for _, p := range posixPlatforms() {
 		for _, r := range renderAll(t, p, goldenWorker) {
 			s := string(r.body)
 			if !strings.HasPrefix(s, "#!/bin/sh\n") {
@@ -102,7 +139,7 @@ func TestScriptsBasics(t *testing.T) {
 			if !strings.Contains(s, "\nset -eu\n") {
 				t.Errorf("%s: no set -eu", r.name)
 			}
-			if strings.Contains(s, "su buildbot") {
+			if p.Family == platform.Linux && strings.Contains(s, "su buildbot") {
 				t.Errorf("%s: uses su buildbot (its shell is /bin/false)", r.name)
 			}
 			if strings.Contains(s, "<no value>") {
@@ -162,10 +199,10 @@ func requireTool(t *testing.T, name string) string {
 func TestShellcheck(t *testing.T) {
 	shellcheck := requireTool(t, "shellcheck")
 	seen := map[string]bool{}
-	for _, p := range linuxPlatforms() {
+	for _, p := range posixPlatforms() {
 		// With -short, one platform per package manager and install
 		// method: the others render the same text with other values.
-		if key := p.PackageManager + "/" + string(p.Install); testing.Short() && seen[key] {
+		if key := string(p.Family) + "/" + p.PackageManager + "/" + string(p.Install); testing.Short() && seen[key] {
 			continue
 		} else {
 			seen[key] = true
@@ -199,16 +236,20 @@ func TestShellcheck(t *testing.T) {
 // something must end in the sh quoting function (or include a fixed helper
 // file), so no value can reach a script unquoted.
 func TestOnlyQuotedActions(t *testing.T) {
-	for _, p := range linuxPlatforms() {
+	for _, p := range scriptedPlatforms() {
 		tmpl, _, err := templates(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkQuotedActions(t, tmpl)
+		quote := "sh"
+		if p.Shell == platform.PowerShell {
+			quote = "ps"
+		}
+		checkQuotedActions(t, tmpl, quote)
 	}
 }
 
-func checkQuotedActions(t *testing.T, tmpl *template.Template) {
+func checkQuotedActions(t *testing.T, tmpl *template.Template, quote string) {
 	t.Helper()
 	var walk func(name string, n parse.Node)
 	walk = func(name string, n parse.Node) {
@@ -227,8 +268,8 @@ func checkQuotedActions(t *testing.T, tmpl *template.Template) {
 			}
 			last := n.Pipe.Cmds[len(n.Pipe.Cmds)-1]
 			id, ok := last.Args[0].(*parse.IdentifierNode)
-			if !ok || (id.Ident != "sh" && id.Ident != "include") {
-				t.Errorf("%s: action %s does not end in sh", name, n)
+			if !ok || (id.Ident != quote && id.Ident != "include") {
+				t.Errorf("%s: action %s does not end in %s", name, n, quote)
 			}
 			if ok && id.Ident == "include" {
 				if len(last.Args) != 2 || last.Args[1].Type() != parse.NodeString {
@@ -257,7 +298,7 @@ func checkQuotedActions(t *testing.T, tmpl *template.Template) {
 		count++
 		walk(tt.Name(), tt.Tree.Root)
 	}
-	if count < 8 {
+	if count < 7 {
 		t.Errorf("walked %d templates; want all of them", count)
 	}
 }
@@ -377,7 +418,7 @@ func TestInjectionRejected(t *testing.T) {
 	} {
 		w := goldenWorker
 		tc.mod(&w)
-		for _, p := range linuxPlatforms() {
+		for _, p := range scriptedPlatforms() {
 			if _, err := Setup(p, w); !hasFieldError(err, tc.field) {
 				t.Errorf("Setup(%s, %+v) error = %v; want a %s FieldError", p.Name, w, err, tc.field)
 			}
@@ -437,18 +478,38 @@ func TestUnsupportedFamily(t *testing.T) {
 	}
 }
 
-// linuxPlatforms are the registry's platforms of the Linux family, and
-// Debian 12 with image.install = "pip" (as "debian-12-pip").
-func linuxPlatforms() []*platform.Platform {
+// scriptedPlatforms are the registry's platforms whose family has
+// scripts (all of them), and Debian 12 with image.install = "pip" (as
+// "debian-12-pip").
+func scriptedPlatforms() []*platform.Platform {
 	var ps []*platform.Platform
 	for _, p := range platform.All() {
-		if p.Family == platform.Linux {
+		if _, ok := families[p.Family]; ok {
 			ps = append(ps, p)
 		}
 	}
 	pip := *platform.MustLookup("debian-12").WithPip()
 	pip.Name += "-pip"
 	return append(ps, &pip)
+}
+
+// posixPlatforms are the scripted platforms whose scripts are sh.
+func posixPlatforms() []*platform.Platform {
+	var ps []*platform.Platform
+	for _, p := range scriptedPlatforms() {
+		if p.Shell == platform.POSIX {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+func TestEveryPlatformHasScripts(t *testing.T) {
+	for _, p := range platform.All() {
+		if _, ok := families[p.Family]; !ok {
+			t.Errorf("%s: family %s has no scripts", p.Name, p.Family)
+		}
+	}
 }
 
 func TestGeneralizeKey(t *testing.T) {

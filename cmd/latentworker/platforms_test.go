@@ -34,18 +34,26 @@ func TestPlatformsJSON(t *testing.T) {
 			}
 		}
 	}
-	want := map[string][3]string{
-		"debian-12":    {"136693071363", "debian-12-amd64-*", "admin"},
-		"debian-13":    {"136693071363", "debian-13-amd64-*", "admin"},
-		"ubuntu-24.04": {"099720109477", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*", "ubuntu"},
+	want := map[string][4]string{
+		"debian-12":    {"136693071363", "debian-12-amd64-*", "admin", "lab"},
+		"debian-13":    {"136693071363", "debian-13-amd64-*", "admin", "lab"},
+		"ubuntu-24.04": {"099720109477", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*", "ubuntu", "lab"},
+		"windows-2022": {"amazon", "Windows_Server-2022-English-Full-Base-*", "Administrator", "static"},
+		"windows-2025": {"amazon", "Windows_Server-2025-English-Full-Base-*", "Administrator", "static"},
+		"freebsd-14":   {"782442783595", "FreeBSD 14.*-RELEASE-amd64* base UFS", "ec2-user", "static"},
+		"openbsd":      {"", "", "", "static"},
+		"macos":        {"amazon", "amzn-ec2-macos-*", "ec2-user", "static"},
 	}
 	for _, m := range got {
 		w, ok := want[m["name"].(string)]
 		if !ok {
 			continue
 		}
-		if m["base_owner"] != w[0] || m["base_name"] != w[1] || m["ssh_user"] != w[2] || m["proved_by"] != "lab" {
-			t.Errorf("%v = %v; want owner, pattern, user %v, proved by lab", m["name"], m, w)
+		if m["base_owner"] != w[0] || m["base_name"] != w[1] || m["ssh_user"] != w[2] || m["proved_by"] != w[3] {
+			t.Errorf("%v = %v; want owner, pattern, user, proved by %v", m["name"], m, w)
+		}
+		if w[3] == "static" && !strings.Contains(m["proof"].(string), "a first bake on AWS must confirm") {
+			t.Errorf("%v: proof %q does not say what AWS must confirm", m["name"], m["proof"])
 		}
 		delete(want, m["name"].(string))
 	}

@@ -3,11 +3,15 @@
 # buildbot.tac is parsed with ast, never executed. The password is compared,
 # never printed. Values escape backslash as \\ and control characters as \xNN.
 import ast
-import grp
 import hmac
 import os
-import pwd
 import sys
+
+try:
+    import grp
+    import pwd
+except ImportError:  # Windows: the caller reports the file's owner and ACL
+    grp = pwd = None
 
 FIELDS = ("keepalive", "delete_leftover_dirs", "buildmaster_host", "port", "workername")
 
@@ -79,8 +83,9 @@ def main():
         src = None
     if src is not None:
         emit("tac_present", "yes")
-        emit("tac_mode", "%04o" % (st.st_mode & 0o7777))
-        emit("tac_owner", owner(st))
+        if pwd is not None:
+            emit("tac_mode", "%04o" % (st.st_mode & 0o7777))
+            emit("tac_owner", owner(st))
         try:
             tree = ast.parse(src, tac)
         except SyntaxError as e:

@@ -6,8 +6,12 @@
 # its directory).
 import ast
 import os
-import pwd
 import sys
+
+try:
+    import pwd
+except ImportError:  # Windows: the caller sets the file's owner and ACL
+    pwd = None
 
 
 def fail(msg):
@@ -69,6 +73,18 @@ def main():
             if ast.literal_eval(node.value) != value:
                 fail("%s: %s did not take its new value" % (path, name))
 
+    if pwd is None:
+        if new == src:
+            print("unchanged")
+            return
+        tmp = path + ".latentworker-tmp"
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(new)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        print("changed")
+        return
     owner = os.environ.get("LW_TAC_OWNER")
     if owner:
         pw = pwd.getpwnam(owner)

@@ -15,6 +15,7 @@ import (
 	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
 	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
 
+	"github.com/latentworker/latentworker/awserr"
 	"github.com/latentworker/latentworker/iam"
 )
 
@@ -158,7 +159,7 @@ func checkLaunch(ctx context.Context, o CheckOptions) string {
 	deadline := time.Now().Add(o.Wait)
 	for {
 		_, err := o.Key.RunInstances(ctx, in)
-		c := code(err)
+		c := awserr.Code(err)
 		switch {
 		case c == "DryRunOperation":
 			return ""

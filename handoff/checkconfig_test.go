@@ -1,18 +1,13 @@
 package handoff
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +18,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/latentworker/latentworker/config"
+	"github.com/latentworker/latentworker/lab/moto/mototest"
 )
 
 // need returns err as a skip, or a failure when CI=true.
@@ -35,73 +31,6 @@ func need(t *testing.T, what string, err error) {
 		t.Fatalf("%s is required when CI=true: %v", what, err)
 	}
 	t.Skipf("%s not available: %v", what, err)
-}
-
-// lockedBuffer collects a process's output for failure messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// startMoto starts a moto_server of its own on a free loopback port and
-// returns its URL; t.Cleanup kills its process group.
-func startMoto(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("moto_server")
-	if err == nil {
-		// A pyenv shim exists even when the active Python lacks moto.
-		err = exec.Command(bin, "--help").Run()
-	}
-	need(t, "moto_server", err)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	l.Close()
-
-	var out lockedBuffer
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", port)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting moto_server: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	})
-	url := "http://127.0.0.1:" + port
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url + "/moto-api/data.json")
-		if err == nil {
-			resp.Body.Close()
-			return url
-		}
-		select {
-		case <-done:
-			t.Fatalf("moto_server exited: %s", out.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("moto_server on port %s not ready after 30s: %s", port, out.String())
-		}
-	}
 }
 
 // labPrelude is lab-only: Debian's boto3 1.26 ignores AWS_ENDPOINT_URL, so
@@ -160,7 +89,7 @@ func TestBuildbotCheckconfig(t *testing.T) {
 	const buildbot = "/usr/bin/buildbot"
 	_, err := os.Stat(buildbot)
 	need(t, buildbot, err)
-	url := startMoto(t)
+	url := mototest.Start(t)
 
 	const region = "eu-west-1"
 	api := ec2.New(ec2.Options{

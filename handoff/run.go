@@ -14,8 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
-	"github.com/aws/smithy-go"
 
+	"github.com/latentworker/latentworker/awserr"
 	"github.com/latentworker/latentworker/fleet"
 	"github.com/latentworker/latentworker/iam"
 )
@@ -301,7 +301,7 @@ func (o Options) keyPair(ctx context.Context, res *Result) (string, error) {
 	if err == nil {
 		return name, nil
 	}
-	if code(err) != "InvalidKeyPair.NotFound" {
+	if awserr.Code(err) != "InvalidKeyPair.NotFound" {
 		return "", fmt.Errorf("describing key pair %s: %w", name, err)
 	}
 	if o.CheckOnly {
@@ -400,14 +400,6 @@ func tagValue(tags []types.Tag, key string) string {
 		if aws.ToString(t.Key) == key {
 			return aws.ToString(t.Value)
 		}
-	}
-	return ""
-}
-
-func code(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
 	}
 	return ""
 }

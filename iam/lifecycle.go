@@ -14,8 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/iam/types"
-	"github.com/aws/smithy-go"
 
+	"github.com/latentworker/latentworker/awserr"
 	"github.com/latentworker/latentworker/config"
 	"github.com/latentworker/latentworker/fleet"
 )
@@ -114,17 +114,8 @@ type AccessKey struct {
 	Secret config.Secret
 }
 
-// apiCode returns the AWS error code of err, or "".
-func apiCode(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
-}
-
-func isNotFound(err error) bool { return apiCode(err) == "NoSuchEntity" }
-func isExists(err error) bool   { return apiCode(err) == "EntityAlreadyExists" }
+func isNotFound(err error) bool { return awserr.Code(err) == "NoSuchEntity" }
+func isExists(err error) bool   { return awserr.Code(err) == "EntityAlreadyExists" }
 
 func workerTags(worker string) []types.Tag {
 	return []types.Tag{{Key: aws.String(fleet.TagWorker), Value: aws.String(worker)}}
@@ -392,7 +383,7 @@ func (m *Manager) CreateKey(ctx context.Context, u User) (AccessKey, error) {
 		return AccessKey{}, &KeySlotsFullError{User: u.Name, Keys: keys}
 	}
 	out, err := m.API.CreateAccessKey(ctx, &awsiam.CreateAccessKeyInput{UserName: aws.String(u.Name)})
-	if apiCode(err) == "LimitExceeded" {
+	if awserr.Code(err) == "LimitExceeded" {
 		// Someone made a key since we listed them.
 		if keys, lerr := m.Keys(ctx, u); lerr == nil {
 			return AccessKey{}, &KeySlotsFullError{User: u.Name, Keys: keys}
@@ -548,7 +539,7 @@ func (m *Manager) EnsureInstanceProfile(ctx context.Context, worker string) (Ins
 	switch {
 	case len(p.Roles) == 0:
 		_, err := m.API.AddRoleToInstanceProfile(ctx, &awsiam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String(name), RoleName: aws.String(name)})
-		if err != nil && apiCode(err) != "LimitExceeded" {
+		if err != nil && awserr.Code(err) != "LimitExceeded" {
 			return InstanceProfile{}, fmt.Errorf("adding IAM role %s to instance profile %s: %w", name, name, err)
 		}
 	case aws.ToString(p.Roles[0].RoleName) != name:

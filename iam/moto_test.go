@@ -1,19 +1,12 @@
 package iam
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,82 +17,10 @@ import (
 	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
+	"github.com/latentworker/latentworker/awserr"
 	"github.com/latentworker/latentworker/fleet"
+	"github.com/latentworker/latentworker/lab/moto/mototest"
 )
-
-// lockedBuffer collects moto_server's output for failure messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// startMoto starts a moto_server of its own on a free loopback port and
-// returns its URL; t.Cleanup kills its process group. Without moto_server
-// the test is skipped, or fails when CI=true.
-func startMoto(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("moto_server")
-	if err == nil {
-		// A pyenv shim exists even when the active Python lacks moto.
-		err = exec.Command(bin, "--help").Run()
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("moto_server is required when CI=true: %v", err)
-		}
-		t.Skipf("moto_server not available: %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	l.Close()
-
-	var out lockedBuffer
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", port)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting moto_server: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	})
-
-	url := "http://127.0.0.1:" + port
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url + "/moto-api/data.json")
-		if err == nil {
-			resp.Body.Close()
-			return url
-		}
-		select {
-		case <-done:
-			t.Fatalf("moto_server exited: %s", out.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("moto_server on port %s not ready after 30s: %s", port, out.String())
-		}
-	}
-}
 
 const motoRegion = "us-east-1"
 
@@ -151,7 +72,7 @@ func accountOf(t *testing.T, arn string) string {
 }
 
 func TestLifecycleMoto(t *testing.T) {
-	url := startMoto(t)
+	url := mototest.Start(t)
 	ctx := testContext(t)
 	api := iamClient(url, "AKIDADMIN", "admin-secret")
 	m := NewManager(api)
@@ -341,7 +262,7 @@ func TestLifecycleMoto(t *testing.T) {
 // assertions are made with the ActionLevel projection of the policy; the
 // fully scoped policy's results are logged, to record what moto does.
 func TestEnforcementMoto(t *testing.T) {
-	url := startMoto(t)
+	url := mototest.Start(t)
 	ctx := testContext(t)
 
 	// An administrator, made before enforcement, to keep working after.
@@ -481,7 +402,7 @@ func TestEnforcementMoto(t *testing.T) {
 		}},
 	}
 	denied := func(err error) bool {
-		switch apiCode(err) {
+		switch awserr.Code(err) {
 		case "AccessDenied", "UnauthorizedOperation", "AccessDeniedException":
 			return true
 		}
@@ -508,7 +429,7 @@ func TestEnforcementMoto(t *testing.T) {
 		case err == nil:
 			t.Logf("scoped policy, moto: %s allowed", name)
 		case denied(err):
-			t.Logf("scoped policy, moto: %s denied (%s)", name, apiCode(err))
+			t.Logf("scoped policy, moto: %s denied (%s)", name, awserr.Code(err))
 		default:
 			t.Logf("scoped policy, moto: %s failed otherwise: %v", name, err)
 		}

@@ -17,8 +17,9 @@ import (
 // 30 % of EC2 calls throttled, 10 % answered 500/503, 5 % carried out with
 // their answer lost, new resources NotFound for 5 s, the console empty for
 // 5 s after boot, a Xen instance type whose console refuses Latest. The
-// bake completes with the product's retry policy, the image boots a
-// working worker, and nothing of the run is left but the image.
+// bake completes with the product's retry policy, the image is verified by
+// booting it (the worker comes up on its own), and nothing of the run is
+// left but the image.
 func TestBakeUnderRealism(t *testing.T) {
 	e := setupWith(t, `image_pending = "5s"
 [realism]
@@ -42,10 +43,13 @@ latest_nitro_only = true
 		t.Fatalf("bake under realism: %v", err)
 	}
 	t.Logf("bake under realism took %s: %s", time.Since(start).Round(time.Second), res.Manifest.ImageID)
-	for _, l := range labtest.RunResources(t, e.lab.EC2(""), res.Manifest.RunID) {
+	// Asked with the same retry policy: the lab still throttles.
+	for _, l := range labtest.RunResources(t, e.ec2, res.Manifest.RunID) {
 		if !strings.HasPrefix(l, "image ") && !strings.HasPrefix(l, "snapshot ") && !strings.Contains(l, "terminated") {
 			t.Errorf("run %s left %s", res.Manifest.RunID, l)
 		}
 	}
-	e.lab.BootAndBuild(t, e2eWorker, res.Manifest.ImageID)
+	if !res.Manifest.Verified {
+		t.Errorf("manifest %+v: not verified; want the image booted and its worker up", res.Manifest)
+	}
 }

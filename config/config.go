@@ -286,7 +286,7 @@ func checkTypes(md toml.MetaData) error {
 		}
 		got := md.Type(parts...)
 		if !slices.Contains(want[k.Kind], got) {
-			errs = append(errs, &FieldError{Key: k.Name, Value: "(a TOML " + strings.ToLower(got) + ")", Rule: "must be a " + string(k.Kind) + tomlExample(k.Kind)})
+			errs = append(errs, &FieldError{Field: k.Name, Value: "(a TOML " + strings.ToLower(got) + ")", Rule: "must be a " + string(k.Kind) + tomlExample(k.Kind)})
 		}
 	}
 	return errors.Join(errs...)

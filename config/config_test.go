@@ -65,7 +65,7 @@ func fieldKeys(err error) (keys []string, other []error) {
 	for _, e := range unjoin(err) {
 		var fe *FieldError
 		if errors.As(e, &fe) {
-			keys = append(keys, fe.Key)
+			keys = append(keys, fe.Field)
 		} else {
 			other = append(other, e)
 		}

@@ -16,31 +16,15 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/latentworker/latentworker/field"
 	"github.com/latentworker/latentworker/platform"
 
 	"github.com/latentworker/latentworker/scripts"
 )
 
-// FieldError reports one key that Validate rejected.
-type FieldError struct {
-	Key    string // the config key, e.g. "aws.instance_type" or "aws.tags.team"
-	Value  string // the rejected value (never a secret)
-	Origin string // " (from $LATENTWORKER_REGION)" or " (from --region)"; "" for the file or a default
-	Rule   string // what the key allows
-	Err    error  // the underlying error, if any
-}
-
-// Error reads `key = "value" (origin): rule`.
-func (e *FieldError) Error() string {
-	v := e.Value
-	if utf8.RuneCountInString(v) > 80 {
-		v = string([]rune(v)[:80]) + "..."
-	}
-	return fmt.Sprintf("%s = %q%s: %s", e.Key, v, e.Origin, e.Rule)
-}
-
-// Unwrap returns the underlying error.
-func (e *FieldError) Unwrap() error { return e.Err }
+// FieldError reports one key that Validate rejected: Field is the config
+// key ("aws.instance_type", "aws.tags.team").
+type FieldError = field.Error
 
 // Limits Validate applies.
 const (
@@ -119,7 +103,7 @@ func (c *Config) Validate() error {
 		if strings.HasPrefix(key, "aws.tags.") {
 			o = c.origins["aws.tags"]
 		}
-		errs = append(errs, &FieldError{Key: key, Value: value, Origin: o.describe(), Rule: rule, Err: err})
+		errs = append(errs, &FieldError{Field: key, Value: value, Origin: o.describe(), Rule: rule, Err: err})
 	}
 
 	// [worker]

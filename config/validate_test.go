@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/latentworker/latentworker/scripts"
+	"github.com/latentworker/latentworker/field"
 )
 
 func TestValidate(t *testing.T) {
@@ -148,9 +148,16 @@ func TestValidateUnwrapsAndRules(t *testing.T) {
 	c.Worker.Name = "-bad"
 	c.Worker.PasswordFile = filepath.Join(t.TempDir(), "nope")
 	err := c.Validate()
-	var sfe *scripts.FieldError
-	if !errors.As(err, &sfe) || sfe.Field != "Name" {
-		t.Errorf("Validate() = %v; want it to wrap the scripts.FieldError for Name", err)
+	// One field-error type: the config key's, wrapping the Worker field's.
+	var names []string
+	for _, fe := range field.All(err) {
+		names = append(names, fe.Field)
+		if inner := field.All(fe.Err); len(inner) > 0 {
+			names = append(names, inner[0].Field)
+		}
+	}
+	if !slices.Contains(names, "worker.name") || !slices.Contains(names, "Name") {
+		t.Errorf("Validate() = %v: fields %v; want worker.name wrapping the Worker field Name", err, names)
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Validate() = %v; want it to wrap ErrNotExist for the password file", err)

@@ -14,6 +14,7 @@ import (
 	"unicode"
 
 	"github.com/latentworker/latentworker/config"
+	"github.com/latentworker/latentworker/field"
 )
 
 // Defaults the fleet uses.
@@ -138,16 +139,9 @@ func AccessKeyIDSecretName(worker string) string { return worker + "-aws-access-
 // holds the secret access key.
 func SecretAccessKeySecretName(worker string) string { return worker + "-aws-secret-access-key" }
 
-// FieldError is a problem with one field of a Bundle.
-type FieldError struct {
-	Field   string // e.g. "Tags[Name]"
-	Value   string // "" for the secret, never shown
-	Problem string
-}
-
-func (e *FieldError) Error() string {
-	return fmt.Sprintf("bundle field %s %q: %s", e.Field, e.Value, e.Problem)
-}
+// FieldError is a problem with one field of a Bundle ("Tags[Name]"), or of
+// a handoff's inputs (CheckInputs: a config key or a flag).
+type FieldError = field.Error
 
 // ErrInvalid is wrapped by every error Validate returns.
 var ErrInvalid = errors.New("invalid handoff bundle")
@@ -182,7 +176,7 @@ var (
 func (b Bundle) Validate() error {
 	var errs []error
 	bad := func(field, value, problem string) {
-		errs = append(errs, &FieldError{Field: field, Value: value, Problem: problem})
+		errs = append(errs, &FieldError{Field: field, Value: value, Rule: problem})
 	}
 	check := func(field, value string, re *regexp.Regexp, problem string) {
 		if !re.MatchString(value) {
@@ -265,4 +259,33 @@ func (b Bundle) Validate() error {
 		return nil
 	}
 	return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+}
+
+// CheckInputs checks what a handoff is asked to use, before it creates
+// anything: the worker name and master address, the key pair name, the
+// AMI and subnet IDs when given. Each problem is a *FieldError naming the
+// flag or key it came from.
+func CheckInputs(worker, master, keyPairName, ami, subnet string) error {
+	var errs []error
+	bad := func(field, value, problem string) {
+		errs = append(errs, &FieldError{Field: field, Value: value, Rule: problem})
+	}
+	if !workerRE.MatchString(worker) || len(worker) > maxWorkerName {
+		bad("worker.name", worker, fmt.Sprintf("not a buildbot worker name (1-%d ASCII letters, digits, '_' and '-', not starting with a digit)", maxWorkerName))
+	}
+	if host, port, err := net.SplitHostPort(master); err != nil || (net.ParseIP(host) == nil && !hostRE.MatchString(host)) {
+		bad("worker.master", master, "not host:port")
+	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		bad("worker.master", master, "the port is not a number from 1 to 65535")
+	}
+	if keyPairName != "" && !keyPairRE.MatchString(keyPairName) {
+		bad("--key-pair-name", keyPairName, "not a key pair name (1-255 letters, digits, spaces and ._+=,@:/-)")
+	}
+	if ami != "" && !amiRE.MatchString(ami) {
+		bad("--ami", ami, "not an AMI ID (ami- and 8 or 17 hex digits)")
+	}
+	if subnet != "" && !subnetRE.MatchString(subnet) {
+		bad("aws.subnet_id", subnet, "not a subnet ID (subnet- and 8 or 17 hex digits)")
+	}
+	return errors.Join(errs...)
 }

@@ -236,7 +236,7 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: Validate() = %v; want a *FieldError wrapped with ErrInvalid", c.name, err)
 			continue
 		}
-		if !strings.Contains(err.Error(), "bundle field "+c.field+" ") {
+		if !strings.Contains(err.Error(), c.field+" = ") {
 			t.Errorf("%s: Validate() = %v; want a problem with field %s", c.name, err, c.field)
 		}
 		for _, render := range []func(Bundle) error{

@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/latentworker/latentworker/field"
 )
 
 // PolicyVersion is the only IAM policy language version latentworker writes.
@@ -132,16 +134,8 @@ type PolicyOptions struct {
 	Tags map[string]string
 }
 
-// FieldError is a problem with one field of PolicyOptions.
-type FieldError struct {
-	Field   string // e.g. "AMIs[1]"
-	Value   string
-	Problem string
-}
-
-func (e *FieldError) Error() string {
-	return fmt.Sprintf("policy option %s %q: %s", e.Field, e.Value, e.Problem)
-}
+// FieldError is a problem with one field of PolicyOptions ("AMIs[1]").
+type FieldError = field.Error
 
 var (
 	regionRE       = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
@@ -185,7 +179,7 @@ func Partition(region string) string {
 func (o PolicyOptions) Validate() error {
 	var errs []error
 	bad := func(field, value, problem string) {
-		errs = append(errs, &FieldError{Field: field, Value: value, Problem: problem})
+		errs = append(errs, &FieldError{Field: field, Value: value, Rule: problem})
 	}
 	check := func(field, value string, re *regexp.Regexp, problem string) {
 		if !re.MatchString(value) {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/latentworker/latentworker/field"
 )
 
 // Length limits for the free-text fields of Worker.
@@ -33,21 +35,9 @@ type Worker struct {
 	Version string
 }
 
-// FieldError reports a Worker field that Validate rejected.
-type FieldError struct {
-	Field string // name of the Worker field, e.g. "Master"
-	Value string // the rejected value (never a secret)
-	Rule  string // what the field allows
-}
-
-// Error says which field is wrong and what it allows.
-func (e *FieldError) Error() string {
-	v := e.Value
-	if utf8.RuneCountInString(v) > 80 {
-		v = string([]rune(v)[:80]) + "..."
-	}
-	return fmt.Sprintf("worker %s %q: %s", e.Field, v, e.Rule)
-}
+// FieldError reports a Worker field that Validate rejected: Field is the
+// Worker field's name ("Master").
+type FieldError = field.Error
 
 // Validate checks every field and returns nil or the errors.Join of one
 // *FieldError per invalid field, each naming the field and what it allows:

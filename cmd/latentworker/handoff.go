@@ -117,6 +117,9 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 	if err := cfg.Validate(); err != nil {
 		return badInput{err}
 	}
+	if err := handoff.CheckInputs(cfg.Worker.Name, cfg.Worker.Master, o.keyPair, o.ami, cfg.AWS.SubnetID); err != nil {
+		return badInput{err}
+	}
 	pub := ""
 	if o.publicKey != "" {
 		b, err := os.ReadFile(o.publicKey)

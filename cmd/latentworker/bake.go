@@ -61,7 +61,10 @@ On failure, Ctrl-C or SIGTERM it is removed in reverse order; a second Ctrl-C
 exits at once and prints what is left and how to remove it. The builder
 instance is left stopped, as the guide does, unless --terminate-builder.
 
-Output: progress on stderr (with elapsed time and snapshot percent); the
+Output: progress on stderr: on a terminal a live view redrawn in place (the
+finished steps with their times, the current one with its elapsed time and
+latest progress); to a pipe, a file or TERM=dumb, plain lines with elapsed
+time and snapshot percent. The
 result (AMI ID, region, manifest path) on stdout; with --json, one JSON event
 per line on stdout, ending with a "result" object.
 
@@ -142,8 +145,12 @@ func runBake(ctx context.Context, o *bakeOptions) error {
 			"time": time.Now().UTC().Format(time.RFC3339Nano)})
 		p = jp
 	} else {
-		p = newTextPrinter(o.stderr, o.verbose)
 		fmt.Fprintf(o.stderr, "latentworker: baking worker %s in %s (run %s)\n", cfg.Worker.Name, awsCfg.Region, runID)
+		if isLiveTerminal(o.stderr) {
+			p = newLiveView(o.stderr, o.verbose).printer(cfg.Worker.Name)
+		} else {
+			p = newTextPrinter(o.stderr, o.verbose)
+		}
 	}
 	opts := bakeOptionsFor(cfg, password, awsCfg)
 	opts.FromPrevious = o.fromPrevious

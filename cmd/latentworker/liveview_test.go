@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -168,7 +167,7 @@ func TestLiveTerminal(t *testing.T) {
 // blocks come in order, the last frame has every step, and after stop the
 // printer falls back to plain lines.
 func TestLiveViewProgram(t *testing.T) {
-	var buf syncBuffer
+	var buf bytes.Buffer // read once the program has ended
 	v := newLiveView(&buf, false)
 	p := v.printer("w1")
 	r := &bake.Leftover{Resource: "instance", ID: "i-1", Command: "x"}
@@ -199,21 +198,4 @@ func TestLiveViewProgram(t *testing.T) {
 	if live {
 		t.Errorf("leftover i-1 still tracked after its undo")
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -44,6 +44,7 @@ type liveView struct {
 
 	mu      sync.Mutex
 	stopped bool
+	open    int          // printers not closed yet
 	plain   *textPrinter // after stop: plain lines
 }
 
@@ -98,8 +99,14 @@ func (v *liveView) startPlain() {
 	go v.plain.tick(10 * time.Second)
 }
 
-// printer returns the events printer of one block.
-func (v *liveView) printer(key string) printer { return &livePrinter{v: v, key: key} }
+// printer returns the events printer of one block. The view ends when the
+// last printer it gave is closed (several runs at once each close theirs).
+func (v *liveView) printer(key string) printer {
+	v.mu.Lock()
+	v.open++
+	v.mu.Unlock()
+	return &livePrinter{v: v, key: key}
+}
 
 // stop ends the program and waits (a little) for it to restore the terminal.
 func (v *liveView) stop() {
@@ -166,7 +173,15 @@ func (p *livePrinter) Event(e bake.Event) {
 	}
 }
 
-func (p *livePrinter) close() { p.v.close() }
+func (p *livePrinter) close() {
+	p.v.mu.Lock()
+	p.v.open--
+	last := p.v.open == 0
+	p.v.mu.Unlock()
+	if last {
+		p.v.close()
+	}
+}
 
 // permanentLine is what an event leaves above the live blocks, as plain
 // text would print it: warnings, what was removed or left behind, and with

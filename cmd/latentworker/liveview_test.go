@@ -169,7 +169,9 @@ func TestLiveTerminal(t *testing.T) {
 func TestLiveViewProgram(t *testing.T) {
 	var buf bytes.Buffer // read once the program has ended
 	v := newLiveView(&buf, false)
-	p := v.printer("w1")
+	p, q := v.printer("w1"), v.printer("w2")
+	q.Event(bake.Event{Type: bake.EventStepStarted, Step: "preflight"})
+	q.close() // w1 still runs: the view goes on
 	r := &bake.Leftover{Resource: "instance", ID: "i-1", Command: "x"}
 	p.Event(bake.Event{Type: bake.EventStepStarted, Step: "preflight"})
 	p.Event(bake.Event{Type: bake.EventStepFinished, Step: "preflight", Elapsed: time.Second})
@@ -185,7 +187,7 @@ func TestLiveViewProgram(t *testing.T) {
 	if first < 0 || second < first {
 		t.Errorf("warnings missing or out of order:\n%q", out)
 	}
-	if !strings.Contains(out, "✓ preflight") || !strings.Contains(out, "… launch builder") {
+	if !strings.Contains(out, "✓ preflight") || !strings.Contains(out, "… launch builder") || !strings.Contains(out, "w2 (") {
 		t.Errorf("last frame missing:\n%q", out)
 	}
 	plain := out[strings.LastIndex(out, "… launch builder"):]

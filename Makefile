@@ -8,7 +8,7 @@ LATENTLAB_STATE ?= /var/lib/latentlab
 LATENTLAB_CACHE ?= /var/cache/latentlab
 export LATENTLAB_STATE LATENTLAB_CACHE
 
-.PHONY: help build test test-short e2e demo bake-matrix bench-bake bench-sweep lint check update-golden deps clean
+.PHONY: help build test test-short e2e demo bake-matrix bench-matrix bench-bake bench-sweep lint check update-golden deps clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,11 +22,14 @@ test: deps ## run every test (installs what the lab needs first; the lab tests n
 test-short: ## the fast loop: every test that starts no lab (about two minutes)
 	$(GO) test -short -count=1 ./...
 
-e2e: ## the end-to-end tests in the lab: the lab, bake (library and command line), interruptions, handoff to a real master, sweep
-	$(GO) test -count=1 -timeout 60m -run 'TestLab|TestDownAfterCrash|E2E|TestBakeCLI|TestBakeInterrupted|TestCancelAtStepBoundaries|TestValidateAgainstLab|TestBakeKeepOnFailure|TestHandoffCLI|TestSweepAfterKilledBake|TestHandedOffMaster' ./lab/ ./bake/ ./cmd/...
+e2e: ## the end-to-end tests in the lab: the lab, bake (library and command line; the pip path; the RPM configure half), interruptions, handoff to a real master, sweep
+	$(GO) test -count=1 -timeout 60m -run 'TestLab|TestReleases|TestDownAfterCrash|E2E|TestBakeCLI|TestBakeInterrupted|TestCancelAtStepBoundaries|TestValidateAgainstLab|TestBakeKeepOnFailure|TestHandoffCLI|TestSweepAfterKilledBake|TestHandedOffMaster|TestRPMConfigureHalf' ./lab/ ./bake/ ./cmd/...
 
 bench-sweep: ## one sweep over 17 regions x 2000 instances in moto, against a per-region aws ec2 describe-instances loop
 	SWEEP_BENCH_REGIONS=17 SWEEP_BENCH_INSTANCES=2000 SWEEP_BENCH_AWSCLI=1 $(GO) test -count=1 -timeout 60m -run '^$$' -bench BenchmarkFind -benchtime 1x ./cleanup/
+
+bench-matrix: ## N bakes (MATRIX_N, default 4) in one lab one after another, then all at once: both wall times and their ratio
+	$(GO) test -count=1 -timeout 90m -run '^$$' -bench BenchmarkMatrix -benchtime 1x ./bake/
 
 bench-bake: ## bake in the lab and split its wall time: remote commands, waits for EC2, the tool's overhead
 	$(GO) test -count=1 -timeout 30m -run '^$$' -bench BenchmarkBake -benchtime 3x ./bake/

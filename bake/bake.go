@@ -127,6 +127,15 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Timeouts.Image <= 0 {
 		opts.Timeouts.Image = p.ImageWait
 	}
+	if loopback(opts.Endpoint) {
+		// The lab: its transitions take seconds; notice each within one.
+		if opts.Timeouts.Poll <= 0 {
+			opts.Timeouts.Poll = time.Second
+		}
+		if opts.Timeouts.MinPoll <= 0 {
+			opts.Timeouts.MinPoll = 250 * time.Millisecond
+		}
+	}
 	opts.Timeouts = opts.Timeouts.withDefaults()
 	steps := opts.Steps
 	switch {

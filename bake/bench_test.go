@@ -57,3 +57,61 @@ func BenchmarkBake(b *testing.B) {
 		fmt.Fprintf(os.Stderr, "    %-15s %8.2fs\n", s, (steps[s] / n).Seconds())
 	}
 }
+
+// BenchmarkMatrix bakes N workers (MATRIX_N, default 4) in one lab, first
+// one after another, then all at once, as `latentworker bake --fleet`
+// does, and prints both wall times and their ratios (`make bench-matrix`).
+// Verification is off: the throwaway boot is the same work in both.
+func BenchmarkMatrix(b *testing.B) {
+	n := 4
+	if v := os.Getenv("MATRIX_N"); v != "" {
+		if _, err := fmt.Sscan(v, &n); err != nil || n < 1 {
+			b.Fatalf("MATRIX_N=%q: want a positive number", v)
+		}
+	}
+	e := setup(b)
+	optsFor := func(i int) bake.Options {
+		cfg := *e.cfg
+		cfg.Worker.Name = fmt.Sprintf("matrix-%d", i)
+		opts := e.options(b, nil)
+		opts.Config = &cfg
+		opts.Events = nil
+		opts.TerminateBuilder = true
+		opts.NoVerify = true
+		return opts
+	}
+	for range b.N {
+		start := time.Now()
+		var one time.Duration
+		for i := range n {
+			res, err := bake.Run(context.Background(), optsFor(i))
+			if err != nil {
+				b.Fatalf("bake %d of %d, one after another: %v", i+1, n, err)
+			}
+			one += res.Manifest.WallTime
+		}
+		sequential := time.Since(start)
+		start = time.Now()
+		errs := make(chan error, n)
+		for i := range n {
+			go func() {
+				_, err := bake.Run(context.Background(), optsFor(i))
+				errs <- err
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				b.Fatalf("bake at once: %v", err)
+			}
+		}
+		concurrent := time.Since(start)
+		mean := one / time.Duration(n)
+		b.ReportMetric(sequential.Seconds(), "sequential-s")
+		b.ReportMetric(concurrent.Seconds(), "concurrent-s")
+		fmt.Fprintf(os.Stderr, "\n%d bakes in the lab (verification off):\n", n)
+		fmt.Fprintf(os.Stderr, "  one after another  %8.1fs (one bake %.1fs on average)\n", sequential.Seconds(), mean.Seconds())
+		fmt.Fprintf(os.Stderr, "  all at once        %8.1fs\n", concurrent.Seconds())
+		fmt.Fprintf(os.Stderr, "  sequential / concurrent  %.2f\n", sequential.Seconds()/concurrent.Seconds())
+		fmt.Fprintf(os.Stderr, "  concurrent / one bake    %.2f\n", concurrent.Seconds()/mean.Seconds())
+	}
+}

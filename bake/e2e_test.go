@@ -53,7 +53,11 @@ type env struct {
 	cfg      *config.Config
 }
 
-func setup(t testing.TB) *env {
+func setup(t testing.TB) *env { return setupWith(t, "") }
+
+// setupWith starts a lab whose file begins with labFile (top-level keys and
+// sections before [master]).
+func setupWith(t testing.TB, labFile string) *env {
 	t.Helper()
 	labtest.Require(t)
 	dir := t.TempDir()
@@ -62,7 +66,7 @@ func setup(t testing.TB) *env {
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l := labtest.Start(t, fmt.Sprintf("[master]\n[[master.workers]]\nname = %q\npassword_file = %q\n", e2eWorker, pwFile))
+	l := labtest.Start(t, labFile+fmt.Sprintf("[master]\n[[master.workers]]\nname = %q\npassword_file = %q\n", e2eWorker, pwFile))
 	cfg := config.Default()
 	cfg.Worker.Name = e2eWorker
 	cfg.Worker.Master = l.State.MasterPB

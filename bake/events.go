@@ -18,7 +18,10 @@ const (
 
 // Event is one thing a run reports. It never carries a secret.
 type Event struct {
-	Type     EventType     `json:"type"`
+	Type EventType `json:"type"`
+	// Worker is the worker the run bakes, so that the events of several
+	// runs at once can be told apart.
+	Worker   string        `json:"worker,omitempty"`
 	Step     string        `json:"step,omitempty"`
 	Elapsed  time.Duration `json:"elapsed_ns,omitempty"`
 	Percent  int           `json:"percent,omitempty"`

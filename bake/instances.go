@@ -87,10 +87,15 @@ func (s *State) terminate(ctx context.Context, id string) error {
 		return err
 	}
 	w := ec2.NewInstanceTerminatedWaiter(s.opts.EC2, func(o *ec2.InstanceTerminatedWaiterOptions) {
-		o.MinDelay, o.MaxDelay = time.Second, s.opts.Timeouts.Poll
+		o.MinDelay, o.MaxDelay = s.opts.Timeouts.MinPoll, s.opts.Timeouts.Poll
 	})
 	defer s.waiting()()
-	return w.Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, s.opts.Timeouts.Stop)
+	err = w.Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, s.opts.Timeouts.Stop)
+	if awserr.NotFound(err) {
+		// It was seen, and terminated long enough ago to be forgotten.
+		return nil
+	}
+	return err
 }
 
 func launch(ctx context.Context, s *State) error {
@@ -105,7 +110,7 @@ func launch(ctx context.Context, s *State) error {
 // waitInstance waits until id runs and returns its public address.
 func (s *State) waitInstance(ctx context.Context, id string) (string, error) {
 	w := ec2.NewInstanceRunningWaiter(s.opts.EC2, func(o *ec2.InstanceRunningWaiterOptions) {
-		o.MinDelay, o.MaxDelay = time.Second, s.opts.Timeouts.Poll
+		o.MinDelay, o.MaxDelay = s.opts.Timeouts.MinPoll, s.opts.Timeouts.Poll
 	})
 	defer s.waiting()()
 	out, err := w.WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, s.opts.Timeouts.Running)
@@ -174,8 +179,22 @@ func (s *State) consoleHostKeys(ctx context.Context, id string) (provision.HostK
 	var keys provision.HostKeys
 	pctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Console)
 	defer cancel()
+	// Latest (the console up to now, not only the boot's first 64 KiB) is
+	// for Nitro instances only; Xen types answer UnsupportedOperation.
+	latest := true
 	err := poll(pctx, min(s.opts.Timeouts.Poll, 2*time.Second), func() (bool, error) {
-		out, err := s.opts.EC2.GetConsoleOutput(pctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(id), Latest: aws.Bool(true)})
+		in := &ec2.GetConsoleOutputInput{InstanceId: aws.String(id)}
+		if latest {
+			in.Latest = aws.Bool(true)
+		}
+		out, err := s.opts.EC2.GetConsoleOutput(pctx, in)
+		if latest && awserr.Code(err) == "UnsupportedOperation" {
+			latest = false
+			return false, nil
+		}
+		if awserr.NotFound(err) {
+			return false, nil // a new instance, not visible to every API yet
+		}
 		if err != nil {
 			if pctx.Err() != nil {
 				return false, pctx.Err()
@@ -232,7 +251,7 @@ func stop(ctx context.Context, s *State) error {
 		return fmt.Errorf("stopping instance %s: %w", s.InstanceID, err)
 	}
 	w := ec2.NewInstanceStoppedWaiter(s.opts.EC2, func(o *ec2.InstanceStoppedWaiterOptions) {
-		o.MinDelay, o.MaxDelay = time.Second, s.opts.Timeouts.Poll
+		o.MinDelay, o.MaxDelay = s.opts.Timeouts.MinPoll, s.opts.Timeouts.Poll
 	})
 	defer s.waiting()()
 	if err := w.Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{s.InstanceID}}, s.opts.Timeouts.Stop); err != nil {

@@ -55,7 +55,12 @@ type Timeouts struct {
 	Image   time.Duration // the image becoming available, in total (default: the platform's ImageWait)
 	Verify  time.Duration // the worker service coming up on the throwaway (default 5m)
 	Unwind  time.Duration // the whole undo (default 10m)
-	Poll    time.Duration // between polls (default 5s)
+	// Poll is the longest wait between two polls of a state AWS changes
+	// (default 1 s against a loopback endpoint, the lab; 15 s against AWS,
+	// as often as a fixed 15 s poll at most); MinPoll the shortest, where
+	// the SDK's waiters back off from (default 250 ms in the lab, 2 s).
+	Poll    time.Duration
+	MinPoll time.Duration
 	Create  time.Duration // one create call, which a cancel does not interrupt (default 2m)
 }
 
@@ -73,7 +78,8 @@ func (t Timeouts) withDefaults() Timeouts {
 	def(&t.Verify, 5*time.Minute)
 	def(&t.Unwind, 10*time.Minute)
 	def(&t.Create, 2*time.Minute)
-	def(&t.Poll, 5*time.Second)
+	def(&t.Poll, 15*time.Second)
+	def(&t.MinPoll, min(2*time.Second, t.Poll))
 	return t
 }
 

@@ -118,21 +118,26 @@ func preflight(ctx context.Context, s *State) error {
 	return nil
 }
 
+// loopback reports whether endpoint is on this machine (the lab).
+func loopback(endpoint string) bool {
+	u, err := url.Parse(endpoint)
+	if endpoint == "" || err != nil {
+		return false
+	}
+	if u.Hostname() == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(u.Hostname())
+	return err == nil && a.IsLoopback()
+}
+
 // sshCIDR is the configured CIDR, or 127.0.0.1/32 for a loopback endpoint.
 func sshCIDR(configured, endpoint string) (string, error) {
 	if configured != "" {
 		return configured, nil
 	}
-	if endpoint != "" {
-		if u, err := url.Parse(endpoint); err == nil {
-			host := u.Hostname()
-			if host == "localhost" {
-				return "127.0.0.1/32", nil
-			}
-			if a, err := netip.ParseAddr(host); err == nil && a.IsLoopback() {
-				return "127.0.0.1/32", nil
-			}
-		}
+	if loopback(endpoint) {
+		return "127.0.0.1/32", nil
 	}
 	return "", fmt.Errorf("%w: set it to your public address as a /32 (e.g. 203.0.113.7/32); latentworker does not ask an internet service for it", ErrNoSSHCIDR)
 }

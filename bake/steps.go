@@ -89,6 +89,7 @@ func Steps() []Step {
 
 func (s *State) emit(e Event) {
 	if s.opts.Events != nil {
+		e.Worker = s.opts.Config.Worker.Name
 		s.opts.Events.Event(e)
 	}
 }

@@ -29,8 +29,15 @@
 //     not connected (GET /api/v2/workers/NAME has an empty connected_to)
 //     and has been up longer than Options.Grace.
 //
-// If the buildmaster cannot be asked (it may be the thing that died), the
-// report carries a warning and only MaxAge applies.
+// With Options.MasterURL, an instance whose worker the buildmaster reports
+// as connected is never a zombie, whatever its age: back-to-back builds keep
+// a latent worker's instance up for as long as they come, and MaxAge must
+// not kill one mid-build. MaxAge then applies only to instances whose
+// worker is not connected. The master does not say which instance a
+// connected worker runs on: when such a worker has several instances past
+// MaxAge in a region, none is removed and the report warns. If the
+// buildmaster cannot be asked (it may be the thing that died), the report
+// carries a warning and only MaxAge applies.
 //
 // # Leftovers
 //

@@ -498,6 +498,7 @@ func instanceGroups(in types.Instance) []string {
 // judgeInstances decides each instance: bake's by its run, the others as
 // zombies or not.
 func (s *search) judgeInstances(ctx context.Context) {
+	connectedOld := map[string][]string{} // past max age, kept: the worker is connected
 	for _, id := range slices.Sorted(maps.Keys(s.instances)) {
 		in := s.instances[id]
 		tags := tagsMap(in.Tags)
@@ -526,23 +527,47 @@ func (s *search) judgeInstances(ctx context.Context) {
 			continue
 		}
 		age := s.now.Sub(since)
-		switch {
-		case age > s.opts.MaxAge:
-			f.Kind, f.Reason = KindZombie, fmt.Sprintf("worker %s instance up %s since %s, longer than max age %s", worker, Round(age), since.UTC().Format(time.RFC3339), s.opts.MaxAge)
-		case s.master.enabled() && worker != "" && age > s.opts.Grace:
-			connected, err := s.master.connected(ctx, worker)
+		if age <= s.opts.Grace && age <= s.opts.MaxAge {
+			continue
+		}
+		// With a master, a connected worker's instance is never a zombie,
+		// whatever its age: it may be in the middle of a build (back-to-back
+		// builds keep an instance up for as long as they come). Max age
+		// applies to instances whose worker is not connected, or when the
+		// master cannot say.
+		connected, asked := false, false
+		if s.master.enabled() && worker != "" {
+			var err error
+			connected, err = s.master.connected(ctx, worker)
 			if err != nil {
 				s.warn("%v; only max age applies to instance %s", err, id)
-				continue
+			} else {
+				asked = true
 			}
-			if connected {
-				continue
+		}
+		switch {
+		case connected:
+			if age > s.opts.MaxAge {
+				connectedOld[worker] = append(connectedOld[worker], id)
 			}
+			continue
+		case age > s.opts.MaxAge:
+			f.Kind, f.Reason = KindZombie, fmt.Sprintf("worker %s instance up %s since %s, longer than max age %s", worker, Round(age), since.UTC().Format(time.RFC3339), s.opts.MaxAge)
+			if asked {
+				f.Reason += ", and its worker is not connected to the master"
+			}
+		case asked && age > s.opts.Grace:
 			f.Kind, f.Reason = KindZombie, fmt.Sprintf("worker %s is not connected to the master and its instance is up %s, longer than grace %s", worker, Round(age), s.opts.Grace)
 		default:
 			continue
 		}
 		s.add(f)
+	}
+	for _, worker := range slices.Sorted(maps.Keys(connectedOld)) {
+		if ids := connectedOld[worker]; len(ids) > 1 {
+			s.warn("worker %s is connected to the master and has %d instances older than max age %s (%s): the master does not say which one it is, so none is removed; terminate the others by hand",
+				worker, len(ids), s.opts.MaxAge, strings.Join(ids, ", "))
+		}
 	}
 }
 

@@ -227,6 +227,22 @@ func TestSweep(t *testing.T) {
 		if wantZ := []string{w.zTagged, w.zUntagged}; !slices.Equal(slices.Sorted(slices.Values(zombies)), slices.Sorted(slices.Values(wantZ))) {
 			t.Errorf("zombies with w1 disconnected = %v; want %v", zombies, wantZ)
 		}
+		// w2 is connected: its instance survives max age (a worker kept
+		// busy by back-to-back builds); w1's do not.
+		rep, err = Find(ctx, clients, Options{Regions: []string{"us-east-1"}, MaxAge: 2 * time.Hour, Grace: 15 * time.Minute,
+			MasterURL: srv.URL, Now: at(3 * time.Hour)})
+		if err != nil {
+			t.Fatalf("Find = %v", err)
+		}
+		zombies = nil
+		for _, f := range rep.Findings {
+			if f.Kind == KindZombie {
+				zombies = append(zombies, f.ID)
+			}
+		}
+		if wantZ := []string{w.zTagged, w.zUntagged}; !slices.Equal(slices.Sorted(slices.Values(zombies)), slices.Sorted(slices.Values(wantZ))) {
+			t.Errorf("zombies past max age with w2 connected = %v; want %v (not w2's %s)", zombies, wantZ, w.zW2)
+		}
 		// A master that does not answer: a warning, max age only.
 		srv.Close()
 		rep, err = Find(ctx, clients, Options{Regions: []string{"us-east-1"}, MaxAge: 2 * time.Hour, MasterURL: srv.URL, Now: at(30 * time.Minute)})

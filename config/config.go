@@ -109,6 +109,12 @@ type Image struct {
 	RootVolumeGiB int `toml:"root_volume_gib"`
 	// SSHUser is the login user of the base image; "" is the platform's.
 	SSHUser string `toml:"ssh_user"`
+	// Install is how buildbot-worker is installed: "" (the platform's way),
+	// "package" or "pip" (the guide's fallback: a virtual environment, the
+	// system user and unit made by hand).
+	Install string `toml:"install"`
+	// WorkerVersion pins the buildbot-worker pip installs; "" is the newest.
+	WorkerVersion string `toml:"worker_version"`
 	// CPythonBuildDeps installs the packages CPython's build needs.
 	CPythonBuildDeps bool `toml:"cpython_build_deps"`
 	// ExtraScripts run as root, in order, after the worker is set up;
@@ -339,8 +345,17 @@ func checkUndecoded(keys []toml.Key) error {
 
 // PlatformInfo returns the registry entry of Platform, or an error
 // listing the known platforms.
+// With Install = "pip" it is the platform installed the guide's pip way
+// (platform.Platform.WithPip).
 func (i Image) PlatformInfo() (*platform.Platform, error) {
-	return platform.Lookup(i.Platform)
+	p, err := platform.Lookup(i.Platform)
+	if err != nil {
+		return nil, err
+	}
+	if i.Install == string(platform.Pip) {
+		p = p.WithPip()
+	}
+	return p, nil
 }
 
 // EffectiveBase returns the base image filter with the platform's defaults
@@ -407,5 +422,6 @@ func (c *Config) ScriptWorker(osName string) scripts.Worker {
 		AdminName:  c.Worker.AdminName,
 		AdminEmail: c.Worker.AdminEmail,
 		HostInfo:   host,
+		Version:    c.Image.WorkerVersion,
 	}
 }

@@ -124,6 +124,7 @@ func (c *Config) Validate() error {
 	if c.Worker.HostInfo == "" {
 		w.HostInfo = "generated" // checked when it is rendered
 	}
+	w.Version = "" // image.worker_version, checked with [image]
 	if err := w.Validate(); err != nil {
 		for _, e := range unjoin(err) {
 			var fe *scripts.FieldError
@@ -181,6 +182,22 @@ func (c *Config) Validate() error {
 		}
 		if c.Image.SSHUser == "" && p.SSHUser == "" {
 			bad("image.ssh_user", "", p.Title+" has no official AMI: set the login user of your base image", nil)
+		}
+	}
+	switch v := c.Image.Install; v {
+	case "", string(platform.Pip):
+	case string(platform.Package):
+		if perr == nil && p.Install != platform.Package {
+			bad("image.install", v, p.Title+" has no buildbot-worker package: must be empty or pip", nil)
+		}
+	default:
+		bad("image.install", v, "must be empty (the platform's way), package or pip", nil)
+	}
+	if v := c.Image.WorkerVersion; v != "" {
+		if !scripts.ValidVersion(v) {
+			bad("image.worker_version", v, "must be empty (the newest) or a buildbot-worker release such as 4.3.0: digits and dots, then letters, digits, '.', '!' or '+'", nil)
+		} else if perr == nil && p.Install != platform.Pip {
+			bad("image.worker_version", v, p.Title+" installs the distribution's package, whose version is the release's: set image.install = \"pip\" to pin one", nil)
 		}
 	}
 	if v := c.Image.BaseAMI; v != "" {

@@ -96,7 +96,11 @@ func TestValidate(t *testing.T) {
 				c.AWS.Tags[long(i+1)] = "v"
 			}
 		}, []string{"aws.tags"}, "at most 40"},
-		{"platform", func(c *Config) { c.Image.Platform = "fedora" }, []string{"image.platform"}, "debian-12, debian, debian-13"},
+		{"platform", func(c *Config) { c.Image.Platform = "fedora-41" }, []string{"image.platform"}, "debian-12, debian, debian-13"},
+		{"install", func(c *Config) { c.Image.Install = "apt" }, []string{"image.install"}, "package or pip"},
+		{"install package without one", func(c *Config) { c.Image.Platform = "amazonlinux-2023"; c.Image.Install = "package" }, []string{"image.install"}, "no buildbot-worker package"},
+		{"worker version", func(c *Config) { c.Image.Install = "pip"; c.Image.WorkerVersion = "4.3; reboot" }, []string{"image.worker_version"}, "4.3.0"},
+		{"worker version with a package", func(c *Config) { c.Image.WorkerVersion = "4.3.0" }, []string{"image.worker_version"}, "image.install = \"pip\""},
 		{"ami", func(c *Config) { c.Image.BaseAMI = "ami-123456789" }, []string{"image.base_ami"}, "8 or 17 hex"},
 		{"ami and filter", func(c *Config) { c.Image.BaseAMI = "ami-12345678"; c.Image.BaseName = "x-*" }, []string{"image.base_ami"}, "not both"},
 		{"owner", func(c *Config) { c.Image.BaseOwner = "debian" }, []string{"image.base_owner"}, "12-digit"},

@@ -57,6 +57,11 @@ type Bundle struct {
 	AccessKeyID     string
 	SecretAccessKey config.Secret
 
+	// Password is the worker password, for the private settings
+	// (SettingsFragment); zero when the owner did not give it, and the
+	// admins keep the one they have.
+	Password config.Secret
+
 	// KeyPairName, SecurityGroupID, SubnetID and InstanceProfileName are
 	// what the master must name (keypair_name=, security_group_ids=,
 	// subnet_id=, instance_profile_name=): the key's policy allows

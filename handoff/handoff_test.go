@@ -22,6 +22,9 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 // example): the leak tests look for it everywhere.
 const testSecret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
+// testPassword is the fixture's worker password.
+const testPassword = "fixture-worker-pw-7Qz"
+
 // fixture is a first handoff of a worker.
 func fixture() Bundle {
 	return Bundle{
@@ -32,6 +35,7 @@ func fixture() Bundle {
 		AMI:                 "ami-0123456789abcdef0",
 		AccessKeyID:         "AKIAIOSFODNN7EXAMPLE",
 		SecretAccessKey:     config.NewSecret(testSecret),
+		Password:            config.NewSecret(testPassword),
 		KeyPairName:         "latentworker-ware-debian-x86",
 		SecurityGroupID:     "sg-0a1b2c3d4e5f60718",
 		SubnetID:            "subnet-0123abcd",
@@ -51,6 +55,7 @@ func refreshed() Bundle {
 	b.Changes.OldAMI = b.AMI
 	b.AMI = "ami-0fedcba9876543210"
 	b.SecretAccessKey = config.Secret{}
+	b.Password = config.Secret{}
 	return b
 }
 
@@ -121,6 +126,37 @@ func TestGolden(t *testing.T) {
 				t.Fatalf("MasterCfgSnippet: %v", err)
 			}
 			golden(t, c.name+".master.cfg", []byte(snippet))
+			settings, err := SettingsFragment(c.b)
+			if err != nil {
+				t.Fatalf("SettingsFragment: %v", err)
+			}
+			golden(t, c.name+".settings.yaml", []byte(settings))
+			class, err := WorkerClassChange(c.b)
+			if err != nil {
+				t.Fatalf("WorkerClassChange: %v", err)
+			}
+			golden(t, c.name+".worker-class.py", []byte(class))
+			doc, err := Document(c.b, TextOptions{SecretFile: "/home/owner/ware-debian-x86.bundle"})
+			if err != nil {
+				t.Fatalf("Document: %v", err)
+			}
+			golden(t, c.name+".document.txt", []byte(doc))
+			for _, secret := range []string{testSecret, testPassword} {
+				for name, out := range map[string]string{"Text": text, "snippet": snippet, "worker class": class, "Document": doc} {
+					if strings.Contains(out, secret) {
+						t.Errorf("%s holds a secret", name)
+					}
+				}
+			}
+			// The sections come in the order the admins need them.
+			last := -1
+			for _, sec := range []string{"1. Instance size:", SectionSettings, SectionWorkerClass, SectionSnippet} {
+				i := strings.Index(doc, sec)
+				if i <= last {
+					t.Errorf("Document: %q at %d, after %d; want the four items, settings, worker class, snippet in order", sec, i, last)
+				}
+				last = i
+			}
 		})
 	}
 }
@@ -283,9 +319,9 @@ tree = ast.parse(sys.stdin.read())
 calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
          and getattr(n.func, "attr", None) == "EC2LatentWorker"]
 assert len(calls) == 1, calls
-bad = [k.arg for k in calls[0].keywords if k.arg not in params]
+bad = [k.arg for k in calls[0].keywords if k.arg is not None and k.arg not in params]
 assert not bad, bad
-print(" ".join(k.arg for k in calls[0].keywords))
+print(" ".join(str(k.arg) for k in calls[0].keywords))
 `
 	for _, b := range []Bundle{fixture(), refreshed(), rotated()} {
 		snippet, err := MasterCfgSnippet(b)
@@ -302,9 +338,25 @@ print(" ".join(k.arg for k in calls[0].keywords))
 			t.Fatalf("python3 on the snippet: %v\n%s\n%s", err, out, snippet)
 		}
 		const want = "name password instance_type ami region identifier secret_identifier keypair_name " +
-			"security_group_ids subnet_id instance_profile_name tags keepalive_interval build_wait_timeout"
+			"security_group_ids subnet_id instance_profile_name tags keepalive_interval build_wait_timeout max_builds"
 		if got := strings.TrimSpace(string(out)); got != want {
 			t.Errorf("snippet keywords = %s; want %s", got, want)
+		}
+		// The worker class change's call too (its ** passes the class's own).
+		class, err := WorkerClassChange(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd = exec.Command(py, "-c", script)
+		cmd.Stdin = strings.NewReader(class)
+		out, err = cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("python3 on the worker class change: %v\n%s\n%s", err, out, class)
+		}
+		const wantClass = "instance_type ami region identifier secret_identifier keypair_name " +
+			"security_group_ids subnet_id instance_profile_name tags None"
+		if got := strings.TrimSpace(string(out)); got != wantClass {
+			t.Errorf("worker class change keywords = %s; want %s", got, wantClass)
 		}
 	}
 }

@@ -38,6 +38,7 @@ type EC2API interface {
 	DescribeSecurityGroups(context.Context, *ec2.DescribeSecurityGroupsInput, ...func(*ec2.Options)) (*ec2.DescribeSecurityGroupsOutput, error)
 	CreateSecurityGroup(context.Context, *ec2.CreateSecurityGroupInput, ...func(*ec2.Options)) (*ec2.CreateSecurityGroupOutput, error)
 	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
+	ModifyImageAttribute(context.Context, *ec2.ModifyImageAttributeInput, ...func(*ec2.Options)) (*ec2.ModifyImageAttributeOutput, error)
 }
 
 // STSAPI is the part of the STS client a handoff uses.
@@ -88,6 +89,9 @@ type Result struct {
 	PolicyChanged bool
 	Created       []string // what this handoff created, e.g. "security group sg-..."
 	Retired       []iam.KeyInfo
+	// IMDSv2Set is true when this handoff set the AMI's imds-support to
+	// v2.0 (it was not yet).
+	IMDSv2Set bool
 	// Who and what Check needs: the key's user, the worker's instance
 	// profile and the account.
 	UserARN            string
@@ -134,6 +138,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	ami := aws.ToString(img.ImageId)
+	// Instances launched from the AMI require IMDSv2: EC2LatentWorker (3.7
+	// and 4.x) passes no MetadataOptions, so the image says it. AWS cannot
+	// undo this, and it is what every instance of a worker should have.
+	if img.ImdsSupport != types.ImdsSupportValuesV20 {
+		if _, err := o.EC2.ModifyImageAttribute(ctx, &ec2.ModifyImageAttributeInput{
+			ImageId: aws.String(ami), ImdsSupport: &types.AttributeValue{Value: aws.String(string(types.ImdsSupportValuesV20))},
+		}); err != nil {
+			return nil, fmt.Errorf("requiring IMDSv2 on AMI %s (imds-support v2.0): %w", ami, err)
+		}
+		res.IMDSv2Set = true
+	}
 	subnet, vpc, err := o.subnet(ctx)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -17,19 +18,55 @@ var ErrNoSecret = errors.New("the bundle has no secret access key")
 // overwrite is not a regular file or others may read it.
 var ErrUnsafeFile = errors.New("unsafe secret file")
 
-// Full returns the full bundle, secret included: the text of Text with
-// the secret shown, then the master.cfg snippet, then the JSON. It is
-// what WriteSecretFile writes and what the owner encrypts with EncryptTo
-// to mail it. Never print it.
+// Sections of Document and Full, in this order.
+const (
+	SectionSettings    = "--- 2. private settings for settings.yaml (CPython's master) ---"
+	SectionWorkerClass = "--- 3. the worker class change and the requirement (CPython's master, public) ---"
+	SectionSnippet     = "--- 4. for other masters: master.cfg (buildbot 3.7 or 4.x) ---"
+	SectionJSON        = "--- JSON ---"
+)
+
+// Document returns what handoff prints by default, in this order: Text
+// (the guide's four items first, then the rest), the private settings
+// fragment for a CPython-shaped master (SettingsFragment) only with
+// opts.ShowSecret (otherwise a line naming opts.SecretFile), the public
+// worker-class change and requirement (WorkerClassChange), and the generic
+// master.cfg snippet for other masters (MasterCfgSnippet).
+func Document(b Bundle, opts TextOptions) (string, error) {
+	text, err := Text(b, opts)
+	if err != nil {
+		return "", err
+	}
+	settings := "Not shown here: it holds the worker password and the secret access key.\n"
+	switch {
+	case opts.ShowSecret:
+		if settings, err = SettingsFragment(b); err != nil {
+			return "", err
+		}
+	case opts.SecretFile != "":
+		settings = "Not shown here (it holds the worker password and the secret access key):\nit is in the owner's file " + pyComment(opts.SecretFile) + " (mode 0600).\n"
+	}
+	class, err := WorkerClassChange(b)
+	if err != nil {
+		return "", err
+	}
+	snippet, err := MasterCfgSnippet(b)
+	if err != nil {
+		return "", err
+	}
+	return text + "\n" + SectionSettings + "\n\n" + settings +
+		"\n" + SectionWorkerClass + "\n\n" + class +
+		"\n" + SectionSnippet + "\n\n" + snippet, nil
+}
+
+// Full returns the full bundle, secrets included: Document with the
+// secrets shown, then the JSON. It is what WriteSecretFile writes and what
+// the owner encrypts with EncryptTo to mail it. Never print it.
 func Full(b Bundle) ([]byte, error) {
 	if b.SecretAccessKey.IsZero() {
 		return nil, fmt.Errorf("full bundle of worker %s: %w", b.WorkerName, ErrNoSecret)
 	}
-	text, err := Text(b, TextOptions{ShowSecret: true})
-	if err != nil {
-		return nil, fmt.Errorf("full bundle: %w", err)
-	}
-	snippet, err := MasterCfgSnippet(b)
+	doc, err := Document(b, TextOptions{ShowSecret: true})
 	if err != nil {
 		return nil, fmt.Errorf("full bundle: %w", err)
 	}
@@ -37,12 +74,23 @@ func Full(b Bundle) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("full bundle: %w", err)
 	}
-	out := []byte(text)
-	out = append(out, "\n--- master.cfg snippet ---\n\n"...)
-	out = append(out, snippet...)
-	out = append(out, "\n--- JSON ---\n\n"...)
+	out := []byte(doc)
+	out = append(out, "\n"+SectionJSON+"\n\n"...)
 	out = append(out, js...)
 	return out, nil
+}
+
+// Section returns the body of the section headed title in a Document or
+// Full output, without the blank line after the heading; "" if absent.
+func Section(doc, title string) string {
+	_, rest, ok := strings.Cut(doc, title+"\n\n")
+	if !ok {
+		return ""
+	}
+	if i := strings.Index(rest, "\n--- "); i >= 0 {
+		rest = rest[:i+1]
+	}
+	return rest
 }
 
 // WriteSecretFile writes Full(b) to path, a file only its owner may read

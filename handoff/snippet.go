@@ -43,21 +43,27 @@ func pyComment(s string) string {
 	return s
 }
 
-// MasterCfgSnippet returns a paste-ready block for master.cfg that defines
-// the worker as buildbot 3.7's EC2LatentWorker and appends it to
-// c['workers'] (c being the BuildmasterConfig dict, as in buildbot's
-// sample). It returns the errors of b.Validate and renders nothing
+// MasterCfgSnippet returns the generic block for any buildbot master's
+// master.cfg (buildbot 3.7 and 4.x take the same EC2LatentWorker
+// arguments), for masters that are not CPython's (see WorkerClassChange for
+// that one). It returns the errors of b.Validate and renders nothing
 // unchecked: every string is a Python literal (pyString).
 //
-// The snippet holds no secret. It reads three files, mode 0600, from
-// b.SecretsDir (by default the directory "secrets" in the master's base
-// directory): PasswordSecretName, AccessKeyIDSecretName and
-// SecretAccessKeySecretName of the worker name. The password is
-// util.Secret(...), which needs c['secretsProviders'] to include
-// secrets.SecretInAFile(dirname=LATENTWORKER_SECRETS_DIR) (secrets from
-// buildbot.plugins); the access key is read when master.cfg is loaded, because EC2LatentWorker passes it to
-// boto3 in its constructor, before secrets are rendered. The comments in
-// the snippet say so for the admins.
+// The block holds no secret and makes the worker in a function:
+//   - when the two AWS key files are in b.SecretsDir (by default the
+//     directory "secrets" in the master's base directory), an
+//     EC2LatentWorker with the handed-off values and max_builds=1. The key
+//     is read when master.cfg is loaded, because EC2LatentWorker hands it to
+//     boto3 in its constructor, before util.Secret is rendered;
+//   - without them (a CI checkconfig, a test master), a plain Worker of the
+//     same name: nothing is read and AWS is never called, so checkconfig
+//     passes with no secrets and no credentials.
+//
+// The password is util.Secret(PasswordSecretName), rendered by a
+// SecretInAFile provider that the block adds when the directory exists
+// (SecretInAFile refuses a missing one). The worker is added to
+// c['workers'] (created if missing) and named LATENTWORKER_WORKER_NAME;
+// builders are attached to it by that name, in their workernames=.
 //
 // The tags= dict is exactly b.Tags, which must be the policy's Tags.
 // Only the first instance type is used; the others are named in a
@@ -71,10 +77,9 @@ func MasterCfgSnippet(b Bundle) (string, error) {
 	p := func(format string, a ...any) { fmt.Fprintf(&sb, format+"\n", a...) }
 	w := b.WorkerName
 
-	p("# --- latentworker handoff: EC2 latent worker %s ---", w)
-	p("# Buildbot 3.7 EC2LatentWorker for the worker %s, in %s.", w, b.Region)
-	p("# The master starts an instance of the worker's AMI for each build and")
-	p("# terminates it build_wait_timeout seconds after the last one.")
+	p("# --- latentworker handoff: EC2 latent worker %s (any master, buildbot 3.7 or 4.x) ---", w)
+	p("# The master starts an instance of the worker's AMI in %s for each build", b.Region)
+	p("# and terminates it build_wait_timeout seconds after the last one.")
 	if b.Changes.OldAMI != "" {
 		p("# Changed since the previous bundle: ami= %s -> %s (nothing else).", b.Changes.OldAMI, b.AMI)
 	}
@@ -83,74 +88,88 @@ func MasterCfgSnippet(b Bundle) (string, error) {
 		p("# replace the two AWS key files below and reconfigure the master.")
 	}
 	p("#")
-	p("# Secrets: none is written here. The master reads three files, each mode")
-	p("# 0600 and owned by the master's user, from LATENTWORKER_SECRETS_DIR:")
+	p("# Secrets: none is written here. The master reads them from files, each")
+	p("# mode 0600 and owned by the master's user, in LATENTWORKER_SECRETS_DIR:")
 	p("#   %-40s the worker password you gave for %s", PasswordSecretName(w), w)
 	p("#   %-40s the access key ID from the bundle", AccessKeyIDSecretName(w))
 	p("#   %-40s the secret access key from the bundle", SecretAccessKeySecretName(w))
-	p("# password= goes through buildbot's secret lookup: util.Secret() is")
-	p("# rendered when the master (re)configures, by c['secretsProviders'],")
-	p("# which must include a provider for that directory, for example:")
-	p("#   from buildbot.plugins import secrets")
-	p("#   c['secretsProviders'] = [secrets.SecretInAFile(dirname=LATENTWORKER_SECRETS_DIR)]")
-	p("# identifier= and secret_identifier= cannot be util.Secret():")
-	p("# EC2LatentWorker hands them to boto3 in its constructor, before secrets")
-	p("# are rendered, so _latentworker_secret() reads them when master.cfg is")
-	p("# loaded. After a key rotation, replace those two files and reconfigure.")
+	p("# Without the two AWS key files (a CI checkconfig, a test master) the worker")
+	p("# is a plain Worker of the same name: nothing is read, AWS is not called.")
+	p("# password= is util.Secret(), rendered when the master (re)configures by")
+	p("# the SecretInAFile provider added below. The AWS key cannot be: buildbot")
+	p("# hands it to boto3 in EC2LatentWorker's constructor, so it is read when")
+	p("# master.cfg is loaded. After a key rotation, replace those two files and")
+	p("# reconfigure.")
+	p("#")
+	p("# Builders: attach them to the worker by name, in each BuilderConfig that")
+	p("# should run on it: workernames=[LATENTWORKER_WORKER_NAME, ...].")
 	p("import os")
 	p("")
-	p("from buildbot.plugins import util, worker")
+	p("from buildbot.plugins import secrets, util, worker")
 	p("")
 	if b.SecretsDir == "" {
 		p("LATENTWORKER_SECRETS_DIR = os.path.join(basedir, \"secrets\")  # basedir: set by buildbot for master.cfg")
 	} else {
 		p("LATENTWORKER_SECRETS_DIR = %s", pyString(b.SecretsDir))
 	}
+	p("LATENTWORKER_WORKER_NAME = %s", pyString(w))
 	p("")
 	p("")
-	p("def _latentworker_secret(name):")
-	p("    \"\"\"Return the secret in LATENTWORKER_SECRETS_DIR/name, without its final newline.\"\"\"")
-	p("    with open(os.path.join(LATENTWORKER_SECRETS_DIR, name), encoding=\"utf-8\") as f:")
-	p("        return f.read().rstrip(\"\\r\\n\")")
-	p("")
-	p("")
-	p("c['workers'].append(worker.EC2LatentWorker(")
-	p("    name=%s,", pyString(w))
-	p("    password=util.Secret(%s),", pyString(PasswordSecretName(w)))
+	p("def _latentworker_worker():")
+	p("    \"\"\"The worker: EC2 latent with the AWS key files, else a plain Worker.\"\"\"")
+	p("    key_files = [")
+	p("        os.path.join(LATENTWORKER_SECRETS_DIR, %s),", pyString(AccessKeyIDSecretName(w)))
+	p("        os.path.join(LATENTWORKER_SECRETS_DIR, %s),", pyString(SecretAccessKeySecretName(w)))
+	p("    ]")
+	p("    password = util.Secret(%s)", pyString(PasswordSecretName(w)))
+	p("    if not all(os.path.isfile(f) for f in key_files):")
+	p("        return worker.Worker(LATENTWORKER_WORKER_NAME, password, max_builds=1)")
+	p("    identifier, secret_identifier = [")
+	p("        open(f, encoding=\"utf-8\").read().rstrip(\"\\r\\n\") for f in key_files")
+	p("    ]")
+	p("    return worker.EC2LatentWorker(")
+	p("        name=LATENTWORKER_WORKER_NAME,")
+	p("        password=password,")
 	if len(b.InstanceTypes) > 1 {
 		others := make([]string, len(b.InstanceTypes)-1)
 		for i, t := range b.InstanceTypes[1:] {
 			others[i] = pyComment(t)
 		}
-		p("    # The key may also launch: %s.", strings.Join(others, ", "))
+		p("        # The key may also launch: %s.", strings.Join(others, ", "))
 	}
-	p("    instance_type=%s,", pyString(b.InstanceTypes[0]))
-	p("    ami=%s,  # after a refresh, only this value changes", pyString(b.AMI))
-	p("    region=%s,", pyString(b.Region))
-	p("    identifier=_latentworker_secret(%s),", pyString(AccessKeyIDSecretName(w)))
-	p("    secret_identifier=_latentworker_secret(%s),", pyString(SecretAccessKeySecretName(w)))
-	p("    # The key may launch only with this key pair, security group, subnet")
-	p("    # and instance profile, and terminate only instances with that profile.")
-	p("    keypair_name=%s,", pyString(b.KeyPairName))
-	p("    security_group_ids=[%s],", pyString(b.SecurityGroupID))
-	p("    subnet_id=%s,", pyString(b.SubnetID))
-	p("    instance_profile_name=%s,", pyString(b.InstanceProfileName))
-	p("    # The key may tag instances with exactly these tags: keep them as they are.")
+	p("        instance_type=%s,", pyString(b.InstanceTypes[0]))
+	p("        ami=%s,  # after a refresh, only this value changes", pyString(b.AMI))
+	p("        region=%s,", pyString(b.Region))
+	p("        identifier=identifier,")
+	p("        secret_identifier=secret_identifier,")
+	p("        # The key may launch only with this key pair, security group, subnet")
+	p("        # and instance profile, and terminate only instances with that profile.")
+	p("        keypair_name=%s,", pyString(b.KeyPairName))
+	p("        security_group_ids=[%s],", pyString(b.SecurityGroupID))
+	p("        subnet_id=%s,", pyString(b.SubnetID))
+	p("        instance_profile_name=%s,", pyString(b.InstanceProfileName))
+	p("        # The key may tag instances with exactly these tags: keep them as they are.")
 	if len(b.Tags) == 0 {
-		p("    tags={},")
+		p("        tags={},")
 	} else {
-		p("    tags={")
+		p("        tags={")
 		for _, k := range slices.Sorted(maps.Keys(b.Tags)) {
-			p("        %s: %s,", pyString(k), pyString(b.Tags[k]))
+			p("            %s: %s,", pyString(k), pyString(b.Tags[k]))
 		}
-		p("    },")
+		p("        },")
 	}
-	p("    keepalive_interval=%d,  # seconds, as the worker in the AMI was created with", b.keepalive())
-	p("    # Seconds an idle instance waits for the next build before the master")
-	p("    # terminates it: long enough to reuse it for queued builds, short")
-	p("    # enough not to pay for idle hours.")
-	p("    build_wait_timeout=%d,", b.buildWait())
-	p("))")
+	p("        keepalive_interval=%d,  # seconds, as the worker in the AMI was created with", b.keepalive())
+	p("        # Seconds an idle instance waits for the next build before the master")
+	p("        # terminates it: long enough to reuse it for queued builds, short")
+	p("        # enough not to pay for idle hours.")
+	p("        build_wait_timeout=%d,", b.buildWait())
+	p("        max_builds=1,  # one build at a time on an instance")
+	p("    )")
+	p("")
+	p("")
+	p("if os.path.isdir(LATENTWORKER_SECRETS_DIR):")
+	p("    c.setdefault(\"secretsProviders\", []).append(secrets.SecretInAFile(dirname=LATENTWORKER_SECRETS_DIR))")
+	p("c.setdefault(\"workers\", []).append(_latentworker_worker())")
 	p("# --- end of latentworker handoff: %s ---", w)
 	return sb.String(), nil
 }

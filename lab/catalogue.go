@@ -7,49 +7,79 @@ import (
 	"github.com/latentworker/latentworker/lab/moto"
 )
 
-// DebianOwner is the AWS account that publishes Debian's official AMIs.
-const DebianOwner = "136693071363"
+// Owners of the catalogue's AMIs: the accounts that publish the official
+// images on AWS.
+const (
+	DebianOwner    = image.DebianOwner
+	CanonicalOwner = image.CanonicalOwner
+)
 
 // catalogueEntry is one of the lab's AMIs, registered in every region: named
-// and owned like Debian's official AMIs so that "newest debian-12-amd64-*
-// owned by 136693071363" finds the newest, as on AWS.
+// and owned like the release's official AMIs so that, for example, "newest
+// debian-12-amd64-* owned by 136693071363" finds the newest, as on AWS.
 type catalogueEntry struct {
 	moto.AMI
 	Created time.Time
-	// Bootable: the lab has a root filesystem for it (amd64 only; the arm64
+	// Release is the recipe whose base rootfs the AMI boots.
+	Release string
+	// User is the image's default login user (cloud-init's default_user).
+	User string
+	// Bootable: the lab has a root filesystem for it (amd64 only; an arm64
 	// entry exists so that architecture checks can be exercised).
 	Bootable bool
 }
 
+// catalogue derives the lab's AMIs from the image recipes.
 func catalogue() []catalogueEntry {
-	entry := func(id, name, arch string, created time.Time, bootable bool) catalogueEntry {
-		return catalogueEntry{
-			AMI: moto.AMI{
-				ID:                 id,
-				Name:               name,
-				Description:        "Debian 12 (" + created.Format("20060102") + ")",
-				OwnerID:            DebianOwner,
-				Public:             true,
-				VirtualizationType: "hvm",
-				Architecture:       arch,
-				State:              "available",
-				ImageType:          "machine",
-				ImageLocation:      DebianOwner + "/" + name,
-				Hypervisor:         "xen",
-				RootDeviceType:     "ebs",
-				RootDeviceName:     "/dev/xvda",
-				Sriov:              "simple",
-			},
-			Created:  created,
-			Bootable: bootable,
+	var out []catalogueEntry
+	for _, r := range image.Recipes() {
+		for _, a := range r.AMIs {
+			out = append(out, catalogueEntry{
+				AMI: moto.AMI{
+					ID:                 a.ID,
+					Name:               a.Name,
+					Description:        a.Description,
+					OwnerID:            r.Owner,
+					Public:             true,
+					VirtualizationType: "hvm",
+					Architecture:       a.Arch,
+					State:              "available",
+					ImageType:          "machine",
+					ImageLocation:      a.Location,
+					Hypervisor:         "xen",
+					RootDeviceType:     "ebs",
+					RootDeviceName:     a.RootDevice,
+					Sriov:              "simple",
+				},
+				Created:  a.Created,
+				Release:  r.Name,
+				User:     r.User,
+				Bootable: a.Bootable(),
+			})
 		}
 	}
-	return []catalogueEntry{
-		entry("ami-0b7a1ac0d3e4f5061", "debian-12-amd64-20261001-1180", "x86_64", time.Date(2026, 10, 1, 12, 3, 0, 0, time.UTC), true),
-		entry("ami-0c9e2f4d1a6b73852", "debian-12-amd64-20261101-1234", "x86_64", time.Date(2026, 11, 1, 11, 48, 0, 0, time.UTC), true),
-		entry("ami-0d4f6b8a2c1e90573", "debian-12-arm64-20261101-1234", "arm64", time.Date(2026, 11, 1, 11, 48, 0, 0, time.UTC), false),
-	}
+	return out
 }
 
-// baseUser is the default user of the catalogue's images.
-const baseUser = image.DefaultUser
+// CatalogueImage describes one AMI of the lab's catalogue for clients that
+// need to know what AWS does not say, such as the login user.
+type CatalogueImage struct {
+	ID       string // ami-...
+	Name     string // as AWS names it
+	Owner    string // the publishing account
+	Release  string // the image recipe: debian-12, ubuntu-24.04, ...
+	User     string // default login user: admin, ubuntu
+	Arch     string // x86_64, arm64
+	Created  time.Time
+	Bootable bool
+}
+
+// Catalogue lists the AMIs every lab registers in every region.
+func Catalogue() []CatalogueImage {
+	var out []CatalogueImage
+	for _, e := range catalogue() {
+		out = append(out, CatalogueImage{ID: e.ID, Name: e.Name, Owner: e.OwnerID, Release: e.Release,
+			User: e.User, Arch: e.Architecture, Created: e.Created, Bootable: e.Bootable})
+	}
+	return out
+}

@@ -17,18 +17,27 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/latentworker/latentworker/lab/image"
 	"github.com/latentworker/latentworker/lab/master"
+	"github.com/latentworker/latentworker/lab/realism"
 )
 
 // Config is the lab file (TOML). Every field has a working default.
 type Config struct {
 	// Listen is the EC2 endpoint's address (loopback only).
 	Listen string `toml:"listen"`
+	// Realism makes the endpoint fail and lag as AWS does (throttling,
+	// lost answers, eventual consistency, slow boots, late console
+	// output); off by default (lab/realism).
+	Realism realism.Config `toml:"realism"`
 	// Addresses is the loopback range instances get their addresses from.
 	Addresses string `toml:"addresses"`
 	// AptCache is the loopback address of the lab's caching apt proxy,
-	// which instances use for Debian's mirror; "off" turns it off.
+	// which instances use for their release's archives; "off" turns it off.
 	AptCache string `toml:"apt_cache"`
+	// PyPICache is the loopback address of the lab's PyPI mirror, which
+	// instances' pip uses (/etc/pip.conf); "off" turns it off.
+	PyPICache string `toml:"pypi_cache"`
 	// ImagePending is the least time a new AMI stays pending, so clients'
 	// progress reporting is exercised (AWS takes minutes; the lab's copy a
 	// fraction of a second).
@@ -39,16 +48,27 @@ type Config struct {
 	// evaluator with conditions and resource ARNs (lab/iameval). The lab
 	// then works with the administrator's key, which `latentlab env`
 	// exports.
-	IAMEnforcement bool         `toml:"iam_enforcement"`
-	Master         MasterConfig `toml:"master"`
+	IAMEnforcement bool `toml:"iam_enforcement"`
+	// Images are the releases whose base images `latentlab up` builds
+	// before the lab starts (default: debian-12). The catalogue has every
+	// release's AMIs either way; launching one whose base is not built
+	// builds it then, the instance pending meanwhile.
+	Images []string     `toml:"images"`
+	Master MasterConfig `toml:"master"`
 }
 
 // MasterConfig configures the lab's buildbot master.
 type MasterConfig struct {
-	Enabled *bool          `toml:"enabled"`
-	PBPort  int            `toml:"pb_port"`
-	WWWPort int            `toml:"www_port"`
-	Workers []WorkerConfig `toml:"workers"`
+	Enabled *bool `toml:"enabled"`
+	// Buildbot is the master's buildbot: "debian" (the default: Debian's
+	// package, 3.7 on bookworm's Python 3.11) or a version such as "4.3.0"
+	// (CPython's): installed with pip from PyPI, with buildbot-www and
+	// boto3, into a venv on a Debian 13 root filesystem's Python 3.13,
+	// both cached in the cache directory.
+	Buildbot string         `toml:"buildbot"`
+	PBPort   int            `toml:"pb_port"`
+	WWWPort  int            `toml:"www_port"`
+	Workers  []WorkerConfig `toml:"workers"`
 	// Extra is Python appended to master.cfg (e.g. an EC2LatentWorker
 	// definition); ExtraWorkers names the workers it defines.
 	Extra        string   `toml:"extra"`
@@ -63,26 +83,14 @@ type WorkerConfig struct {
 }
 
 // Duration is a time.Duration written as "5s" in TOML.
-type Duration struct{ time.Duration }
-
-// UnmarshalText parses a Go duration.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("duration %q: %w", b, err)
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalText writes a Go duration.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+type Duration = realism.Duration
 
 // Defaults.
 const (
 	DefaultListen    = "127.0.0.1:4570"
 	DefaultAddresses = "127.0.10.0/24"
 	DefaultAptCache  = "127.0.0.1:4571"
+	DefaultPyPICache = "127.0.0.1:4572"
 )
 
 // MasterEnabled reports whether the lab runs a buildbot master.
@@ -113,8 +121,14 @@ func LoadConfig(path string) (Config, error) {
 	if c.AptCache == "" {
 		c.AptCache = DefaultAptCache
 	}
+	if c.PyPICache == "" {
+		c.PyPICache = DefaultPyPICache
+	}
 	if c.ImagePending.Duration == 0 {
 		c.ImagePending.Duration = 3 * time.Second
+	}
+	if c.Images == nil {
+		c.Images = append([]string(nil), image.DefaultImages...)
 	}
 	return c, c.validate()
 }
@@ -129,9 +143,22 @@ func (c Config) validate() error {
 			return fmt.Errorf("lab file: apt_cache %q: must be a loopback address and port, like %s, or \"off\"", c.AptCache, DefaultAptCache)
 		}
 	}
+	if c.PyPICache != "off" {
+		if ap, err := netip.ParseAddrPort(c.PyPICache); err != nil || !ap.Addr().IsLoopback() {
+			return fmt.Errorf("lab file: pypi_cache %q: must be a loopback address and port, like %s, or \"off\"", c.PyPICache, DefaultPyPICache)
+		}
+	}
 	p, err := netip.ParsePrefix(c.Addresses)
 	if err != nil || !p.Addr().Is4() || !p.Addr().IsLoopback() || p.Bits() < 16 || p.Bits() > 28 {
 		return fmt.Errorf("lab file: addresses %q: must be an IPv4 loopback range from /16 to /28, like %s", c.Addresses, DefaultAddresses)
+	}
+	if b := c.Master.Buildbot; b != "" && b != "debian" && !master.PipVersionRE.MatchString(b) {
+		return fmt.Errorf("lab file: master.buildbot %q: must be \"debian\" or a buildbot version from PyPI such as \"4.3.0\"", b)
+	}
+	for i, name := range c.Images {
+		if _, err := image.Lookup(name); err != nil {
+			return fmt.Errorf("lab file: images[%d]: %q: the lab can boot %s", i, name, strings.Join(image.Names(), ", "))
+		}
 	}
 	for i, w := range c.Master.Workers {
 		if w.Name == "" {
@@ -141,7 +168,7 @@ func (c Config) validate() error {
 			return fmt.Errorf("lab file: master.workers[%d] (%s): set exactly one of password and password_file", i, w.Name)
 		}
 	}
-	return nil
+	return c.Realism.Validate()
 }
 
 // masterWorkers resolves worker passwords.

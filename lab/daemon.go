@@ -27,6 +27,7 @@ import (
 	"github.com/latentworker/latentworker/lab/machine"
 	"github.com/latentworker/latentworker/lab/master"
 	"github.com/latentworker/latentworker/lab/moto"
+	"github.com/latentworker/latentworker/lab/pypicache"
 )
 
 // DefaultRegion is the region `latentlab env` exports. The lab answers in
@@ -140,9 +141,10 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		defer logMu.Unlock()
 		fmt.Fprintf(log, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
 	}
-	base, err := image.EnsureBase(ctx, o.CacheDir, log)
-	if err != nil {
-		return err
+	for _, name := range cfg.Images {
+		if _, err := image.EnsureBase(ctx, o.CacheDir, name, log); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 		return err
@@ -201,32 +203,37 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		BaseEndpoint: aws.String(ms.URL),
 		Credentials:  credentials.StaticCredentialsProvider{Value: creds},
 	})
-	aptProxy := ""
+	aptProxy, pipIndex := "", ""
 	if cfg.AptCache != "off" {
 		apt, err := aptcache.New(filepath.Join(o.CacheDir, "apt"), logf)
 		if err != nil {
 			return err
 		}
-		aptLn, err := aptcache.Listen(cfg.AptCache)
+		// Every release's archives: guests of each release install through it.
+		apt.Allow(append(append([]string(nil), aptcache.DefaultUpstreams...), image.ArchiveHosts()...)...)
+		ln, err := aptcache.Listen(cfg.AptCache)
 		if err != nil {
 			return fmt.Errorf("apt cache: listen on %s: %w (set apt_cache in the lab file)", cfg.AptCache, err)
 		}
-		aptCtx, stopApt := context.WithCancel(context.Background())
-		aptDone := make(chan struct{})
-		go func() { _ = apt.Serve(aptCtx, aptLn); close(aptDone) }()
-		cleanups = append(cleanups, func() {
-			stopApt()
-			<-aptDone
-			logf("apt cache: %s", apt.Stats())
-		})
-		aptProxy = aptLn.Addr().String()
-		logf("apt cache at %s (%s)", aptProxy, filepath.Join(o.CacheDir, "apt"))
+		aptProxy = serveHelper("apt cache", filepath.Join(o.CacheDir, "apt"), ln, apt.Serve, func() string { return apt.Stats().String() }, logf, &cleanups)
 	}
-	fl, err := newFleet(o.StateDir, base, client, cfg, logf)
+	if cfg.PyPICache != "off" {
+		pypi, err := pypicache.New(filepath.Join(o.CacheDir, "pypi"), logf)
+		if err != nil {
+			return err
+		}
+		ln, err := pypicache.Listen(cfg.PyPICache)
+		if err != nil {
+			return fmt.Errorf("%w (set pypi_cache in the lab file)", err)
+		}
+		pipIndex = serveHelper("pypi cache", filepath.Join(o.CacheDir, "pypi"), ln, pypi.Serve, pypi.Stats, logf, &cleanups)
+	}
+	fl, err := newFleet(ctx, o.StateDir, o.CacheDir, client, cfg, logf)
 	if err != nil {
 		return err
 	}
 	fl.aptProxy = aptProxy
+	fl.pipIndex = pipIndex
 	cleanups = append(cleanups, fl.shutdown)
 
 	reqLog, err := ec2front.OpenLog(st.RequestLog)
@@ -256,7 +263,7 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	if err != nil {
 		return fmt.Errorf("EC2 endpoint: listen on %s: %w (is another lab up? set listen in the lab file)", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: front, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: endpointHandler(cfg, front, logf), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	cleanups = append(cleanups, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -265,6 +272,7 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	})
 	st.Endpoint = "http://" + ln.Addr().String()
 	logf("EC2 endpoint at %s", st.Endpoint)
+	warmed := warmMoto(ctx, client, logf) // meanwhile the master starts
 
 	if cfg.MasterEnabled() {
 		workers, err := cfg.masterWorkers()
@@ -280,7 +288,18 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 			}
 			workers = append(workers, w)
 		}
+		flavour := master.Debian()
+		if v := cfg.Master.Buildbot; v != "" && v != "debian" {
+			root, err := master.PipRoot(ctx, o.CacheDir, log)
+			if err != nil {
+				return fmt.Errorf("buildbot master %s: %w", v, err)
+			}
+			if flavour, err = master.EnsurePip(ctx, o.CacheDir, root, v, log); err != nil {
+				return fmt.Errorf("buildbot master %s: %w", v, err)
+			}
+		}
 		m, err := master.Start(ctx, master.Config{
+			Flavour:          flavour,
 			Dir:              filepath.Join(o.StateDir, "master"),
 			PBPort:           cfg.Master.PBPort,
 			WWWPort:          cfg.Master.WWWPort,
@@ -299,7 +318,10 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 			_ = m.Stop(sctx)
 		})
 		st.MasterURL, st.MasterPB, st.MasterPID, st.MasterPIDS = m.URL(), m.PBAddr(), m.PID(), procStart(m.PID())
-		logf("buildbot master at %s, workers connect to %s (pid %d)", m.URL(), m.PBAddr(), m.PID())
+		logf("buildbot master (%s) at %s, workers connect to %s (pid %d)", flavour.Name, m.URL(), m.PBAddr(), m.PID())
+	}
+	if err := <-warmed; err != nil {
+		return err
 	}
 	st.Ready = true
 	if err := writeState(o.StateDir, st); err != nil {
@@ -363,4 +385,21 @@ func defaultWorker(stateDir string) (master.Worker, error) {
 		return master.Worker{}, err
 	}
 	return master.Worker{Name: DefaultWorkerName, Password: pw}, nil
+}
+
+// serveHelper runs a loopback helper (the apt cache, the PyPI mirror) on ln
+// until the lab stops, when a cleanup stops it and logs its stats; it
+// returns the address instances reach it at.
+func serveHelper(what, dir string, ln net.Listener, serve func(context.Context, net.Listener) error, stats func() string,
+	logf func(string, ...any), cleanups *[]func()) string {
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = serve(ctx, ln); close(done) }()
+	*cleanups = append(*cleanups, func() {
+		stop()
+		<-done
+		logf("%s: %s", what, stats())
+	})
+	logf("%s at %s (%s)", what, ln.Addr(), dir)
+	return ln.Addr().String()
 }

@@ -26,25 +26,29 @@ import (
 // settling states) go straight to moto, not through the front.
 type fleet struct {
 	stateDir     string
-	base         string // base rootfs
+	cacheDir     string          // where base images are cached
+	ctx          context.Context // the lab's life: base builds end with it
 	ec2          *ec2.Client
 	imagePending time.Duration
 	aptProxy     string // the lab's apt cache, "" for none
+	pipIndex     string // the lab's PyPI mirror, "" for none
 	logf         func(format string, args ...any)
 
 	mu        sync.Mutex
 	images    map[string]*labImage
 	instances map[string]*labInstance
 	addrs     *addrPool
+	builds    map[string]*baseBuild // release -> its base, built on first launch
 	layerSeq  int
 	wg        sync.WaitGroup
 }
 
 type labImage struct {
 	id          string
-	region      string // "" for catalogue images: every region
-	layers      []string
-	own         string // the layer this image added ("" for catalogue images)
+	region      string   // "" for catalogue images: every region
+	release     string   // catalogue images: the recipe whose base they boot
+	layers      []string // captured images: own layer first, base last
+	own         string   // the layer this image added ("" for catalogue images)
 	user        string
 	bootable    bool
 	state       string // pending, available, failed; "" = moto's
@@ -63,22 +67,82 @@ type labInstance struct {
 	m                   *machine.Machine
 }
 
-func newFleet(stateDir, base string, client *ec2.Client, cfg Config, logf func(string, ...any)) (*fleet, error) {
+// baseBuild is a base image being built for launches that wait for it.
+type baseBuild struct {
+	done   chan struct{} // closed when the build ended
+	rootfs string
+	err    error
+}
+
+func newFleet(ctx context.Context, stateDir, cacheDir string, client *ec2.Client, cfg Config, logf func(string, ...any)) (*fleet, error) {
 	pool, err := newAddrPool(cfg.Addresses)
 	if err != nil {
 		return nil, err
 	}
 	f := &fleet{
-		stateDir: stateDir, base: base, ec2: client, imagePending: cfg.ImagePending.Duration, logf: logf,
+		stateDir: stateDir, cacheDir: cacheDir, ctx: ctx, ec2: client, imagePending: cfg.ImagePending.Duration, logf: logf,
 		images: map[string]*labImage{}, instances: map[string]*labInstance{}, addrs: pool,
+		builds: map[string]*baseBuild{},
 	}
 	for _, e := range catalogue() {
 		f.images[e.ID] = &labImage{
-			id: e.ID, layers: []string{base}, user: baseUser, bootable: e.Bootable,
+			id: e.ID, release: e.Release, user: e.User, bootable: e.Bootable,
 			created: e.Created,
 		}
 	}
 	return f, nil
+}
+
+// base returns the base rootfs of a release, waiting until ctx ends for
+// the build that the first launch of one of its images started. Builds
+// run once per lab (and once per cache: image.EnsureBase locks) and
+// outlive the launch that started them; a failed build is tried again by
+// the next launch.
+func (f *fleet) base(ctx context.Context, release string) (string, error) {
+	f.mu.Lock()
+	b := f.builds[release]
+	if b != nil {
+		select {
+		case <-b.done:
+			if b.err != nil {
+				b = nil
+			}
+		default:
+		}
+	}
+	if b == nil {
+		b = &baseBuild{done: make(chan struct{})}
+		f.builds[release] = b
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			defer close(b.done)
+			start := time.Now()
+			b.rootfs, b.err = image.EnsureBase(f.ctx, f.cacheDir, release, logWriter(f.logf))
+			if b.err != nil {
+				f.logf("base image %s: %v", release, b.err)
+				return
+			}
+			f.logf("base image %s: ready after %.0fs", release, time.Since(start).Seconds())
+		}()
+	}
+	f.mu.Unlock()
+	select {
+	case <-b.done:
+		return b.rootfs, b.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// logWriter turns the lines written to it into log lines.
+type logWriter func(string, ...any)
+
+func (w logWriter) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		w("%s", strings.TrimPrefix(line, "latentlab: "))
+	}
+	return len(p), nil
 }
 
 func inRegion(region string) func(*ec2.Options) {
@@ -145,15 +209,33 @@ func (f *fleet) Launch(ctx context.Context, spec ec2front.LaunchSpec) (ec2front.
 		return ec2front.InstanceView{}, &ec2front.APIError{Code: "InsufficientInstanceCapacity", Message: "lab: " + err.Error()}
 	}
 	inst := &labInstance{id: spec.InstanceID, region: spec.Region, imageID: spec.ImageID, layers: img.layers, addr: addr}
+	layers := img.layers
+	var waitBase func(context.Context) (string, error)
+	if img.release != "" {
+		if rootfs, ok := image.Built(f.cacheDir, img.release); ok {
+			layers = []string{rootfs}
+		} else {
+			f.logf("instance %s: the %s base image is not built yet: building it now; the instance stays pending meanwhile", spec.InstanceID, img.release)
+			release := img.release
+			waitBase = func(ctx context.Context) (string, error) { return f.base(ctx, release) }
+		}
+	}
 	inst.m = machine.New(machine.Spec{
-		ID:       spec.InstanceID,
-		Name:     MachineName(spec.InstanceID),
-		Dir:      filepath.Join(f.stateDir, "i", spec.InstanceID),
-		Layers:   img.layers,
+		ID:     spec.InstanceID,
+		Name:   MachineName(spec.InstanceID),
+		Dir:    filepath.Join(f.stateDir, "i", spec.InstanceID),
+		Layers: layers,
+		Base:   waitBase,
+		OnBaseFailure: func(err error) {
+			f.logf("instance %s: no base image to boot (%v): terminating it", spec.InstanceID, err)
+			f.abandon(spec)
+			_ = f.Terminate(spec.InstanceID)
+		},
 		Addr:     addr,
 		User:     img.user,
 		AuthKey:  authKey,
 		AptProxy: f.aptProxy,
+		PipIndex: f.pipIndex,
 		Hostname: "ip-" + strings.ReplaceAll(addr.String(), ".", "-"),
 		OnGuestPoweroff: func() {
 			// The guest powered itself off: tell moto, as EC2 would show.
@@ -298,9 +380,15 @@ func (f *fleet) CreateImage(ctx context.Context, region, instanceID, imageID str
 		_, _ = f.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(imageID)}, inRegion(region))
 		return incorrectState(instanceID, state, "imaged")
 	}
+	layers, complete := inst.m.Layers()
+	if !complete {
+		release()
+		_, _ = f.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(imageID)}, inRegion(region))
+		return incorrectState(instanceID, machine.Pending, "imaged")
+	}
 	f.mu.Lock()
 	src := f.images[inst.imageID]
-	user := baseUser
+	user := ""
 	if src != nil {
 		user = src.user
 	}
@@ -349,7 +437,7 @@ func (f *fleet) CreateImage(ctx context.Context, region, instanceID, imageID str
 			img.state = "failed"
 			return
 		}
-		img.layers = append([]string{layer}, inst.layers...)
+		img.layers = append([]string{layer}, layers...)
 		f.logf("image %s: captured from %s", imageID, instanceID)
 	}()
 	return nil
@@ -471,10 +559,13 @@ func (f *fleet) SetProtection(region, imageID, value string) error {
 }
 
 // gcLayers removes layer directories that no live image and no instance
-// that still has a body uses.
+// that still has a body uses. It decides under the fleet's lock and deletes
+// without it: a layer takes seconds to delete, and every API call that
+// shows an instance or image takes the lock. An unused layer never becomes
+// used again (new images get new layers), so deleting late is safe.
 func (f *fleet) gcLayers() {
+	var unused []string
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	used := map[string]bool{}
 	for _, img := range f.images {
 		if img.gone {
@@ -498,9 +589,13 @@ func (f *fleet) gcLayers() {
 	dirs, _ := filepath.Glob(filepath.Join(f.stateDir, "l", "*"))
 	for _, d := range dirs {
 		if !used[d] && !strings.HasSuffix(d, ".tmp") {
-			if err := os.RemoveAll(d); err != nil {
-				f.logf("remove layer %s: %v", d, err)
-			}
+			unused = append(unused, d)
+		}
+	}
+	f.mu.Unlock()
+	for _, d := range unused {
+		if err := os.RemoveAll(d); err != nil {
+			f.logf("remove layer %s: %v", d, err)
 		}
 	}
 }

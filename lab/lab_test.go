@@ -149,6 +149,29 @@ func newestDebian(t *testing.T, c *ec2.Client) types.Image {
 	return out.Images[len(out.Images)-1]
 }
 
+// rebootChangesBootID reboots an instance with RebootInstances and waits
+// for bootID (read over SSH) to change.
+func rebootChangesBootID(t *testing.T, c *ec2.Client, id string, bootID func() (string, error)) {
+	t.Helper()
+	before, err := bootID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RebootInstances(context.Background(), &ec2.RebootInstancesInput{InstanceIds: []string{id}}); err != nil {
+		t.Fatalf("RebootInstances: %v", err)
+	}
+	eventually(t, 2*time.Minute, "new boot ID after reboot", func() error {
+		after, err := bootID()
+		if err != nil {
+			return err
+		}
+		if after == before {
+			return fmt.Errorf("boot ID still %s", after)
+		}
+		return nil
+	})
+}
+
 type instance struct {
 	id, addr string
 	hostKeys []ssh.PublicKey
@@ -261,23 +284,7 @@ func TestLab(t *testing.T) {
 	})
 
 	t.Run("reboot changes the boot ID", func(t *testing.T) {
-		before, err := bootID()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.RebootInstances(ctx, &ec2.RebootInstancesInput{InstanceIds: []string{inst.id}}); err != nil {
-			t.Fatalf("RebootInstances: %v", err)
-		}
-		eventually(t, 90*time.Second, "new boot ID after reboot", func() error {
-			after, err := bootID()
-			if err != nil {
-				return err
-			}
-			if after == before {
-				return fmt.Errorf("boot ID still %s", after)
-			}
-			return nil
-		})
+		rebootChangesBootID(t, c, inst.id, bootID)
 	})
 
 	t.Run("stop and start", func(t *testing.T) {

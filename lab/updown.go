@@ -51,16 +51,19 @@ func Up(ctx context.Context, o Options, self string, log io.Writer) (State, erro
 		fmt.Fprintf(log, "latentlab: already up (pid %d)\n", st.PID)
 		return st, nil
 	}
-	if _, err := LoadConfig(o.ConfigPath); err != nil {
+	cfg, err := LoadConfig(o.ConfigPath)
+	if err != nil {
 		return State{}, err
 	}
-	// Clear what a crashed lab left, then build the base image here, in
-	// the foreground, so that its progress reaches the terminal.
+	// Clear what a crashed lab left, then build the base images here, in
+	// the foreground, so that their progress reaches the terminal.
 	if err := Down(o, io.Discard); err != nil {
 		return State{}, err
 	}
-	if _, err := image.EnsureBase(ctx, o.CacheDir, log); err != nil {
-		return State{}, err
+	for _, name := range cfg.Images {
+		if _, err := image.EnsureBase(ctx, o.CacheDir, name, log); err != nil {
+			return State{}, err
+		}
 	}
 	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 		return State{}, err

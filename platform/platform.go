@@ -203,6 +203,29 @@ func (p *Platform) pathSep() string {
 	return "/"
 }
 
+// The guide's layout for buildbot-worker installed with pip (and the RPM's):
+// a system user buildbot-worker and one directory per worker under
+// /var/lib/buildbot/worker.
+const (
+	PipWorkerUser = "buildbot-worker"
+	PipWorkersDir = "/var/lib/buildbot/worker"
+)
+
+// WithPip returns a copy of p that installs buildbot-worker with pip (the
+// guide's fallback, image.install = "pip"): no package, the guide's user,
+// directory and templated systemd unit. p itself is returned when it already
+// installs with pip.
+func (p *Platform) WithPip() *Platform {
+	if p.Install == Pip {
+		return p
+	}
+	c := *p
+	c.Install, c.Package = Pip, ""
+	c.WorkerUser, c.WorkersDir = PipWorkerUser, PipWorkersDir
+	c.Service, c.ServiceName = Systemd, "buildbot-worker@%s.service"
+	return &c
+}
+
 // OfficialBase reports whether AWS has an official base image to find by
 // filter; without one the user must give image.base_ami and image.ssh_user.
 func (p *Platform) OfficialBase() bool { return p.BaseOwner != "" && p.BaseName != "" }

@@ -64,6 +64,20 @@ func (d *Driver) Setup(ctx context.Context, c *Client, w scripts.Worker, passwor
 	return d.run(ctx, c, "setup", script, password, nil)
 }
 
+// Configure runs the configure half of the platform's Setup alone (see
+// scripts.Configure) for w with password on stdin, on a machine where
+// buildbot-worker is already installed the platform's way.
+func (d *Driver) Configure(ctx context.Context, c *Client, w scripts.Worker, password string) error {
+	if err := checkPassword(password); err != nil {
+		return fmt.Errorf("configure on %s: %w", c.Addr(), err)
+	}
+	script, err := scripts.Configure(d.Platform, w)
+	if err != nil {
+		return err
+	}
+	return d.run(ctx, c, "configure", script, password, nil)
+}
+
 // Verify runs the platform's Verify script for w with password on stdin
 // and returns the facts it reports. The error is a *scripts.MismatchError
 // (wrapped) when the facts do not match w (scripts.Facts.Check); the

@@ -34,6 +34,9 @@ type Target struct {
 	Addr   string     // host:port
 	User   string     // login user, e.g. scripts.DefaultUser(platform)
 	Signer ssh.Signer // the private key; it never leaves the process
+	// Signers, when Signer is nil, offers keys from elsewhere (an SSH
+	// agent's).
+	Signers func() ([]ssh.Signer, error)
 	// HostKey checks the server's host key: HostKeys.Check for keys read
 	// from the console, else TrustOnFirstUse. Required: there is no
 	// insecure default. An error from it ends Dial at once.
@@ -108,7 +111,7 @@ func Dial(ctx context.Context, t Target) (*Client, error) {
 	if t.HostKey == nil {
 		return nil, fmt.Errorf("ssh %s@%s: no host key callback", t.User, t.Addr)
 	}
-	if t.Signer == nil {
+	if t.Signer == nil && t.Signers == nil {
 		return nil, fmt.Errorf("ssh %s@%s: no private key", t.User, t.Addr)
 	}
 	t = t.withDefaults()
@@ -211,6 +214,9 @@ func (t Target) dialOnce(ctx context.Context) (*Client, error) {
 		User: t.User,
 		Auth: []ssh.AuthMethod{ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
 			authTried.Store(true)
+			if t.Signer == nil {
+				return t.Signers()
+			}
 			return []ssh.Signer{t.Signer}, nil
 		})},
 		HostKeyCallback: func(hostname string, remote net.Addr, key ssh.PublicKey) error {

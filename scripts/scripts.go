@@ -39,9 +39,23 @@ var buildDeps = []string{
 	"lzma", "lzma-dev", "tk-dev", "uuid-dev", "zlib1g-dev", "libmpdec-dev", "libzstd-dev",
 }
 
+// dnfBuildDeps completes `dnf builddep python3` (pm_builddep) with the
+// devguide's extras for the dnf family (git, pkg-config, gdb, lcov) and the
+// -devel packages of every optional module, so that a release whose python3
+// source package is not reachable (Amazon Linux has no source repository
+// enabled) still gets them. BuildDeps skips names a release lacks
+// (mpdecimal-devel and lcov outside Fedora and EPEL).
+var dnfBuildDeps = []string{
+	"gcc", "gcc-c++", "make", "git", "pkgconf-pkg-config", "gdb", "lcov",
+	"bzip2-devel", "libffi-devel", "gdbm-devel", "xz-devel", "ncurses-devel",
+	"readline-devel", "sqlite-devel", "openssl-devel", "tk-devel", "libuuid-devel",
+	"zlib-devel", "expat-devel", "libzstd-devel", "mpdecimal-devel", "libb2-devel",
+}
+
 // buildDepsByPM are the CPython build dependencies per package manager.
 var buildDepsByPM = map[string][]string{
 	"apt": buildDeps,
+	"dnf": dnfBuildDeps,
 }
 
 // BuildDepsPackages returns the package names BuildDeps tries to install on
@@ -50,34 +64,78 @@ func BuildDepsPackages(p *platform.Platform) []string {
 	return slices.Clone(buildDepsByPM[p.PackageManager])
 }
 
-// Setup renders the script that installs buildbot-worker (the distribution
-// package, or pip into VenvDir when there is none), creates or refreshes the
-// worker w in WorkerDir, writes its info files and enables and starts
-// buildbot-worker@NAME.service. The script reads the worker password as the
-// first line of its stdin. Running it again converges: a changed master,
-// password or info is written and the service restarted.
+// Setup renders the script that installs buildbot-worker (the install
+// half: the distribution package, or pip into VenvDir when the platform
+// installs with pip) and then configures the worker w (the configure half,
+// see Configure). The script reads the worker password as the first line of
+// its stdin. Running it again converges: a changed master, password or info
+// is written and the service restarted.
 func Setup(p *platform.Platform, w Worker) ([]byte, error) {
-	if err := w.Validate(); err != nil {
-		return nil, fmt.Errorf("setup script: %w", err)
-	}
-	host, port, err := w.MasterHostPort()
+	data, err := workerData(p, w)
 	if err != nil {
 		return nil, fmt.Errorf("setup script: %w", err)
 	}
-	return render(p, "setup", map[string]any{
-		"Name":       w.Name,
-		"MasterArg":  w.Master,
-		"MasterHost": host,
-		"MasterPort": strconv.Itoa(port),
-		"InfoAdmin":  w.InfoAdmin(),
-		"HostInfo":   w.HostInfo,
-		"WorkersDir": p.WorkersDir,
-		"WorkerDir":  p.WorkerDir(w.Name),
-		"WorkerUser": p.WorkerUser,
-		"Package":    packageName(p),
-		"Unit":       p.Unit(w.Name),
-		"VenvDir":    VenvDir,
-	})
+	return render(p, "setup", data)
+}
+
+// Configure renders the configure half of Setup alone, for a machine where
+// buildbot-worker is already installed the platform's way (BuildbotWorker):
+// on the pip path it makes the system user and the guide's systemd unit;
+// then, on both paths, the workers directory, create-worker, buildbot.tac,
+// info/admin and info/host, SELinux contexts (restorecon, where SELinux is
+// enabled) and the enabled, started service. It reads the password as Setup
+// does.
+func Configure(p *platform.Platform, w Worker) ([]byte, error) {
+	data, err := workerData(p, w)
+	if err != nil {
+		return nil, fmt.Errorf("configure script: %w", err)
+	}
+	return render(p, "configure", data)
+}
+
+// BuildbotWorker is the path of the buildbot-worker program on p: the
+// package's /usr/bin/buildbot-worker, or the one in VenvDir.
+func BuildbotWorker(p *platform.Platform) string {
+	if p.Install == platform.Pip {
+		return VenvDir + "/bin/buildbot-worker"
+	}
+	return "/usr/bin/buildbot-worker"
+}
+
+// PipRequirement is what pip installs for w: buildbot-worker, pinned to
+// w.Version when it is set.
+func PipRequirement(w Worker) string {
+	if w.Version == "" {
+		return "buildbot-worker"
+	}
+	return "buildbot-worker==" + w.Version
+}
+
+func workerData(p *platform.Platform, w Worker) (map[string]any, error) {
+	if err := w.Validate(); err != nil {
+		return nil, err
+	}
+	host, port, err := w.MasterHostPort()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"Name":           w.Name,
+		"MasterArg":      w.Master,
+		"MasterHost":     host,
+		"MasterPort":     strconv.Itoa(port),
+		"InfoAdmin":      w.InfoAdmin(),
+		"HostInfo":       w.HostInfo,
+		"WorkersDir":     p.WorkersDir,
+		"WorkerDir":      p.WorkerDir(w.Name),
+		"WorkerUser":     p.WorkerUser,
+		"Install":        string(p.Install),
+		"Package":        packageName(p),
+		"Unit":           p.Unit(w.Name),
+		"VenvDir":        VenvDir,
+		"PipRequirement": PipRequirement(w),
+		"BuildbotWorker": BuildbotWorker(p),
+	}, nil
 }
 
 // Verify renders the script that prints key=value facts about worker w on

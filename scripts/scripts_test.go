@@ -53,6 +53,7 @@ func renderAll(t *testing.T, p *platform.Platform, w Worker) []rendered {
 		fn   func() ([]byte, error)
 	}{
 		{"setup", func() ([]byte, error) { return Setup(p, w) }},
+		{"configure", func() ([]byte, error) { return Configure(p, w) }},
 		{"verify", func() ([]byte, error) { return Verify(p, w) }},
 		{"updates", func() ([]byte, error) { return Updates(p) }},
 		{"reboot-required", func() ([]byte, error) { return RebootRequired(p) }},
@@ -114,6 +115,34 @@ func TestScriptsBasics(t *testing.T) {
 	if strings.Contains(string(deb), "apt_component 'universe'") || !strings.Contains(string(ubu), "apt_component 'universe'") {
 		t.Errorf("only the Ubuntu setup script should enable universe")
 	}
+	for _, tc := range []struct {
+		platform string
+		want     []string
+	}{
+		// AWS's RHEL images: CRB from RHUI, then EPEL; never
+		// subscription-manager first.
+		{"rhel-9", []string{"for lw_repo in 'codeready-builder-for-rhel-9-rhui-rpms' 'epel'; do", "INSTALL='package'", "BUILDBOT_WORKER='/usr/bin/buildbot-worker'", "WORKERS_DIR='/var/lib/buildbot/worker'", "WORKER_USER='buildbot-worker'"}},
+		{"centos-stream-9", []string{"for lw_repo in 'crb' 'epel' 'epel-next'; do"}},
+		{"amazonlinux-2023", []string{"INSTALL='pip'", "PACKAGE=''", "PIP_REQUIREMENT='buildbot-worker'", "BUILDBOT_WORKER='/opt/buildbot-worker/bin/buildbot-worker'"}},
+	} {
+		body, err := Setup(platform.MustLookup(tc.platform), goldenWorker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("Setup(%s) lacks %q", tc.platform, want)
+			}
+		}
+	}
+	pinned := goldenWorker
+	pinned.Version = "4.3.0"
+	if body, _ := Setup(platform.MustLookup("debian-12").WithPip(), pinned); !strings.Contains(string(body), "PIP_REQUIREMENT='buildbot-worker==4.3.0'") {
+		t.Errorf("a pinned version does not reach pip")
+	}
+	if conf, _ := Configure(platform.MustLookup("fedora"), goldenWorker); strings.Contains(string(conf), "pm_install") || strings.Contains(string(conf), "dnf") {
+		t.Errorf("Configure renders the install half or the package manager")
+	}
 }
 
 // requireTool returns the path of a tool, skipping the test when it is
@@ -132,7 +161,15 @@ func requireTool(t *testing.T, name string) string {
 
 func TestShellcheck(t *testing.T) {
 	shellcheck := requireTool(t, "shellcheck")
+	seen := map[string]bool{}
 	for _, p := range linuxPlatforms() {
+		// With -short, one platform per package manager and install
+		// method: the others render the same text with other values.
+		if key := p.PackageManager + "/" + string(p.Install); testing.Short() && seen[key] {
+			continue
+		} else {
+			seen[key] = true
+		}
 		for _, tc := range []struct {
 			label string
 			w     Worker
@@ -400,7 +437,8 @@ func TestUnsupportedFamily(t *testing.T) {
 	}
 }
 
-// linuxPlatforms are the registry's platforms of the Linux family.
+// linuxPlatforms are the registry's platforms of the Linux family, and
+// Debian 12 with image.install = "pip" (as "debian-12-pip").
 func linuxPlatforms() []*platform.Platform {
 	var ps []*platform.Platform
 	for _, p := range platform.All() {
@@ -408,7 +446,9 @@ func linuxPlatforms() []*platform.Platform {
 			ps = append(ps, p)
 		}
 	}
-	return ps
+	pip := *platform.MustLookup("debian-12").WithPip()
+	pip.Name += "-pip"
+	return append(ps, &pip)
 }
 
 func TestGeneralizeKey(t *testing.T) {

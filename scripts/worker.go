@@ -28,6 +28,9 @@ type Worker struct {
 	AdminName  string // contact name for info/admin
 	AdminEmail string // contact address; written obfuscated: "user AT example.com"
 	HostInfo   string // info/host text, one line
+	// Version pins the buildbot-worker that pip installs (e.g. "4.3.0");
+	// "" installs the newest. The distribution's package ignores it.
+	Version string
 }
 
 // FieldError reports a Worker field that Validate rejected.
@@ -78,6 +81,9 @@ func (w Worker) Validate() error {
 	if err := checkText(w.HostInfo, MaxHostInfoLen); err != nil {
 		add("HostInfo", w.HostInfo, err.Error())
 	}
+	if w.Version != "" && !ValidVersion(w.Version) {
+		add("Version", w.Version, versionRule)
+	}
 	return errors.Join(errs...)
 }
 
@@ -102,6 +108,26 @@ func (w Worker) InfoAdmin() string {
 // brackets) and port from Master, as buildbot.tac stores them.
 func (w Worker) MasterHostPort() (string, int, error) {
 	return splitMaster(w.Master)
+}
+
+const versionRule = "must be empty (the newest) or a release version such as 4.3.0: digits and dots, optionally followed by a pre-, post- or dev-release suffix (letters, digits, '.', '!' or '+')"
+
+// ValidVersion reports whether v is a buildbot-worker version pip can pin:
+// a PEP 440 public or local version written with digits, letters, '.', '!'
+// and '+', starting with a digit ("4.3.0", "3.11.9", "4.0.0rc1").
+func ValidVersion(v string) bool {
+	if len(v) < 1 || len(v) > 64 || v[0] < '0' || v[0] > '9' {
+		return false
+	}
+	for _, c := range []byte(v) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.', c == '!', c == '+':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // nameRule says what validName allows.

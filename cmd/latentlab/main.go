@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -20,6 +21,10 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "latentlab:", err)
+		var usage usageError
+		if errors.As(err, &usage) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 }
@@ -28,19 +33,24 @@ func newRoot() *cobra.Command {
 	o := lab.DefaultOptions()
 	root := &cobra.Command{
 		Use:   "latentlab",
-		Short: "A local EC2 whose instances are real Debian systems, plus a real buildbot master",
+		Short: "A local EC2 whose instances are real Debian and Ubuntu systems, plus a real buildbot master",
 		Long: `latentlab runs a local EC2 for latentworker and any AWS client:
 
   moto answers the EC2, IAM and STS APIs; a front endpoint on loopback gives
-  instances a body: RunInstances boots a Debian system with systemd-nspawn on
-  overlayfs, reachable over SSH at its own 127.x address, RebootInstances
-  reboots it, CreateImage captures its filesystem as a new AMI. A Debian
-  buildbot master runs beside it on loopback.
+  instances a body: RunInstances boots a Debian or Ubuntu system with
+  systemd-nspawn on overlayfs, reachable over SSH at its own 127.x address,
+  RebootInstances reboots it, CreateImage captures its filesystem as a new
+  AMI. A buildbot master runs beside it on loopback: Debian's 3.7, or a
+  version from PyPI on Python 3.13 with [master] buildbot = "4.3.0".
 
-It needs root. The first 'up' builds a Debian base image with debootstrap
-(about two minutes) and caches it; later ones take seconds.
+Its catalogue has AMIs of every release 'latentlab images' lists, named and
+owned as on AWS. It needs root. Each release's base image is built
+with debootstrap once (1.5 to 4 minutes) and cached: 'up' builds the lab
+file's images (default debian-12) before it starts, the others are built when
+one of their AMIs is first launched (the instance stays pending meanwhile) or
+by 'latentlab build-image'.
 
-Exit codes: 0 success, 1 failure.`,
+Exit codes: 0 success, 1 failure, 2 bad input.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -48,6 +58,6 @@ Exit codes: 0 success, 1 failure.`,
 	pf.StringVar(&o.StateDir, "state-dir", o.StateDir, "runtime state: lab.json, logs, layers, instances (env LATENTLAB_STATE)")
 	pf.StringVar(&o.CacheDir, "cache-dir", o.CacheDir, "where the base image is cached (env LATENTLAB_CACHE)")
 	pf.StringVar(&o.ConfigPath, "config", o.ConfigPath, "lab file (TOML; env LATENTLAB_CONFIG); defaults without one")
-	root.AddCommand(newUp(&o), newDown(&o), newEnv(&o), newStatus(&o), newServe(&o))
+	root.AddCommand(newUp(&o), newDown(&o), newEnv(&o), newStatus(&o), newServe(&o), newImages(&o), newBuildImage(&o))
 	return root
 }

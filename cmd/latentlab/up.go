@@ -14,6 +14,9 @@ func newUp(o *lab.Options) *cobra.Command {
 		Short: "Start the lab (moto, the EC2 endpoint, the buildbot master) in the background",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := lab.LoadConfig(o.ConfigPath); err != nil {
+				return usageError{err}
+			}
 			self, err := os.Executable()
 			if err != nil {
 				return err

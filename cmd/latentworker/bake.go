@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,7 @@ type bakeOptions struct {
 	debugKey         string
 	manifest         string
 	resume           string
+	fleet            []string
 	jp               *jsonPrinter // with --json, once the run started
 	imageTimeout     time.Duration
 	stdout, stderr   io.Writer
@@ -88,6 +90,7 @@ per line on stdout, ending with a "result" object.
 	f.BoolVar(&o.terminateBuilder, "terminate-builder", false, "terminate the builder instance once the AMI is available")
 	f.BoolVar(&o.noVerify, "no-verify", false, "do not boot a throwaway instance from the new AMI to verify it")
 	f.StringVar(&o.manifest, "manifest", "", "where to write the manifest JSON (default WORKER-RUNID.manifest.json)")
+	f.StringArrayVar(&o.fleet, "fleet", nil, "bake several workers at once, one configuration `FILE` each (repeat the flag); each run is independent: one failing stops none of the others")
 	f.StringVar(&o.resume, "resume", "", "finish run `RUN_ID`, whose image was still pending when its wait ran out (exit 5): wait for it, verify it, write the manifest")
 	f.DurationVar(&o.imageTimeout, "image-timeout", 0, "how long to wait for the new image to become available (default: the platform's, 60m for Linux); a pending image is then kept for --resume")
 	return cmd
@@ -109,53 +112,96 @@ func promptPassword(stderr io.Writer) func(string) (string, error) {
 }
 
 func runBake(ctx context.Context, o *bakeOptions) error {
+	if len(o.fleet) > 0 {
+		return runFleet(ctx, o)
+	}
 	cfg, err := o.cf.load()
 	if err != nil {
 		return err
 	}
+	job, err := prepareBake(ctx, o, cfg)
+	if err != nil {
+		return err
+	}
+	var p printer
+	switch {
+	case o.json:
+		o.jp = newJSONPrinter(o.stdout)
+		p = o.jp
+	case isLiveTerminal(o.stderr):
+		// The view owns the terminal until it ends: the run's other
+		// stderr lines go above it, and its result waits for its end.
+		v := newLiveView(o.stderr, o.verbose)
+		p = v.printer(cfg.Worker.Name, v)
+		jo := *o
+		jo.stderr = v
+		var out bytes.Buffer
+		err := job.run(ctx, &jo, p, &out)
+		p.close()
+		_, _ = io.Copy(o.stdout, &out)
+		return err
+	default:
+		p = newTextPrinter(o.stderr, o.verbose)
+	}
+	defer p.close()
+	return job.run(ctx, o, p, o.stdout)
+}
+
+// bakeJob is one worker's bake, checked and ready to run.
+type bakeJob struct {
+	cfg      *config.Config
+	password config.Secret
+	awsCfg   aws.Config
+	debugKey string
+	runID    string
+	manifest string
+}
+
+// prepareBake checks everything a bake of cfg needs before anything is
+// created: the configuration, the password, the flags, the AWS
+// configuration.
+func prepareBake(ctx context.Context, o *bakeOptions, cfg *config.Config) (*bakeJob, error) {
 	verr := cfg.Validate()
 	password, perr := cfg.Password(promptPassword(o.stderr))
 	if err := errors.Join(verr, perr); err != nil {
-		return badInput{err}
+		return nil, badInput{err}
 	}
 	debugKey, err := readDebugKey(o)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := checkBakeFlags(o); err != nil {
-		return err
+		return nil, err
 	}
 	awsCfg, err := awsConfig(ctx, cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	runID := fleet.NewRunID()
+	j := &bakeJob{cfg: cfg, password: password, awsCfg: awsCfg, debugKey: debugKey, runID: fleet.NewRunID()}
 	if o.resume != "" {
-		runID = o.resume
+		j.runID = o.resume
 	}
-	manifest := o.manifest
-	if manifest == "" {
-		manifest = fmt.Sprintf("%s-%s.manifest.json", cfg.Worker.Name, runID)
+	j.manifest = o.manifest
+	if j.manifest == "" {
+		j.manifest = fmt.Sprintf("%s-%s.manifest.json", cfg.Worker.Name, j.runID)
 	}
-	var p printer
-	if o.json {
-		jp := newJSONPrinter(o.stdout)
-		o.jp = jp
-		jp.emit(map[string]any{"type": "run", "run_id": runID, "worker": cfg.Worker.Name, "region": awsCfg.Region,
+	return j, nil
+}
+
+// run bakes, reporting to p, and prints the result on stdout (text) or as
+// p's result event.
+func (j *bakeJob) run(ctx context.Context, o *bakeOptions, p printer, stdout io.Writer) error {
+	cfg, runID, manifest := j.cfg, j.runID, j.manifest
+	if jp, ok := p.(*jsonPrinter); ok {
+		jp.emit(map[string]any{"type": "run", "run_id": runID, "worker": cfg.Worker.Name, "region": j.awsCfg.Region,
 			"time": time.Now().UTC().Format(time.RFC3339Nano)})
-		p = jp
 	} else {
-		fmt.Fprintf(o.stderr, "latentworker: baking worker %s in %s (run %s)\n", cfg.Worker.Name, awsCfg.Region, runID)
-		if isLiveTerminal(o.stderr) {
-			p = newLiveView(o.stderr, o.verbose).printer(cfg.Worker.Name)
-		} else {
-			p = newTextPrinter(o.stderr, o.verbose)
-		}
+		fmt.Fprintf(o.stderr, "latentworker: baking worker %s in %s (run %s)\n", cfg.Worker.Name, j.awsCfg.Region, runID)
 	}
-	opts := bakeOptionsFor(cfg, password, awsCfg)
+	opts := bakeOptionsFor(cfg, j.password, j.awsCfg)
 	opts.FromPrevious = o.fromPrevious
 	opts.KeepOnFailure = o.keepOnFailure
-	opts.DebugKey = debugKey
+	opts.DebugKey = j.debugKey
 	opts.TerminateBuilder = o.terminateBuilder
 	opts.NoVerify = o.noVerify
 	opts.ManifestPath = manifest
@@ -164,29 +210,29 @@ func runBake(ctx context.Context, o *bakeOptions) error {
 	opts.Resume = o.resume
 	opts.Timeouts.Image = o.imageTimeout
 	res, err := bake.Run(ctx, opts)
-	p.close()
 	err = fieldError(err)
 	if errors.Is(err, bake.ErrNoBaseImage) || errors.Is(err, bake.ErrUnfitInstance) || errors.Is(err, bake.ErrNoSSHCIDR) {
 		// Found in preflight, before anything was created: the input is
 		// what must change.
 		err = badInput{err}
 	}
+	worker := cfg.Worker.Name
 	if err != nil && res != nil && res.Completed {
 		// The image is the product and it is done: never lose it because
 		// cleanup failed. The leftovers were printed as they were found.
-		printResult(o, p, res, manifest, runID)
+		printResult(stdout, p, res, manifest, runID)
 		return exitCode{code: exitBakedWithLeftovers, err: fmt.Errorf("baked %s, but cleanup left resources behind: %w", res.Manifest.ImageID, err)}
 	}
 	if err != nil && res != nil && res.State != nil && res.State.ImagePending {
 		if jp, ok := p.(*jsonPrinter); ok {
-			jp.emit(map[string]any{"type": "error", "error": err.Error(), "run_id": runID, "image_id": res.State.ImageID,
+			jp.emit(map[string]any{"type": "error", "worker": worker, "error": err.Error(), "run_id": runID, "image_id": res.State.ImageID,
 				"image_pending": true, "resume": "latentworker bake --resume " + runID, "leftovers": resLeftovers(res)})
 		}
 		return exitCode{code: exitImagePending, err: err}
 	}
 	if err != nil {
 		if jp, ok := p.(*jsonPrinter); ok {
-			jp.emit(map[string]any{"type": "error", "error": err.Error(), "run_id": runID, "leftovers": resLeftovers(res)})
+			jp.emit(map[string]any{"type": "error", "worker": worker, "error": err.Error(), "run_id": runID, "leftovers": resLeftovers(res)})
 		}
 		if res != nil && o.keepOnFailure && res.State != nil && res.State.InstanceID != "" {
 			st := res.State
@@ -195,29 +241,31 @@ func runBake(ctx context.Context, o *bakeOptions) error {
 				how = fmt.Sprintf("log in with: ssh -i YOUR_PRIVATE_KEY %s@%s", cfg.Image.EffectiveSSHUser(), st.InstanceAddr)
 			}
 			fmt.Fprintf(o.stderr, "latentworker: kept builder %s at %s for debugging; %s\nlatentworker: when done: aws ec2 terminate-instances --instance-ids %s --region %s, then delete security group %s\n",
-				st.InstanceID, st.InstanceAddr, how, st.InstanceID, awsCfg.Region, st.SecurityGroupID)
+				st.InstanceID, st.InstanceAddr, how, st.InstanceID, j.awsCfg.Region, st.SecurityGroupID)
 		}
 		return err
 	}
-	printResult(o, p, res, manifest, runID)
+	printResult(stdout, p, res, manifest, runID)
 	return nil
 }
 
 // printResult prints the baked image: the result event, or the lines on
 // stdout.
-func printResult(o *bakeOptions, p printer, res *bake.Result, manifest, runID string) {
+func printResult(stdout io.Writer, p printer, res *bake.Result, manifest, runID string) {
 	m := res.Manifest
 	abs, _ := filepath.Abs(manifest)
 	if jp, ok := p.(*jsonPrinter); ok {
-		jp.emit(map[string]any{"type": "result", "image_id": m.ImageID, "image_name": m.ImageName, "region": m.Region,
+		jp.emit(map[string]any{"type": "result", "worker": m.Worker, "image_id": m.ImageID, "image_name": m.ImageName, "region": m.Region,
 			"replaces": m.Replaces, "manifest": abs, "run_id": runID, "leftovers": resLeftovers(res)})
 		return
 	}
-	fmt.Fprintf(o.stdout, "image_id: %s\nimage_name: %s\nregion: %s\n", m.ImageID, m.ImageName, m.Region)
+	var b strings.Builder
+	fmt.Fprintf(&b, "image_id: %s\nimage_name: %s\nregion: %s\n", m.ImageID, m.ImageName, m.Region)
 	if m.Replaces != "" {
-		fmt.Fprintf(o.stdout, "replaces: %s\n", m.Replaces)
+		fmt.Fprintf(&b, "replaces: %s\n", m.Replaces)
 	}
-	fmt.Fprintf(o.stdout, "manifest: %s\n", abs)
+	fmt.Fprintf(&b, "manifest: %s\n", abs)
+	_, _ = io.WriteString(stdout, b.String())
 }
 
 // checkBakeFlags checks the flags that the configuration does not.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/latentworker/latentworker/bake"
 	"github.com/latentworker/latentworker/fleet"
+	"github.com/latentworker/latentworker/handoff"
 	"github.com/latentworker/latentworker/lab/labtest"
 	"github.com/latentworker/latentworker/lab/master"
 )
@@ -477,6 +478,24 @@ func TestHandoffCLI(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(e.lab.State.RequestLog); bytes.Contains(b, []byte(secret)) {
 		t.Errorf("the secret access key is in the lab's request log")
+	}
+	// The order the admins need: the four items, the private settings
+	// (only in the 0600 file, password included), the worker class
+	// change, the snippet for other masters.
+	last := -1
+	for _, sec := range []string{"1. Instance size:", handoff.SectionSettings, handoff.SectionWorkerClass, handoff.SectionSnippet} {
+		i := strings.Index(out, sec)
+		if i <= last {
+			t.Errorf("handoff's output: %q at %d, after %d; want the sections in order:\n%s", sec, i, last, out)
+		}
+		last = i
+	}
+	settings := handoff.Section(string(full), handoff.SectionSettings)
+	if !strings.Contains(settings, `password: "`+e.password+`"`) || !strings.Contains(settings, `secret_access_key: "`+secret+`"`) {
+		t.Errorf("the secret file's settings lack the worker password or the secret access key")
+	}
+	if _, stderr, code := run("handoff", "--format", "settings"); code != exitBadInput || !strings.Contains(stderr, "--show-secret") {
+		t.Errorf("handoff --format settings without --show-secret = exit %d\n%s\nwant %d asking for --show-secret", code, stderr, exitBadInput)
 	}
 
 	// A refresh: the admins swap one value; the key stays.

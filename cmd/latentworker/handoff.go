@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/latentworker/latentworker/config"
 	"github.com/latentworker/latentworker/handoff"
 )
 
@@ -43,10 +44,15 @@ func newHandoff() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "handoff",
 		Short: "Give the buildmaster admins what they need: a least-privilege key and the bundle",
-		Long: `handoff prepares what the buildmaster's EC2LatentWorker needs and prints the
-bundle the admins paste: instance size, full region, AMI ID, access key ID
-(and secret), then the key pair, security group, subnet, instance profile and
-tags the key is limited to, and a ready EC2LatentWorker(...) for master.cfg.
+		Long: `handoff prepares what the buildmaster's EC2LatentWorker needs and prints, in
+this order: (1) the guide's four items (instance size, full region, AMI ID,
+access key ID) and the key pair, security group, subnet, instance profile and
+tags the key is limited to; (2) the private settings for a CPython-shaped
+master's settings.yaml (worker password, key, EC2 values), only with
+--show-secret, else where they are; (3) the public change to its worker class
+(an EC2LatentWorker when the worker's settings have an "ec2" section, a plain
+Worker otherwise) and the requirement (boto3); (4) a master.cfg block for
+other masters (buildbot 3.7 or 4.x). --format selects one of them.
 
 It creates or updates, idempotently: the key pair the master names (imported
 from --public-key; the private key stays with you), a security group with no
@@ -56,8 +62,9 @@ EC2LatentWorker makes, in this region, for this worker's AMI, and an access
 key. Run it again after a refresh: it reuses the user and key, moves the
 policy to the new AMI and says what changed.
 
-The secret goes to a file created 0600 (--secret-file), not to the terminal
-unless --show-secret; --encrypt-to writes the whole bundle encrypted to an
+The secret key and the worker password (from worker.password_env or
+worker.password_file, or a prompt) go to a file created 0600 (--secret-file)
+with everything above, not to the terminal unless --show-secret; --encrypt-to writes the whole bundle encrypted to an
 age recipient or SSH public key, for mailing. The AMI holds the worker
 password: handoff refuses a public AMI.
 
@@ -77,7 +84,7 @@ password: handoff refuses a public AMI.
 	f.BoolVar(&o.showSecret, "show-secret", false, "print the secret access key too")
 	f.StringVar(&o.secretFile, "secret-file", "", "where to write the bundle with the secret, 0600 (default WORKER-ACCESSKEYID.secret)")
 	f.StringArrayVar(&o.encryptTo, "encrypt-to", nil, "also write the bundle encrypted to this age recipient or SSH public key (WORKER-handoff.age); repeatable")
-	f.StringVar(&o.format, "format", "text", "what goes to stdout: text (an email), json, or snippet (master.cfg)")
+	f.StringVar(&o.format, "format", "text", "what goes to stdout: text (everything, in order), settings (the private settings.yaml fragment; needs --show-secret), worker-class (the public worker class change), snippet (master.cfg for other masters), or json")
 	f.DurationVar(&o.buildWait, "build-wait-timeout", handoff.DefaultBuildWaitTimeout, "how long the master keeps an idle instance for the next build before terminating it (build_wait_timeout=; whole seconds, 1s to 24h)")
 	f.BoolVar(&o.check, "check", false, "only check the current handoff, creating and changing nothing: the key's dry-run launch and the master's other calls (every handoff ends with this check)")
 	f.DurationVar(&o.checkWait, "check-wait", handoff.DefaultCheckWait, "how long the check waits for a new key to work and its policy to apply")
@@ -86,9 +93,13 @@ password: handoff refuses a public AMI.
 
 func runHandoff(ctx context.Context, o *handoffOptions) error {
 	switch o.format {
-	case "text", "json", "snippet":
+	case "text", "json", "snippet", "worker-class":
+	case "settings":
+		if !o.showSecret {
+			return badInput{fmt.Errorf("--format settings prints the worker password and the secret access key: add --show-secret, or take the settings from the 0600 secret file")}
+		}
 	default:
-		return badInput{fmt.Errorf("--format %q: must be text, json or snippet", o.format)}
+		return badInput{fmt.Errorf("--format %q: must be text, settings, worker-class, snippet or json", o.format)}
 	}
 	if o.checkWait < 0 {
 		return badInput{fmt.Errorf("--check-wait %s: must not be negative", o.checkWait)}
@@ -122,6 +133,17 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 			return badInput{fmt.Errorf("--encrypt-to: %w", err)}
 		}
 	}
+	// The worker password goes into the private settings (the 0600 file),
+	// from the config's source (environment variable, 0600 file or a
+	// prompt), never a flag. Without one, the settings say to keep the
+	// password the admins have.
+	var password config.Secret
+	if !o.check {
+		password, err = cfg.Password(promptPassword(o.stderr))
+		if err != nil && !errors.Is(err, config.ErrNoPassword) {
+			return badInput{err}
+		}
+	}
 	awsCfg, err := awsConfig(ctx, cfg)
 	if err != nil {
 		return err
@@ -140,6 +162,7 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 		return err
 	}
 	b := res.Bundle
+	b.Password = password
 	// check runs handoff.Check with the handed-off key: its secret from
 	// this run, or from the secret file handoff wrote for it.
 	check := func(secretFile string) error {
@@ -181,6 +204,9 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 	}
 	for _, k := range res.Retired {
 		fmt.Fprintf(o.stderr, "latentworker: deleted the older access key %s\n", k.ID)
+	}
+	if res.IMDSv2Set {
+		fmt.Fprintf(o.stderr, "latentworker: AMI %s now requires IMDSv2 (imds-support v2.0) on every instance launched from it\n", b.AMI)
 	}
 	if res.PolicyChanged {
 		fmt.Fprintf(o.stderr, "latentworker: the key's policy now allows %s\n", b.AMI)
@@ -228,13 +254,12 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 		out = string(j)
 	case "snippet":
 		out, err = handoff.MasterCfgSnippet(b)
+	case "worker-class":
+		out, err = handoff.WorkerClassChange(b)
+	case "settings":
+		out, err = handoff.SettingsFragment(b)
 	default:
-		var text, snippet string
-		text, err = handoff.Text(b, handoff.TextOptions{ShowSecret: o.showSecret, SecretFile: secretFile})
-		if err == nil {
-			snippet, err = handoff.MasterCfgSnippet(b)
-		}
-		out = text + "\n" + snippet
+		out, err = handoff.Document(b, handoff.TextOptions{ShowSecret: o.showSecret, SecretFile: secretFile})
 	}
 	if err != nil {
 		return err

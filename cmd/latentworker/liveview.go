@@ -44,8 +44,7 @@ type liveView struct {
 
 	mu      sync.Mutex
 	stopped bool
-	open    int          // printers not closed yet
-	plain   *textPrinter // after stop: plain lines
+	open    int // printers not closed yet
 }
 
 // views are the live views running, stopped by main before it prints about
@@ -85,7 +84,6 @@ func newLiveView(w io.Writer, verbose bool) *liveView {
 	case <-v.done:
 		// The terminal would not take it: plain lines.
 		v.stopped = true
-		v.startPlain()
 		return v
 	}
 	views.mu.Lock()
@@ -94,18 +92,40 @@ func newLiveView(w io.Writer, verbose bool) *liveView {
 	return v
 }
 
-func (v *liveView) startPlain() {
-	v.plain = &textPrinter{w: v.w, start: v.start, lastOut: time.Now(), done: make(chan struct{}), verbose: v.verbose}
-	go v.plain.tick(10 * time.Second)
-}
-
-// printer returns the events printer of one block. The view ends when the
-// last printer it gave is closed (several runs at once each close theirs).
-func (v *liveView) printer(key string) printer {
+// printer returns the events printer of block key; once the view has
+// stopped, it prints plain lines to plain. The view ends when the last
+// printer it gave is closed (several runs at once each close theirs).
+func (v *liveView) printer(key string, plain io.Writer) printer {
 	v.mu.Lock()
 	v.open++
 	v.mu.Unlock()
-	return &livePrinter{v: v, key: key}
+	return &livePrinter{v: v, key: key, plainW: plain}
+}
+
+// Write prints whole lines above the blocks while the view runs, and
+// straight to the terminal once it has stopped.
+func (v *liveView) Write(b []byte) (int, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.stopped || v.ended() {
+		return v.w.Write(b)
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		v.prog.Println(sanitize(l))
+	}
+	return len(b), nil
+}
+
+// ended reports whether the program ended on its own (it cannot after it
+// started, short of a panic): then nothing must block on it. v.mu held.
+func (v *liveView) ended() bool {
+	select {
+	case <-v.done:
+		v.stopped = true
+		return true
+	default:
+		return false
+	}
 }
 
 // stop ends the program and waits (a little) for it to restore the terminal.
@@ -124,7 +144,6 @@ func (v *liveView) stop() {
 		v.prog.Kill()
 		<-v.done
 	}
-	v.startPlain()
 	views.mu.Lock()
 	for i, o := range views.all {
 		if o == v {
@@ -135,33 +154,24 @@ func (v *liveView) stop() {
 	views.mu.Unlock()
 }
 
-// close draws the last frame and ends the view.
-func (v *liveView) close() {
-	v.stop()
-	v.plain.close()
-}
-
 // livePrinter sends one block's events to the view.
 type livePrinter struct {
-	v   *liveView
-	key string
+	v      *liveView
+	key    string
+	plainW io.Writer
+	plain  *textPrinter // once the view stopped; v.mu held
+	closed bool
 }
 
 func (p *livePrinter) Event(e bake.Event) {
 	p.v.mu.Lock()
 	defer p.v.mu.Unlock()
-	select {
-	case <-p.v.done:
-		// Ended on its own (it cannot after it started, short of a
-		// panic): never block on it.
-		if !p.v.stopped {
-			p.v.stopped = true
-			p.v.startPlain()
+	if p.v.stopped || p.v.ended() {
+		if p.plain == nil {
+			p.plain = &textPrinter{w: p.plainW, start: p.v.start, lastOut: time.Now(), done: make(chan struct{}), verbose: p.v.verbose}
+			go p.plain.tick(10 * time.Second)
 		}
-	default:
-	}
-	if p.v.stopped {
-		p.v.plain.Event(e) // tracks leftovers too
+		p.plain.Event(e) // tracks leftovers too
 		return
 	}
 	leftovers.track(e)
@@ -175,11 +185,19 @@ func (p *livePrinter) Event(e bake.Event) {
 
 func (p *livePrinter) close() {
 	p.v.mu.Lock()
+	if p.closed {
+		p.v.mu.Unlock()
+		return
+	}
+	p.closed = true
+	if p.plain != nil {
+		p.plain.close()
+	}
 	p.v.open--
 	last := p.v.open == 0
 	p.v.mu.Unlock()
 	if last {
-		p.v.close()
+		p.v.stop()
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -169,7 +170,7 @@ func TestLiveTerminal(t *testing.T) {
 func TestLiveViewProgram(t *testing.T) {
 	var buf bytes.Buffer // read once the program has ended
 	v := newLiveView(&buf, false)
-	p, q := v.printer("w1"), v.printer("w2")
+	p, q := v.printer("w1", &buf), v.printer("w2", &buf)
 	q.Event(bake.Event{Type: bake.EventStepStarted, Step: "preflight"})
 	q.close() // w1 still runs: the view goes on
 	r := &bake.Leftover{Resource: "instance", ID: "i-1", Command: "x"}
@@ -179,12 +180,13 @@ func TestLiveViewProgram(t *testing.T) {
 	p.Event(bake.Event{Type: bake.EventCreated, Resource: r})
 	p.Event(bake.Event{Type: bake.EventWarning, Message: "first"})
 	p.Event(bake.Event{Type: bake.EventWarning, Message: "second"})
+	fmt.Fprintf(v, "kept builder i-2\n")
 	stopLiveViews()
 	p.Event(bake.Event{Type: bake.EventUndo, Resource: r})
 	p.close()
 	out := buf.String()
 	first, second := strings.Index(out, "warning: first"), strings.Index(out, "warning: second")
-	if first < 0 || second < first {
+	if kept := strings.Index(out, "kept builder i-2"); first < 0 || second < first || kept < second {
 		t.Errorf("warnings missing or out of order:\n%q", out)
 	}
 	if !strings.Contains(out, "✓ preflight") || !strings.Contains(out, "… launch builder") || !strings.Contains(out, "w2 (") {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
+	"github.com/latentworker/latentworker/handoff"
 	"github.com/latentworker/latentworker/iam"
 	"github.com/latentworker/latentworker/lab/master"
 	"github.com/latentworker/latentworker/platform"
@@ -71,7 +73,16 @@ func TestHandedOffMaster(t *testing.T) {
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)
 	}
+	handoffLog := fileSize(e.lab.State.RequestLog)
 	snippet, _ := run("handoff", "--public-key", key+".pub", "--format", "snippet", "--build-wait-timeout", "5s")
+	// The AMI now requires IMDSv2 (EC2LatentWorker passes no metadata
+	// options). moto accepts the call but keeps nothing, so the request log
+	// is the proof.
+	if !slices.ContainsFunc(logCalls(t, e.lab.State.RequestLog, handoffLog), func(c loggedCall) bool {
+		return c.Action == "ModifyImageAttribute" && c.Status == http.StatusOK
+	}) {
+		t.Errorf("handoff made no ModifyImageAttribute call (imds-support v2.0) on %s", ami)
+	}
 	var bundle struct {
 		AccessKeyID     string `json:"access_key_id"`
 		SecretAccessKey string `json:"secret_access_key"`
@@ -389,6 +400,16 @@ func TestHandedOffMaster(t *testing.T) {
 		if err := mc.WaitWorkerConnected(ctx, cliWorker, 3*time.Minute); err != nil {
 			t.Fatalf("build request %d: the worker did not connect: %v\n%s", req, err, mst.LogTail())
 		}
+		// While its worker is connected, an instance older than --max-age
+		// is no zombie: it may be in the middle of a build.
+		busy := liveInstances(t, c)
+		time.Sleep(2500 * time.Millisecond)
+		if out, stderr, code := e.sweep(ctx, "--max-age", "2s", "--master-url", mst.URL(), "--terminate", "--yes"); code == 3 || strings.Contains(out, busy[0]) {
+			t.Fatalf("sweep --master-url with the worker connected = exit %d, report %q; want %s left alone\n%s", code, out, busy[0], stderr)
+		}
+		if live := liveInstances(t, c); !slices.Equal(live, busy) {
+			t.Fatalf("after sweep --master-url with the worker connected: live %v; want %v", live, busy)
+		}
 		if err := mst.Kill(); err != nil {
 			t.Fatal(err)
 		}
@@ -414,6 +435,87 @@ func TestHandedOffMaster(t *testing.T) {
 		if out, stderr, code := sweep(); code != 0 || out != "" || stderr != "" {
 			t.Errorf("a second sweep = exit %d, stdout %q, stderr %q; want 0 and silence", code, out, stderr)
 		}
+	})
+
+	// CPython's master as it really is: buildbot 4.3.0 on Python 3.13, the
+	// CPython-shaped configuration with the handoff's worker class change
+	// and settings fragment as printed (from the 0600 file), the same PB
+	// port the AMI's worker connects to. checkconfig passes without
+	// settings; with them, a build on the builder attached to the worker by
+	// name launches the AMI with the handed-off key, and the instance is
+	// terminated after build_wait_timeout.
+	t.Run("CPython-shaped master on buildbot 4.3.0", func(t *testing.T) {
+		flavour := master.RequirePipFlavour(t, "4.3.0")
+		doc := string(full)
+		class := handoff.Section(doc, handoff.SectionWorkerClass)
+		settings := handoff.Section(doc, handoff.SectionSettings)
+		if class == "" || !strings.Contains(settings, "secret_access_key: ") || !strings.Contains(settings, "password: ") {
+			t.Fatalf("the secret file lacks the worker class change or the settings:\n%s", doc)
+		}
+		dir := copyDir(t, cpythonMasterDir)
+		applyWorkerClassChange(t, dir, class)
+		env := append(os.Environ(), noAWSEnv...)
+		t0 := time.Now()
+		if out, err := flavour.Checkconfig(ctx, dir, append(env, "AWS_ENDPOINT_URL=http://127.0.0.1:9")); err != nil {
+			t.Fatalf("checkconfig without settings: %v\n%s", err, out)
+		}
+		t.Logf("%s checkconfig without settings: %v", flavour.Name, time.Since(t0).Round(time.Millisecond))
+
+		www := mustAtoi(t, strings.TrimPrefix(freeLoopbackPort(t), "127.0.0.1:"))
+		pbPort := mustAtoi(t, strings.TrimPrefix(pb, "127.0.0.1:"))
+		yaml := settings + fmt.Sprintf("worker_port: %d\nweb_port: %d\n", pbPort, www)
+		if err := os.WriteFile(filepath.Join(dir, "settings.yaml"), []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		logStart := fileSize(e.lab.State.RequestLog)
+		t1 := time.Now()
+		m2, err := master.Start(ctx, master.Config{
+			Dir: filepath.Join(e.dir, "cpython-master"), ConfigDir: dir, Flavour: flavour,
+			PBPort: pbPort, WWWPort: www, BuilderName: cpythonBuilder,
+			// boto3 1.44 reads AWS_ENDPOINT_URL: the settings stay as handed off.
+			Env: append(noAWSEnv, "AWS_ENDPOINT_URL="+e.lab.State.Endpoint),
+		})
+		if err != nil {
+			t.Fatalf("the CPython-shaped master with the handoff's settings: %v", err)
+		}
+		defer m2.Stop(context.Background())
+		t.Logf("%s master with the settings started in %v", flavour.Name, time.Since(t1).Round(time.Millisecond))
+		mc2 := m2.Client()
+		before := instances(t, c, filter("image-id", ami))
+		req, err := mc2.ForceBuild(ctx, "force", cpythonBuilder, "handoff e2e: CPython-shaped master")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := mc2.WaitBuild(ctx, req, 5*time.Minute)
+		if err != nil || !b.Succeeded() {
+			t.Fatalf("a build on %s: %+v, %v; want success\n%s", cpythonBuilder, b, err, m2.LogTail())
+		}
+		var launched2 []string
+		for _, id := range instances(t, c, filter("image-id", ami)) {
+			if !slices.Contains(before, id) {
+				launched2 = append(launched2, id)
+			}
+		}
+		if len(launched2) != 1 {
+			t.Fatalf("instances the 4.3.0 master launched from %s: %v; want one", ami, launched2)
+		}
+		if err := waitInstanceState(ctx, c, launched2[0], "terminated", 2*time.Minute); err != nil {
+			t.Fatalf("the 4.3.0 master did not terminate %s: %v\n%s", launched2[0], err, m2.LogTail())
+		}
+		calls := masterCalls(t, e.lab.State.RequestLog, logStart, bundle.AccessKeyID)
+		made := map[string]bool{}
+		for _, call := range calls {
+			made["ec2:"+call.Action] = true
+			if call.Status != http.StatusOK {
+				t.Errorf("the 4.3.0 master's ec2:%s with the handed-off key = HTTP %d; want allowed", call.Action, call.Status)
+			}
+		}
+		for _, want := range []string{"ec2:RunInstances", "ec2:TerminateInstances"} {
+			if !made[want] {
+				t.Errorf("the 4.3.0 master made no %s call with the handed-off key (calls: %v)", want, made)
+			}
+		}
+		t.Logf("the 4.3.0 master's calls with the handed-off key: %d, actions %v", len(calls), slices.Sorted(maps.Keys(made)))
 	})
 }
 
@@ -494,6 +596,29 @@ type loggedCall struct {
 	Action      string `json:"action"`
 	Status      int    `json:"status"`
 	AccessKeyID string `json:"access_key_id"`
+}
+
+// logCalls returns every call in the request log from offset.
+func logCalls(t *testing.T, path string, offset int64) []loggedCall {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, 0); err != nil {
+		t.Fatal(err)
+	}
+	var calls []loggedCall
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var c loggedCall
+		if json.Unmarshal(sc.Bytes(), &c) == nil {
+			calls = append(calls, c)
+		}
+	}
+	return calls
 }
 
 // masterCalls reads the request log from offset and returns the calls

@@ -101,7 +101,7 @@ AWS_ENDPOINT_URL). Start with 'latentworker init'.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput{err} })
 	root.Version = versionString()
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(newInit(), newValidate(), newBake(), newHandoff(), newSweep(), newPlatforms(), newStatus(), newVersion())
+	root.AddCommand(newInit(), newValidate(), newBake(), newHandoff(), newSweep(), newPlatforms(), newStatus(), newProvision(), newVersion())
 	return root
 }
 

@@ -58,7 +58,8 @@ func newSweep() *cobra.Command {
              than --max-age, measured from the primary network interface's
              attach time (LaunchTime resets on stop/start). With --master-url,
              an instance whose worker the buildmaster does not see connected
-             is a zombie after --grace already.
+             is a zombie after --grace already, and one whose worker is
+             connected never is, whatever its age (it may be mid-build).
   leftovers  what a bake run made and no longer uses (builder and verify
              instances, temporary key pairs and security groups, AMIs and
              snapshots of runs that did not complete) and anything past its

@@ -1,6 +1,6 @@
 // Package aptcache is the lab's caching HTTP forward proxy for apt, so that
-// bakes in lab instances do not download the same Debian packages again and
-// again.
+// bakes in lab instances do not download the same Debian and Ubuntu packages
+// again and again.
 //
 // It owns the on-disk cache (one file per URL under a directory that outlives
 // a lab), the allow-list of upstream mirrors, and the rules for what is cached
@@ -32,7 +32,6 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"os"
 	"path"
@@ -41,9 +40,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/latentworker/latentworker/lab/loopback"
 )
 
-// DefaultUpstreams are the hosts the proxy forwards to unless Allow is called.
+// DefaultUpstreams are the hosts the proxy forwards to unless Allow is
+// called: Debian's archives. The lab allows every release's (Ubuntu's too).
 var DefaultUpstreams = []string{"deb.debian.org", "security.debian.org"}
 
 // DefaultFreshness is how long a mutable index is served without asking the
@@ -135,39 +137,15 @@ func (c *Cache) Stats() Stats {
 }
 
 // Listen listens on addr, which must be a loopback IP address and port
-// ("127.0.0.1:0" picks a free port). The proxy must never listen elsewhere:
-// instances share the host's network namespace and reach it on loopback.
+// ("127.0.0.1:0" picks a free port).
 func Listen(addr string) (net.Listener, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil || !ap.Addr().IsLoopback() {
-		return nil, fmt.Errorf("apt cache: listen address %q: must be a loopback IP and port, like 127.0.0.1:3142", addr)
-	}
-	ln, err := net.Listen("tcp", ap.String())
-	if err != nil {
-		return nil, fmt.Errorf("apt cache: listen on %s: %w", addr, err)
-	}
-	return ln, nil
+	return loopback.Listen("apt cache", addr, "127.0.0.1:3142")
 }
 
-// Serve answers proxy requests on ln until ctx is done, then shuts down,
-// giving transfers in flight a few seconds. It returns nil after ctx ends,
+// Serve answers on ln until ctx is done; it returns nil after ctx ends,
 // and the server's error otherwise.
 func (c *Cache) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: c, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("apt cache: serve on %s: %w", ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
-	}
-	<-errc
-	return nil
+	return loopback.Serve(ctx, ln, c, "apt cache")
 }
 
 // kind is what the cache does with a path.
@@ -179,8 +157,9 @@ const (
 	mutable
 )
 
-// classify decides from the URL path alone. Debian never changes a file in
-// pool/ (the version is in its name) nor one under by-hash/ (the hash is).
+// classify decides from the URL path alone. Debian's and Ubuntu's archives
+// never change a file in pool/ (the version is in its name) nor one under
+// by-hash/ (the hash is).
 func classify(p string) kind {
 	base := path.Base(p)
 	switch {

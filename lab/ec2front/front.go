@@ -111,10 +111,12 @@ type Front struct {
 	Log io.Writer
 
 	client *http.Client
-	logMu  sync.Mutex
-	keysMu sync.Mutex
-	keys   map[string]string // access key ID -> secret, of keys created through the front
-	authz  authzState
+	// launched holds RunInstances answers by region and client token.
+	launched sync.Map
+	logMu    sync.Mutex
+	keysMu   sync.Mutex
+	keys     map[string]string // access key ID -> secret, of keys created through the front
+	authz    authzState
 }
 
 // New returns a front for moto at motoURL.
@@ -140,6 +142,31 @@ type call struct {
 	asLab   bool // allowed by the evaluator: forward signed with the lab's key
 }
 
+// Request is what the front reads of an AWS query-API request.
+type Request struct {
+	Service string // from the signature's scope: ec2, iam, sts
+	Region  string
+	Action  string
+	Form    url.Values // the form body, or the URL's query
+}
+
+// ParseRequest reads a request as the front routes it: the service and
+// region from the signature's credential scope, the parameters from a form
+// body (or the URL's query), the Action among them.
+func ParseRequest(r *http.Request, body []byte) Request {
+	var q Request
+	if m := credScope.FindStringSubmatch(r.Header.Get("Authorization")); m != nil {
+		q.Region, q.Service = m[1], m[2]
+	}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		q.Form, _ = url.ParseQuery(string(body))
+	} else {
+		q.Form = r.URL.Query()
+	}
+	q.Action = q.Form.Get("Action")
+	return q
+}
+
 var credScope = regexp.MustCompile(`Credential=[^/]+/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request`)
 
 func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -149,16 +176,8 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	c := &call{r: r, body: body}
-	if m := credScope.FindStringSubmatch(r.Header.Get("Authorization")); m != nil {
-		c.region, c.service = m[1], m[2]
-	}
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
-		c.form, _ = url.ParseQuery(string(body))
-	} else {
-		c.form = r.URL.Query()
-	}
-	c.action = c.form.Get("Action")
+	q := ParseRequest(r, body)
+	c := &call{r: r, body: body, service: q.Service, region: q.Region, action: q.Action, form: q.Form}
 	status, respBody, hdr := f.handle(c)
 	for k, vs := range hdr {
 		if k == "Content-Length" {

@@ -56,6 +56,16 @@ func instanceItems(doc *etree.Document) []*etree.Element {
 }
 
 func (f *Front) runInstances(c *call) (int, []byte, http.Header, error) {
+	// A client token makes the launch idempotent, as on EC2 (moto ignores
+	// it): the same token answers the first launch's answer again, so a
+	// retry after a lost answer launches nothing more.
+	token := c.region + "/" + c.form.Get("ClientToken")
+	if c.form.Get("ClientToken") != "" {
+		if v, ok := f.launched.Load(token); ok {
+			a := v.(tokenAnswer)
+			return a.status, a.body, a.hdr.Clone(), nil
+		}
+	}
 	if err := f.Backend.CheckLaunch(c.region, c.form.Get("ImageId")); err != nil {
 		return 0, nil, nil, err
 	}
@@ -77,7 +87,18 @@ func (f *Front) runInstances(c *call) (int, []byte, http.Header, error) {
 		}
 		rewriteInstance(item, v)
 	}
-	return render(doc, hdr)
+	status, body, hdr, err = render(doc, hdr)
+	if err == nil && c.form.Get("ClientToken") != "" {
+		f.launched.Store(token, tokenAnswer{status, body, hdr.Clone()})
+	}
+	return status, body, hdr, err
+}
+
+// tokenAnswer is a response the front gives again for the same client token.
+type tokenAnswer struct {
+	status int
+	body   []byte
+	hdr    http.Header
 }
 
 func (f *Front) describeInstances(c *call) (int, []byte, http.Header, error) {

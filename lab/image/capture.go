@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/latentworker/latentworker/lab/aptcache"
+	"github.com/latentworker/latentworker/lab/pypicache"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,6 +44,7 @@ func Scrub(layer string) error {
 	remove := []string{
 		"etc/ssh/sshd_config.d/latentlab.conf",
 		aptcache.AptConfPath,
+		pypicache.PipConfPath,
 		"etc/hostname",
 		"var/lib/dbus/machine-id",
 		"var/log/journal",

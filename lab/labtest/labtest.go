@@ -24,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/latentworker/latentworker/lab"
+	"github.com/latentworker/latentworker/lab/image"
 )
 
 // Tools the lab needs on the host.
@@ -54,6 +55,23 @@ func Require(t testing.TB) {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
+}
+
+// RequireImage skips the test (fails it when CI=true) unless the lab can
+// boot the release name: its base image is cached, or this host can build
+// it (debootstrap's script for the suite, the archive's keyring).
+func RequireImage(t testing.TB, name string) {
+	t.Helper()
+	if _, ok := image.Built(cacheDir(), name); ok {
+		return
+	}
+	if err := image.CanBuild(name); err != nil {
+		msg := "the lab cannot boot " + name + ": " + err.Error()
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
 }
 
 var (
@@ -115,7 +133,7 @@ func Start(t testing.TB, extra string) *Lab {
 	port := freePort(t)
 	addresses := fmt.Sprintf("127.%d.%d.0/24", 20+rand.IntN(200), rand.IntN(256))
 	cfgPath := filepath.Join(stateDir, "lab.toml")
-	cfg := fmt.Sprintf("listen = \"127.0.0.1:%d\"\naddresses = %q\napt_cache = \"127.0.0.1:%d\"\n%s\n", port, addresses, freePort(t), extra)
+	cfg := fmt.Sprintf("listen = \"127.0.0.1:%d\"\naddresses = %q\napt_cache = \"127.0.0.1:%d\"\npypi_cache = \"127.0.0.1:%d\"\n%s\n", port, addresses, freePort(t), freePort(t), extra)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -24,12 +24,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/latentworker/latentworker/lab/aptcache"
+	"github.com/latentworker/latentworker/lab/pypicache"
 )
 
 // State is the life-cycle state of a machine, as the lab sees it.
@@ -63,16 +65,28 @@ type Spec struct {
 	AuthKey  string     // public key (authorized_keys line) of the launch key pair; may be empty
 	Hostname string
 	// AptProxy is the loopback host:port of the lab's apt cache; apt in
-	// the guest uses it for Debian's mirror. Empty: none.
+	// the guest uses it for its release's archives. Empty: none.
 	AptProxy string
+	// PipIndex is the loopback host:port of the lab's PyPI mirror; pip in
+	// the instance uses it (/etc/pip.conf). Empty: none.
+	PipIndex string
 	// OnExit is called (from the supervisor goroutine) when the guest powered
 	// itself off, i.e. the machine stopped without a Stop call.
 	OnGuestPoweroff func()
+	// Base, when set, gives the lowest layer (the base rootfs), appended to
+	// Layers at the first Start: the machine is pending while it runs
+	// (building a base image takes minutes), and a Stop or Terminate
+	// cancels its context. If it fails, the machine ends stopped and
+	// OnBaseFailure is called with the error.
+	Base          func(ctx context.Context) (string, error)
+	OnBaseFailure func(error)
 }
 
 // Machine is a supervised nspawn container.
 type Machine struct {
 	spec Spec
+	// seen is state, for readers that must not wait for mu (State).
+	seen atomic.Value
 
 	mu        sync.Mutex
 	state     State
@@ -83,17 +97,32 @@ type Machine struct {
 	mounted   bool
 	hostKeys  []string // public host keys, authorized_keys format
 	bootCount int
-	changed   chan struct{}  // closed and replaced on every state change
-	holds     sync.WaitGroup // Hold: readers of the upper directory
+	baseReady bool               // Spec.Layers holds the base (always, without Spec.Base)
+	baseStop  context.CancelFunc // cancels a Spec.Base in progress
+	changed   chan struct{}      // closed and replaced on every state change
+	holds     sync.WaitGroup     // Hold: readers of the upper directory
 }
 
 // New returns a machine in the stopped state; call Start to boot it.
 func New(spec Spec) *Machine {
-	return &Machine{spec: spec, state: Stopped, changed: make(chan struct{})}
+	spec.Layers = append([]string(nil), spec.Layers...)
+	return &Machine{spec: spec, state: Stopped, changed: make(chan struct{}), baseReady: spec.Base == nil}
 }
 
 // Spec returns the machine's spec.
-func (m *Machine) Spec() Spec { return m.spec }
+func (m *Machine) Spec() Spec {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.spec
+}
+
+// Layers returns the machine's lower layers, newest first, and whether they
+// are complete: false while the base is still to come from Spec.Base.
+func (m *Machine) Layers() ([]string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.spec.Layers...), m.baseReady
+}
 
 // Paths of the overlay parts inside Spec.Dir.
 func (m *Machine) upper() string  { return filepath.Join(m.spec.Dir, "u") }
@@ -106,11 +135,15 @@ func (m *Machine) UpperDir() string { return m.upper() }
 // ConsolePath is the file the container's console is written to.
 func (m *Machine) ConsolePath() string { return filepath.Join(m.spec.Dir, "console.log") }
 
-// State returns the current state.
+// State returns the current state. It never waits for the machine's lock,
+// which Start and Terminate hold across slow work (host keys, unmounting,
+// deleting the upper layer): the EC2 endpoint reads every instance's state
+// on every DescribeInstances.
 func (m *Machine) State() State {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.state
+	if s, ok := m.seen.Load().(State); ok {
+		return s
+	}
+	return Stopped // as New makes it
 }
 
 // Changed returns a channel closed at the next state change.
@@ -126,6 +159,7 @@ func (m *Machine) setState(s State) {
 		return
 	}
 	m.state = s
+	m.seen.Store(s)
 	close(m.changed)
 	m.changed = make(chan struct{})
 }
@@ -210,6 +244,11 @@ func (m *Machine) prepare() error {
 	if m.spec.AptProxy != "" {
 		if err := write(aptcache.AptConfPath, aptcache.AptConf(m.spec.AptProxy), 0o644); err != nil {
 			return fmt.Errorf("machine %s: apt proxy: %w", m.spec.ID, err)
+		}
+	}
+	if m.spec.PipIndex != "" {
+		if err := write(pypicache.PipConfPath, pypicache.PipConf(m.spec.PipIndex), 0o644); err != nil {
+			return fmt.Errorf("machine %s: pip index: %w", m.spec.ID, err)
 		}
 	}
 	// A fresh identity: machine-id is initialised by systemd at boot.
@@ -329,6 +368,15 @@ func (m *Machine) Start() error {
 	default:
 		return fmt.Errorf("machine %s: cannot start in state %s", m.spec.ID, m.state)
 	}
+	if !m.baseReady {
+		ctx, cancel := context.WithCancel(context.Background())
+		m.baseStop = cancel
+		m.stopReq = false
+		m.setState(Pending)
+		m.done = make(chan struct{})
+		go m.awaitBase(ctx, m.done)
+		return nil
+	}
 	if err := m.mount(); err != nil {
 		return err
 	}
@@ -340,6 +388,36 @@ func (m *Machine) Start() error {
 	m.done = make(chan struct{})
 	go m.supervise(m.done)
 	return nil
+}
+
+// awaitBase gets the base layer from Spec.Base, then mounts, prepares and
+// boots the machine, unless it was stopped or terminated meanwhile.
+func (m *Machine) awaitBase(ctx context.Context, done chan struct{}) {
+	base, err := m.spec.Base(ctx)
+	m.mu.Lock()
+	m.baseStop()
+	if err == nil && !m.stopReq {
+		m.spec.Layers = append(m.spec.Layers, base)
+		m.baseReady = true
+		if err = m.mount(); err == nil {
+			err = m.prepare()
+		}
+	}
+	if err != nil || m.stopReq {
+		if m.state != ShuttingDown {
+			m.setState(Stopped)
+		}
+		stopped := m.stopReq
+		cb := m.spec.OnBaseFailure
+		m.mu.Unlock()
+		close(done)
+		if err != nil && !stopped && cb != nil {
+			cb(err)
+		}
+		return
+	}
+	m.mu.Unlock()
+	m.supervise(done)
 }
 
 // supervise boots the container, restarts it after a guest reboot, and
@@ -440,7 +518,7 @@ func (m *Machine) watchSSH(boot int, exited <-chan error) {
 		if !current {
 			return
 		}
-		if sshAnswers(addr) {
+		if SSHAnswers(addr) {
 			m.mu.Lock()
 			if m.state == Pending {
 				m.setState(Running)
@@ -453,7 +531,9 @@ func (m *Machine) watchSSH(boot int, exited <-chan error) {
 	}
 }
 
-func sshAnswers(addr string) bool {
+// SSHAnswers reports whether an SSH server answers at addr (host:port) with
+// its protocol banner: what makes the lab show an instance running.
+func SSHAnswers(addr string) bool {
 	c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
 	if err != nil {
 		return false
@@ -537,6 +617,9 @@ func (m *Machine) Reboot() error {
 	if m.state != Running && m.state != Pending {
 		return fmt.Errorf("machine %s: cannot reboot in state %s", m.spec.ID, m.state)
 	}
+	if !m.baseReady {
+		return nil // still waiting for its base: it boots afresh anyway
+	}
 	pid := m.initPID()
 	if pid <= 0 {
 		return fmt.Errorf("machine %s: container init not found", m.spec.ID)
@@ -578,6 +661,9 @@ func (m *Machine) Stop(ctx context.Context, timeout time.Duration) error {
 		m.setState(Stopping)
 	}
 	cmd, done := m.cmd, m.done
+	if !m.baseReady && m.baseStop != nil {
+		m.baseStop() // a machine waiting for its base has nothing to shut down
+	}
 	m.mu.Unlock()
 	if cmd != nil && cmd.Process != nil {
 		_ = cmd.Process.Signal(syscall.SIGTERM)

@@ -40,14 +40,29 @@ func requireBuildbot(t *testing.T) {
 	t.Skip(msg)
 }
 
-// TestMasterRunsBuild starts a real master and a real worker on the host,
-// and runs a build on it.
+// TestMasterRunsBuild starts a real master (Debian's buildbot) and a real
+// worker on the host, and runs a build on it.
 func TestMasterRunsBuild(t *testing.T) {
 	requireBuildbot(t)
 	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts a buildbot master and worker (~10 s)")
 	}
+	testMasterRunsBuild(t, Debian())
+}
+
+// TestPipMasterRunsBuild is TestMasterRunsBuild with buildbot 4.3.0 (as
+// CPython's master pins it) from PyPI, on Debian 13's Python 3.13.
+func TestPipMasterRunsBuild(t *testing.T) {
+	requireBuildbot(t)
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts a buildbot master and worker (~10 s; the first run builds a root filesystem and a venv, ~2 min)")
+	}
+	testMasterRunsBuild(t, RequirePipFlavour(t, "4.3.0"))
+}
+
+func testMasterRunsBuild(t *testing.T, flavour Flavour) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	tmp := t.TempDir()
@@ -57,11 +72,12 @@ func TestMasterRunsBuild(t *testing.T) {
 	m, err := Start(ctx, Config{
 		Dir:     filepath.Join(tmp, "master"),
 		Workers: []Worker{{Name: name, Password: password}},
+		Flavour: flavour,
 	})
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	t.Logf("master started in %v: pid %d, %s, pb %s", time.Since(t0).Round(time.Millisecond), m.PID(), m.URL(), m.PBAddr())
+	t.Logf("%s master started in %v: pid %d, %s, pb %s", flavour.Name, time.Since(t0).Round(time.Millisecond), m.PID(), m.URL(), m.PBAddr())
 	masterStopped := false
 	defer func() {
 		if !masterStopped {

@@ -1,7 +1,10 @@
-// Package master runs a real buildbot master for the lab: Debian's buildbot
-// 3.7, started as a child process that listens on loopback only, with one
-// builder and one ForceScheduler, so a test can prove that a baked worker
-// connects to a master and runs a build. It also has a small client for the
+// Package master runs a real buildbot master for the lab, started as a
+// child process that listens on loopback only, with one builder and one
+// ForceScheduler (or a configuration directory of the caller's), so a test
+// can prove that a baked worker connects to a master and runs a build. The
+// master is Debian's buildbot 3.7 on the host's Python, or (Flavour,
+// EnsurePip) a buildbot from PyPI, e.g. 4.3.0 as CPython's master pins it,
+// in a venv on the Python 3.13 of a Debian 13 root filesystem. It also has a small client for the
 // master's REST API (Client) that works against any buildbot master URL.
 //
 // The package owns the master's base directory (master.cfg, the sqlite
@@ -10,7 +13,7 @@
 // whose worker connects to PBAddr), and EC2 latent workers come from the
 // caller's Config.Extra.
 //
-// Debian ships buildbot without its web UI; the master is given a stub "base"
+// Debian ships buildbot without its web UI; its master is given a stub "base"
 // www plugin (see plugin.go) so that the REST API at /api/v2 works. There is
 // no authentication: anything that can reach the loopback port can control
 // the master, which is fine for a lab and nothing else.
@@ -94,7 +97,19 @@ type Config struct {
 	// are file names: letters, digits, '.', '_', '-'.
 	Secrets map[string]string
 
-	// Buildbot is the buildbot command; default DefaultBuildbot.
+	// Flavour is the buildbot the master runs; zero: Debian's (Debian()).
+	Flavour Flavour
+	// ConfigDir, when set, is a master configuration directory (master.cfg
+	// and the files it imports, e.g. a settings file) whose files are
+	// copied into Dir instead of a rendered master.cfg: Workers, Extra,
+	// ExtraWorkerNames, AWSEndpoint, Secrets and SchedulerName are not
+	// used, the ports must be set (and be the ones the configuration
+	// listens on), and BuilderName must name one of its builders (Start
+	// waits until the REST API lists it).
+	ConfigDir string
+
+	// Buildbot is the buildbot command; default Flavour.Buildbot, else
+	// DefaultBuildbot.
 	Buildbot string
 	// StartTimeout bounds Start; default DefaultStartTimeout.
 	StartTimeout time.Duration
@@ -150,6 +165,9 @@ const maxPortAttempts = 3
 func Start(ctx context.Context, cfg Config) (*Master, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Buildbot == "" {
+		cfg.Buildbot = cfg.Flavour.Buildbot
+	}
+	if cfg.Buildbot == "" {
 		cfg.Buildbot = DefaultBuildbot
 	}
 	if cfg.StartTimeout <= 0 {
@@ -161,7 +179,11 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 	if cfg.Dir == "" {
 		return nil, fmt.Errorf("start master: %w: Dir is empty", ErrInvalidConfig)
 	}
-	if err := cfg.validate(); err != nil {
+	if cfg.ConfigDir != "" {
+		if cfg.PBPort == 0 || cfg.WWWPort == 0 {
+			return nil, fmt.Errorf("start master: %w: a ConfigDir needs both ports set", ErrInvalidConfig)
+		}
+	} else if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("start master: %w", err)
 	}
 	dir, err := filepath.Abs(cfg.Dir)
@@ -179,16 +201,18 @@ func Start(ctx context.Context, cfg Config) (*Master, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("start master: create dir: %w", err)
 	}
-	pylib, err := writePlugin(dir)
-	if err != nil {
-		return nil, fmt.Errorf("start master in %s: %w", dir, err)
+	pylib := ""
+	if !cfg.Flavour.WWW {
+		if pylib, err = writePlugin(dir); err != nil {
+			return nil, fmt.Errorf("start master in %s: %w", dir, err)
+		}
 	}
 	env := masterEnv(os.Environ(), cfg.Env, pylib)
 
 	// A master is created once (buildbot.tac, then the database); an
 	// interrupted creation is finished on the next Start.
 	if !exists(filepath.Join(dir, tacFile)) || !exists(filepath.Join(dir, dbFile)) {
-		if err := createMaster(ctx, cfg.Buildbot, dir, env); err != nil {
+		if err := createMaster(ctx, cfg.Flavour, cfg.Buildbot, dir, env); err != nil {
 			return nil, fmt.Errorf("start master: %w", err)
 		}
 	}
@@ -243,15 +267,21 @@ var cannotListenRE = regexp.MustCompile(`Couldn't listen on [^\s]*:(\d+): .*Addr
 
 // start writes master.cfg for cfg (ports set) and runs the master.
 func start(ctx context.Context, cfg Config, env []string) (*Master, error) {
-	text, err := Render(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("start master: %w", err)
-	}
-	if err := writeSecrets(filepath.Join(cfg.Dir, secretsDir), cfg.Secrets); err != nil {
-		return nil, fmt.Errorf("start master: %w", err)
-	}
-	if err := writeSecret(filepath.Join(cfg.Dir, cfgFile), text); err != nil {
-		return nil, fmt.Errorf("start master: %w", err)
+	if cfg.ConfigDir != "" {
+		if err := copyConfigDir(cfg.ConfigDir, cfg.Dir); err != nil {
+			return nil, fmt.Errorf("start master: %w", err)
+		}
+	} else {
+		text, err := Render(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("start master: %w", err)
+		}
+		if err := writeSecrets(filepath.Join(cfg.Dir, secretsDir), cfg.Secrets); err != nil {
+			return nil, fmt.Errorf("start master: %w", err)
+		}
+		if err := writeSecret(filepath.Join(cfg.Dir, cfgFile), text); err != nil {
+			return nil, fmt.Errorf("start master: %w", err)
+		}
 	}
 	logFile, err := os.OpenFile(filepath.Join(cfg.Dir, processLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -264,16 +294,12 @@ func start(ctx context.Context, cfg Config, env []string) (*Master, error) {
 
 	// `buildbot start --nodaemon` runs twistd in the same process (no
 	// fork), so cmd.Process is the master itself.
-	cmd := exec.Command(cfg.Buildbot, "start", "--nodaemon", cfg.Dir)
-	cmd.Dir = cfg.Dir
-	cmd.Env = env
+	// In a root filesystem, the shell that mounts it becomes chroot, then
+	// env, then buildbot: the same process. If this process dies without
+	// Stop, Pdeathsig does not leave a master behind.
+	cmd := cfg.Flavour.command(context.Background(), cfg.Dir, env, cfg.Buildbot, "start", "--nodaemon", cfg.Dir)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid: true,
-		// If this process dies without Stop, do not leave a master behind.
-		Pdeathsig: syscall.SIGKILL,
-	}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("start master: run %s: %w", cfg.Buildbot, err)
@@ -353,13 +379,9 @@ func exitStatus(err error) string {
 
 // createMaster runs `buildbot create-master`, which writes buildbot.tac and
 // creates the sqlite database.
-func createMaster(ctx context.Context, buildbot, dir string, env []string) error {
-	cmd := exec.CommandContext(ctx, buildbot, "create-master", "--relocatable",
+func createMaster(ctx context.Context, f Flavour, buildbot, dir string, env []string) error {
+	cmd := f.command(ctx, dir, env, buildbot, "create-master", "--relocatable",
 		"--db", "sqlite:///"+dbFile, dir)
-	cmd.Dir = dir
-	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("buildbot create-master %s: %w\n%s", dir, err, tail(out, 30))
@@ -380,15 +402,21 @@ func masterEnv(inherited, extra []string, pylib string) []string {
 		}
 		env = append(env, kv)
 	}
-	pythonPath := pylib
+	var pythonPath []string
+	if pylib != "" {
+		pythonPath = append(pythonPath, pylib)
+	}
 	for _, kv := range extra {
 		if k, v, _ := strings.Cut(kv, "="); k == "PYTHONPATH" && v != "" {
-			pythonPath += string(os.PathListSeparator) + v
+			pythonPath = append(pythonPath, v)
 			continue
 		}
 		env = append(env, kv)
 	}
-	return append(env, "PYTHONPATH="+pythonPath, "PYTHONUNBUFFERED=1")
+	if len(pythonPath) > 0 {
+		env = append(env, "PYTHONPATH="+strings.Join(pythonPath, string(os.PathListSeparator)))
+	}
+	return append(env, "PYTHONUNBUFFERED=1")
 }
 
 // freePorts returns pb and www unless zero, with zeros replaced by free
@@ -614,4 +642,33 @@ func portsFree(host string, ports ...int) error {
 		ln.Close()
 	}
 	return nil
+}
+
+// copyConfigDir copies the regular files of src and its subdirectories into
+// dst (0600 files: a configuration may hold secrets), replacing files of the
+// same name. Python caches are skipped.
+func copyConfigDir(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if d.Name() == "__pycache__" {
+				return filepath.SkipDir
+			}
+			return os.MkdirAll(filepath.Join(dst, rel), 0o700)
+		}
+		if !d.Type().IsRegular() {
+			return fmt.Errorf("config dir %s: %s is not a regular file", src, rel)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return writeSecret(filepath.Join(dst, rel), data)
+	})
 }

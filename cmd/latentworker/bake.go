@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -62,7 +63,10 @@ On failure, Ctrl-C or SIGTERM it is removed in reverse order; a second Ctrl-C
 exits at once and prints what is left and how to remove it. The builder
 instance is left stopped, as the guide does, unless --terminate-builder.
 
-Output: progress on stderr (with elapsed time and snapshot percent); the
+Output: progress on stderr: on a terminal a live view redrawn in place (the
+finished steps with their times, the current one with its elapsed time and
+latest progress); to a pipe, a file or TERM=dumb, plain lines with elapsed
+time and snapshot percent. The
 result (AMI ID, region, manifest path) on stdout; with --json, one JSON event
 per line on stdout, ending with a "result" object.
 
@@ -120,10 +124,23 @@ func runBake(ctx context.Context, o *bakeOptions) error {
 		return err
 	}
 	var p printer
-	if o.json {
+	switch {
+	case o.json:
 		o.jp = newJSONPrinter(o.stdout)
 		p = o.jp
-	} else {
+	case isLiveTerminal(o.stderr):
+		// The view owns the terminal until it ends: the run's other
+		// stderr lines go above it, and its result waits for its end.
+		v := newLiveView(o.stderr, o.verbose)
+		p = v.printer(cfg.Worker.Name, v)
+		jo := *o
+		jo.stderr = v
+		var out bytes.Buffer
+		err := job.run(ctx, &jo, p, &out)
+		p.close()
+		_, _ = io.Copy(o.stdout, &out)
+		return err
+	default:
 		p = newTextPrinter(o.stderr, o.verbose)
 	}
 	defer p.close()

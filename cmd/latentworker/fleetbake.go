@@ -68,7 +68,19 @@ func runFleet(ctx context.Context, o *bakeOptions) error {
 		jp = newJSONPrinter(o.stdout)
 		o.jp = jp
 	}
-	stderr := &lockedWriter{w: o.stderr}
+	var stderr io.Writer = &lockedWriter{w: o.stderr}
+	// On a terminal, one live view with a block per worker; its printers
+	// are all made before any run starts, since it ends when the last
+	// closes.
+	var live []printer
+	if jp == nil && isLiveTerminal(o.stderr) {
+		v := newLiveView(o.stderr, o.verbose)
+		stderr = v
+		for _, j := range jobs {
+			name := j.cfg.Worker.Name
+			live = append(live, v.printer(name, &prefixWriter{w: v, prefix: "[" + name + "] "}))
+		}
+	}
 	var wg sync.WaitGroup
 	for i, j := range jobs {
 		wg.Go(func() {
@@ -76,7 +88,11 @@ func runFleet(ctx context.Context, o *bakeOptions) error {
 			var out bytes.Buffer
 			jo := *o
 			jo.stderr = &prefixWriter{w: stderr, prefix: "[" + j.cfg.Worker.Name + "] "}
-			if jp == nil {
+			switch {
+			case live != nil:
+				defer live[i].close()
+				p = live[i]
+			case jp == nil:
 				tp := newTextPrinter(jo.stderr, o.verbose)
 				defer tp.close()
 				p = tp

@@ -17,6 +17,7 @@ func main() {
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		sig := <-sigs
+		stopLiveViews() // its last frame stays; plain lines follow
 		fmt.Fprintf(os.Stderr, "\nlatentworker: %v: cleaning up (again to exit at once)\n", sig)
 		cancel(fmt.Errorf("%w: %v", context.Canceled, sig))
 		sig = <-sigs

@@ -350,3 +350,21 @@ func TestDriverSurvivesDroppedConnection(t *testing.T) {
 	}
 	assertNoScriptsLeft(t, "drop-test")
 }
+
+// TestDriverJobUmask: a detached script runs with the umask a command run
+// through sudo has (022), not the starter's 077: files it creates for
+// other users (a venv, a unit) stay readable.
+func TestDriverJobUmask(t *testing.T) {
+	s := newSSHD(t)
+	s.start()
+	ctx := testContext(t)
+	c := s.dial(ctx)
+	var progress syncBuffer
+	d := &Driver{Platform: debian12, Progress: &progress}
+	if err := d.RunScript(ctx, c, "umask", []byte("umask\n")); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(progress.String(), "0022\n") {
+		t.Errorf("a script's umask: %q; want 0022", progress.String())
+	}
+}

@@ -185,6 +185,9 @@ cat >"$2/in"
 exec 3<"$2/in"
 rm -f -- "$2/in"
 cd /
+# The job gets the umask a command run through sudo gets, not the
+# starter's own.
+umask 022
 job='sh "$1" <&3 3<&- >"$2/out" 2>"$2/err"; echo "$?" >"$2/rc.tmp"; mv -f "$2/rc.tmp" "$2/rc"'
 if command -v setsid >/dev/null 2>&1; then
 	nohup setsid sh -c "$job" latentworker-job "$1" "$2" </dev/null >/dev/null 2>&1 &

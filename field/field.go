@@ -7,7 +7,6 @@
 package field
 
 import (
-	"errors"
 	"fmt"
 	"unicode/utf8"
 )
@@ -43,8 +42,7 @@ func All(err error) []*Error {
 		if e == nil {
 			return
 		}
-		var fe *Error
-		if errors.As(e, &fe) && fe == e {
+		if fe, ok := e.(*Error); ok {
 			out = append(out, fe)
 			return
 		}

@@ -13,6 +13,7 @@ import (
 	"text/template"
 	"text/template/parse"
 
+	"github.com/latentworker/latentworker/field"
 	"github.com/latentworker/latentworker/platform"
 )
 
@@ -438,29 +439,7 @@ func hasFieldError(err error, field string) bool {
 	return false
 }
 
-func fieldErrors(err error) []*FieldError {
-	var out []*FieldError
-	var walk func(error)
-	walk = func(e error) {
-		if e == nil {
-			return
-		}
-		if fe, ok := e.(*FieldError); ok {
-			out = append(out, fe)
-			return
-		}
-		switch u := e.(type) {
-		case interface{ Unwrap() []error }:
-			for _, c := range u.Unwrap() {
-				walk(c)
-			}
-		case interface{ Unwrap() error }:
-			walk(u.Unwrap())
-		}
-	}
-	walk(err)
-	return out
-}
+func fieldErrors(err error) []*FieldError { return field.All(err) }
 
 func TestUnsupportedFamily(t *testing.T) {
 	p := &platform.Platform{Name: "plan9", Family: "plan9"}

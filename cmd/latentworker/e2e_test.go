@@ -17,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/latentworker/latentworker/bake"
 	"github.com/latentworker/latentworker/fleet"
@@ -518,10 +520,28 @@ func TestHandoffCLI(t *testing.T) {
 	}
 }
 
+// endLease moves the lease on run's key pair into the past, as the lease
+// of a killed run ends when nobody renews it (10 minutes later).
+func endLease(t *testing.T, c *ec2.Client, run string) {
+	t.Helper()
+	ctx := context.Background()
+	out, err := c.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{Filters: []types.Filter{fleet.RunFilter(run)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kp := range out.KeyPairs {
+		if _, err := c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{aws.ToString(kp.KeyPairId)},
+			Tags: []types.Tag{{Key: aws.String(fleet.TagLease), Value: aws.String(time.Now().Add(-time.Minute).UTC().Format(time.RFC3339))}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestSweepAfterKilledBake kills bake with SIGKILL as each step starts (no
-// cleanup can run), then checks that sweep reports what the run left
-// (exit 1), removes it all with --terminate --yes (exit 3), and is silent
-// afterwards (exit 0).
+// cleanup can run). A sweep then leaves the run alone while its lease is
+// live; once the lease has ended, sweep reports what the run left (exit 1),
+// removes it all with --terminate --yes (exit 3), and is silent afterwards
+// (exit 0).
 func TestSweepAfterKilledBake(t *testing.T) {
 	e := newCLIEnv(t)
 	c := e.lab.EC2("")
@@ -579,6 +599,13 @@ func TestSweepAfterKilledBake(t *testing.T) {
 				return
 			}
 			time.Sleep(1100 * time.Millisecond) // older than --max-age
+			// The killed run's lease is still live: to a sweep it is a run
+			// in progress, and nothing of it is touched, whatever
+			// --max-age.
+			if out, stderr, code := sweep(); strings.Contains(out, run) || code == 3 {
+				t.Errorf("sweep while the killed run's lease is live = exit %d; want nothing of run %s\n%s\n%s", code, run, out, stderr)
+			}
+			endLease(t, c, run)
 			out, stderr, code := sweep()
 			if code != 1 {
 				t.Fatalf("sweep after a bake killed at %s = exit %d; want 1\n%s\n%s", step.Name, code, out, stderr)

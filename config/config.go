@@ -92,6 +92,9 @@ type AWS struct {
 	SSHCIDR string `toml:"ssh_cidr"`
 	// Tags are extra tags on everything latentworker creates.
 	Tags map[string]string `toml:"tags"`
+	// CopyToRegions are the regions bake copies the verified AMI to, each
+	// tagged as the original; not the bake's own region.
+	CopyToRegions []string `toml:"copy_to_regions"`
 }
 
 // Image is the [image] section: what the AMI is made from and called.
@@ -125,7 +128,20 @@ type Image struct {
 	ExtraScripts []string `toml:"extra_scripts"`
 	// NamePrefix starts the AMI names: PREFIX-WORKER-YYYYMMDD-hhmmss.
 	NamePrefix string `toml:"name_prefix"`
+	// Encrypted bakes an encrypted root volume, so that the AMI's snapshot
+	// (and its copies') are encrypted.
+	Encrypted bool `toml:"encrypted"`
+	// KMSKeyID is the KMS key (ID, ARN or alias/NAME) of the bake's region
+	// that encrypts the root volume; "" is the region's default EBS key.
+	// Setting it implies Encrypted. Copies use the same key when it is an
+	// alias (an alias of that name in each copy region), else each
+	// region's default EBS key.
+	KMSKeyID string `toml:"kms_key_id"`
 }
+
+// IsEncrypted reports whether the root volume is encrypted: image.encrypted
+// or a KMS key given.
+func (i Image) IsEncrypted() bool { return i.Encrypted || i.KMSKeyID != "" }
 
 // Default returns the configuration before any file, environment or flag:
 // every key with a default set to it, the required ones empty.

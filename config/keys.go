@@ -81,6 +81,9 @@ var keyTable = []keyDef{
 	{Key: Key{Name: "aws.tags", Kind: KindTable, Env: "LATENTWORKER_TAGS", Flag: "tag",
 		Help: "extra tags on everything created; env and flag take k=v[,k=v...] and merge"},
 		field: func(c *Config) any { return &c.AWS.Tags }},
+	{Key: Key{Name: "aws.copy_to_regions", Kind: KindList, Flag: "copy-to-region",
+		Help: "regions the verified AMI is copied to, tags included (not aws.region; no duplicates); the flag appends one"},
+		field: func(c *Config) any { return &c.AWS.CopyToRegions }},
 
 	{Key: Key{Name: "image.platform", Kind: KindString, Env: "LATENTWORKER_PLATFORM", Flag: "platform", Default: DefaultPlatform,
 		Help: "OS release of the base image: a name from latentworker platforms (debian-12, debian-13, ubuntu-24.04, ...; debian and ubuntu are aliases)"},
@@ -115,6 +118,12 @@ var keyTable = []keyDef{
 	{Key: Key{Name: "image.name_prefix", Kind: KindString, Env: "LATENTWORKER_NAME_PREFIX", Flag: "name-prefix", Default: DefaultNamePrefix,
 		Help: "start of the AMI names: PREFIX-WORKER-YYYYMMDD-hhmmss (UTC), which sort by date"},
 		field: func(c *Config) any { return &c.Image.NamePrefix }},
+	{Key: Key{Name: "image.encrypted", Kind: KindBool, Env: "LATENTWORKER_ENCRYPTED", Flag: "encrypted", Default: "false",
+		Help: "encrypt the root volume, so the AMI's snapshots (and its copies') are encrypted"},
+		field: func(c *Config) any { return &c.Image.Encrypted }},
+	{Key: Key{Name: "image.kms_key_id", Kind: KindString, Env: "LATENTWORKER_KMS_KEY_ID", Flag: "kms-key-id",
+		Help: "KMS key of aws.region that encrypts it (key ID, ARN or alias/NAME; implies encrypted); empty: the region's default EBS key; copies use the same alias in their region, or their region's default key"},
+		field: func(c *Config) any { return &c.Image.KMSKeyID }},
 }
 
 // Keys returns every configuration key in file order, for flags, help text

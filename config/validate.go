@@ -51,6 +51,9 @@ var (
 	envNameRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	userRE         = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 	namePrefixRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
+	// A KMS key: ID (a UUID, or mrk- and 32 hex digits for a multi-Region
+	// key), key ARN, alias/NAME, or alias ARN.
+	kmsKeyRE = regexp.MustCompile(`^(` + kmsID + `|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key/` + kmsID + `|alias/[A-Za-z0-9/_-]{1,250})|alias/[A-Za-z0-9/_-]{1,250})$`)
 	// AMI names allow letters, digits, ( ) [ ] space . / - ' @ _; a
 	// pattern adds the * and ? wildcards.
 	baseNameRE = regexp.MustCompile(`^[A-Za-z0-9()\[\] ./'@_*?-]+$`)
@@ -91,6 +94,10 @@ var workerKeys = map[string]string{
 //   - image.root_volume_gib: MinRootVolumeGiB to MaxRootVolumeGiB
 //   - image.ssh_user: empty or a Linux user name
 //   - image.extra_scripts: each a readable regular file
+//   - aws.copy_to_regions: each a region of Regions, not aws.region, in
+//     its partition, listed once
+//   - image.kms_key_id: empty, a KMS key ID, key ARN, alias/NAME or alias
+//     ARN; an ARN of aws.region
 //   - image.name_prefix: 1-32 letters, digits, '.', '_' or '-', starting
 //     and ending with a letter or digit
 func (c *Config) Validate() error {
@@ -166,6 +173,22 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	seen := map[string]bool{}
+	for i, r := range c.AWS.CopyToRegions {
+		key := fmt.Sprintf("aws.copy_to_regions[%d]", i)
+		switch {
+		case !KnownRegion(r):
+			bad(key, r, "must be an AWS region name such as us-west-2 or eu-west-1 (one of "+strings.Join(Regions, ", ")+")", nil)
+		case c.AWS.Region != "" && r == c.AWS.Region:
+			bad(key, r, "is aws.region, where the AMI is baked: copy only to other regions", nil)
+		case c.AWS.Region != "" && Partition(r) != Partition(c.AWS.Region):
+			bad(key, r, "is in the "+Partition(r)+" partition, aws.region in "+Partition(c.AWS.Region)+": an AMI is copied only within a partition", nil)
+		case seen[r]:
+			bad(key, r, "is listed twice", nil)
+		}
+		seen[r] = true
+	}
+
 	// [image]
 	p, perr := c.Image.PlatformInfo()
 	if perr != nil {
@@ -218,6 +241,11 @@ func (c *Config) Validate() error {
 		if err := checkReadableFile(p); err != nil {
 			bad(fmt.Sprintf("image.extra_scripts[%d]", i), p, fileRule(err), err)
 		}
+	}
+	if v := c.Image.KMSKeyID; v != "" && !kmsKeyRE.MatchString(v) {
+		bad("image.kms_key_id", v, "must be empty (the region's default EBS key) or a KMS key ID (a UUID or mrk- and 32 hex digits), key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), alias/NAME or alias ARN", nil)
+	} else if r := kmsKeyRegion(v); r != "" && c.AWS.Region != "" && r != c.AWS.Region {
+		bad("image.kms_key_id", v, "is a key of "+r+", not of aws.region "+c.AWS.Region+": the builder's volume is encrypted in aws.region", nil)
 	}
 	if v := c.Image.NamePrefix; len(v) > maxNamePrefixLen || !namePrefixRE.MatchString(v) {
 		bad("image.name_prefix", v, fmt.Sprintf("must be 1-%d letters, digits, '.', '_' or '-', starting and ending with a letter or digit", maxNamePrefixLen), nil)

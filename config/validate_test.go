@@ -119,6 +119,15 @@ func TestValidate(t *testing.T) {
 		{"name prefix dash", func(c *Config) { c.Image.NamePrefix = "lw-" }, []string{"image.name_prefix"}, "1-32"},
 		{"name prefix long", func(c *Config) { c.Image.NamePrefix = long(33) }, []string{"image.name_prefix"}, ""},
 		{"name prefix empty", func(c *Config) { c.Image.NamePrefix = "" }, []string{"image.name_prefix"}, ""},
+		{"copy region unknown", func(c *Config) { c.AWS.CopyToRegions = []string{"us-west-2", "us-wset-2"} }, []string{"aws.copy_to_regions[1]"}, "AWS region name"},
+		{"copy region own", func(c *Config) { c.AWS.Region = "us-east-1"; c.AWS.CopyToRegions = []string{"us-east-1"} }, []string{"aws.copy_to_regions[0]"}, "is aws.region"},
+		{"copy region twice", func(c *Config) { c.AWS.CopyToRegions = []string{"eu-west-1", "eu-west-1"} }, []string{"aws.copy_to_regions[1]"}, "twice"},
+		{"copy region partition", func(c *Config) { c.AWS.Region = "us-east-1"; c.AWS.CopyToRegions = []string{"cn-north-1"} }, []string{"aws.copy_to_regions[0]"}, "partition"},
+		{"kms key", func(c *Config) { c.Image.KMSKeyID = "my key" }, []string{"image.kms_key_id"}, "alias/NAME"},
+		{"kms key other region", func(c *Config) {
+			c.AWS.Region = "us-east-1"
+			c.Image.KMSKeyID = "arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+		}, []string{"image.kms_key_id"}, "not of aws.region"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			c := valid()

@@ -27,6 +27,12 @@ type Manifest struct {
 	Creator      string    `json:"creator"`
 	Builder      string    `json:"builder_instance,omitempty"` // "" when terminated
 	Verified     bool      `json:"verified"`
+	// Copies are the image's copies in other regions: region -> AMI ID.
+	Copies map[string]string `json:"copies,omitempty"`
+	// Encrypted: the image's snapshots (and its copies') are encrypted;
+	// KMSKeyID the key asked for in Region ("" its default EBS key).
+	Encrypted bool   `json:"encrypted,omitempty"`
+	KMSKeyID  string `json:"kms_key_id,omitempty"`
 	Created      time.Time `json:"created"`
 	Timings      []Timing  `json:"timings"`
 	// WallTime is the whole run; RemoteTime the part in commands on the
@@ -64,6 +70,13 @@ func (s *State) manifest() Manifest {
 	if !s.opts.TerminateBuilder {
 		m.Builder = s.InstanceID
 	}
+	for _, c := range s.Copies {
+		if m.Copies == nil {
+			m.Copies = map[string]string{}
+		}
+		m.Copies[c.Region] = c.ImageID
+	}
+	m.Encrypted, m.KMSKeyID = s.opts.Config.Image.IsEncrypted(), s.opts.Config.Image.KMSKeyID
 	return m
 }
 
@@ -207,7 +220,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	left, undoErr := s.undo.unwind(ctx, opts.Timeouts.Unwind, keep)
 	res := &Result{Manifest: s.manifest(), State: s, Completed: ok}
 	for _, l := range left {
-		if ok && l.Kept && l.ID == s.ImageID {
+		if ok && l.Kept && s.isProduct(l.ID) {
 			continue // the product
 		}
 		res.Leftovers = append(res.Leftovers, l)
@@ -249,4 +262,17 @@ func (s *State) authorizeDebugKey(ctx context.Context) {
 		return
 	}
 	s.DebugKeyAdded = true
+}
+
+// isProduct reports whether id is the image or one of its copies.
+func (s *State) isProduct(id string) bool {
+	if id == s.ImageID {
+		return true
+	}
+	for _, c := range s.Copies {
+		if c.ImageID == id {
+			return true
+		}
+	}
+	return false
 }

@@ -61,22 +61,29 @@ func (s *State) pushImageUndo(id string) {
 // deleteImage deregisters image id and deletes its snapshots: those the run
 // saw, those the image names and those tagged with the run ID.
 func (s *State) deleteImage(ctx context.Context, id string) error {
+	return s.deleteImageIn(ctx, s.opts.EC2, s.Region, id, s.SnapshotIDs)
+}
+
+// deleteImageIn deregisters image id through api (region's client) and
+// deletes its snapshots: known, those the image names and those in region
+// tagged with the run ID.
+func (s *State) deleteImageIn(ctx context.Context, api EC2API, region, id string, known []string) error {
 	snaps := map[string]bool{}
-	for _, sn := range s.SnapshotIDs {
+	for _, sn := range known {
 		snaps[sn] = true
 	}
-	if out, err := s.opts.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{id}}); err == nil {
+	if out, err := api.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{id}}); err == nil {
 		for _, im := range out.Images {
 			for _, sn := range imageSnapshots(im) {
 				snaps[sn] = true
 			}
 		}
 	}
-	_, err := s.opts.EC2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)})
+	_, err := api.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)})
 	if err != nil && !awserr.NotFound(err) {
-		return fmt.Errorf("deregistering image %s: %w", id, err)
+		return fmt.Errorf("deregistering image %s in %s: %w", id, region, err)
 	}
-	if out, err := s.opts.EC2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{
+	if out, err := api.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{
 		OwnerIds: []string{"self"}, Filters: []types.Filter{fleet.RunFilter(s.RunID)},
 	}); err == nil {
 		for _, sn := range out.Snapshots {
@@ -85,9 +92,9 @@ func (s *State) deleteImage(ctx context.Context, id string) error {
 	}
 	var errs []error
 	for sn := range snaps {
-		_, err := s.opts.EC2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(sn)})
+		_, err := api.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(sn)})
 		if err != nil && !awserr.NotFound(err) {
-			errs = append(errs, fmt.Errorf("deleting snapshot %s (%s): %w", sn, s.cmd("delete-snapshot --snapshot-id %s", sn), err))
+			errs = append(errs, fmt.Errorf("deleting snapshot %s (%s): %w", sn, s.cmdIn(region, "delete-snapshot --snapshot-id %s", sn), err))
 		}
 	}
 	return errors.Join(errs...)

@@ -53,6 +53,15 @@ func (s *State) runInstance(ctx context.Context, ami string, role fleet.Role, ki
 			s.labels.Spec(types.ResourceTypeVolume, fleet.RoleVolume, name),
 		},
 	}
+	if cfg.Image.IsEncrypted() {
+		// The root volume, and so the image's snapshot, encrypted with
+		// the key asked for (nil: the region's default EBS key).
+		ebs := in.BlockDeviceMappings[0].Ebs
+		ebs.Encrypted = aws.Bool(true)
+		if cfg.Image.KMSKeyID != "" {
+			ebs.KmsKeyId = aws.String(cfg.Image.KMSKeyID)
+		}
+	}
 	if cfg.AWS.SubnetID != "" {
 		in.SubnetId = aws.String(cfg.AWS.SubnetID)
 	}

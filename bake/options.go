@@ -30,6 +30,7 @@ type EC2API interface {
 	StopInstances(context.Context, *ec2.StopInstancesInput, ...func(*ec2.Options)) (*ec2.StopInstancesOutput, error)
 	TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
 	CreateImage(context.Context, *ec2.CreateImageInput, ...func(*ec2.Options)) (*ec2.CreateImageOutput, error)
+	CopyImage(context.Context, *ec2.CopyImageInput, ...func(*ec2.Options)) (*ec2.CopyImageOutput, error)
 	DeregisterImage(context.Context, *ec2.DeregisterImageInput, ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
 	DescribeSnapshots(context.Context, *ec2.DescribeSnapshotsInput, ...func(*ec2.Options)) (*ec2.DescribeSnapshotsOutput, error)
 	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
@@ -96,6 +97,9 @@ type Options struct {
 	// Region is the region the clients use, for the manifest and the
 	// cleanup commands.
 	Region string
+	// RegionEC2 returns the EC2 client of another region, for the copies
+	// of aws.copy_to_regions (required with them).
+	RegionEC2 func(region string) EC2API
 	// Endpoint is the EC2 endpoint URL when it is not AWS's own ("" for
 	// AWS). A loopback endpoint (the lab) lets the SSH CIDR default to
 	// 127.0.0.1/32; otherwise aws.ssh_cidr must be set, because bake

@@ -58,6 +58,8 @@ type State struct {
 	// ImagePending is set when the wait for the image ran out while AWS
 	// still reported it pending: the image is kept for --resume.
 	ImagePending bool
+	// Copies are the image's copies in aws.copy_to_regions, in order.
+	Copies []*Copy
 
 	// Timings holds each finished step's duration, in order.
 	Timings []Timing

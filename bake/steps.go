@@ -32,6 +32,7 @@ const (
 	StepCreateImage   = "create-image"
 	StepWaitImage     = "wait-image"
 	StepVerifyImage   = "verify-image"
+	StepCopyImage     = "copy-image"
 	StepManifest      = "manifest"
 )
 
@@ -45,6 +46,7 @@ func ResumeSteps() []Step {
 		{StepSecurityGroup, securityGroup},
 		{StepWaitImage, waitImage},
 		{StepVerifyImage, verifyImage},
+		{StepCopyImage, copyImages},
 		{StepManifest, writeManifest},
 	}
 }
@@ -83,6 +85,7 @@ func Steps() []Step {
 		{StepCreateImage, createImage},
 		{StepWaitImage, waitImage},
 		{StepVerifyImage, verifyImage},
+		{StepCopyImage, copyImages},
 		{StepManifest, writeManifest},
 	}
 }
@@ -96,10 +99,13 @@ func (s *State) emit(e Event) {
 
 func (s *State) warn(step, msg string) { s.emit(Event{Type: EventWarning, Step: step, Message: msg}) }
 
-func (s *State) cmd(format string, a ...any) string {
+func (s *State) cmd(format string, a ...any) string { return s.cmdIn(s.Region, format, a...) }
+
+// cmdIn is the AWS CLI command that does format's EC2 call in region.
+func (s *State) cmdIn(region, format string, a ...any) string {
 	c := "aws ec2 " + fmt.Sprintf(format, a...)
-	if s.Region != "" {
-		c += " --region " + s.Region
+	if region != "" {
+		c += " --region " + region
 	}
 	return c
 }

@@ -37,6 +37,11 @@ const (
 	TagSourceAMI = Prefix + "source-ami" // the image the builder started from
 	TagReplaces  = Prefix + "replaces"   // the previous AMI of the worker, on an image
 	TagName      = "Name"                // the console's name column
+	// TagCopyOf and TagSourceRegion are set on an AMI copied to another
+	// region (aws.copy_to_regions): the AMI it copies and that AMI's
+	// region, where its run's temporary key pair (and lease) is.
+	TagCopyOf       = Prefix + "copy-of"
+	TagSourceRegion = Prefix + "source-region"
 	// TagHandedOff is set on an AMI when it is handed off (RFC 3339 time):
 	// a worker's newest such AMI is the one its master runs, which image
 	// retention never removes.

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -177,6 +179,9 @@ func prepareBake(ctx context.Context, o *bakeOptions, cfg *config.Config) (*bake
 	if err != nil {
 		return nil, err
 	}
+	if slices.Contains(cfg.AWS.CopyToRegions, awsCfg.Region) {
+		return nil, badInput{fmt.Errorf("aws.copy_to_regions: %s is the region the image is baked in (the SDK's region); copy only to other regions", awsCfg.Region)}
+	}
 	j := &bakeJob{cfg: cfg, password: password, awsCfg: awsCfg, debugKey: debugKey, runID: fleet.NewRunID()}
 	if o.resume != "" {
 		j.runID = o.resume
@@ -255,12 +260,22 @@ func printResult(stdout io.Writer, p printer, res *bake.Result, manifest, runID 
 	m := res.Manifest
 	abs, _ := filepath.Abs(manifest)
 	if jp, ok := p.(*jsonPrinter); ok {
-		jp.emit(map[string]any{"type": "result", "worker": m.Worker, "image_id": m.ImageID, "image_name": m.ImageName, "region": m.Region,
-			"replaces": m.Replaces, "manifest": abs, "run_id": runID, "leftovers": resLeftovers(res)})
+		ev := map[string]any{"type": "result", "worker": m.Worker, "image_id": m.ImageID, "image_name": m.ImageName, "region": m.Region,
+			"replaces": m.Replaces, "manifest": abs, "run_id": runID, "leftovers": resLeftovers(res)}
+		if len(m.Copies) > 0 {
+			ev["copies"] = m.Copies
+		}
+		if m.Encrypted {
+			ev["encrypted"] = true
+		}
+		jp.emit(ev)
 		return
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "image_id: %s\nimage_name: %s\nregion: %s\n", m.ImageID, m.ImageName, m.Region)
+	for _, r := range slices.Sorted(maps.Keys(m.Copies)) {
+		fmt.Fprintf(&b, "copy: %s %s\n", r, m.Copies[r])
+	}
 	if m.Replaces != "" {
 		fmt.Fprintf(&b, "replaces: %s\n", m.Replaces)
 	}

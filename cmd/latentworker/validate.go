@@ -87,6 +87,9 @@ func bakeOptionsFor(cfg *config.Config, password config.Secret, awsCfg aws.Confi
 		STS:      sts.NewFromConfig(awsCfg),
 		Region:   awsCfg.Region,
 		Endpoint: aws.ToString(awsCfg.BaseEndpoint),
+		RegionEC2: func(region string) bake.EC2API {
+			return ec2.NewFromConfig(awsCfg, func(o *ec2.Options) { o.Region = region })
+		},
 	}
 }
 

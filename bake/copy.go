@@ -1,0 +1,214 @@
+package bake
+
+// Copies of the verified image in other regions (aws.copy_to_regions).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/latentworker/latentworker/awserr"
+	"github.com/latentworker/latentworker/config"
+	"github.com/latentworker/latentworker/fleet"
+)
+
+// ErrCopy is a copy of the image that did not become a verified AMI in its
+// region.
+var ErrCopy = errors.New("copying the image")
+
+// Copy is the image copied to another region.
+type Copy struct {
+	Region      string
+	ImageID     string
+	SnapshotIDs []string
+	Encrypted   bool
+}
+
+// copyKMSKey is the key that encrypts a copy: the configured key when it is
+// an alias (the alias of that name in the copy's region), else nil, the
+// copy region's default EBS key (a key ID or ARN belongs to one region).
+func copyKMSKey(cfg *config.Config) *string {
+	if a, ok := config.KMSAlias(cfg.Image.KMSKeyID); ok {
+		return aws.String(a)
+	}
+	return nil
+}
+
+// copyImages copies the verified image to every region of
+// aws.copy_to_regions, tagged at creation as the original plus where it
+// comes from, each copy's undo pushed as its call returns; then waits for
+// every copy to be available and checks it: its tags, and its snapshots
+// encrypted when image.encrypted.
+func copyImages(ctx context.Context, s *State) error {
+	cfg := s.opts.Config
+	if len(cfg.AWS.CopyToRegions) == 0 {
+		return nil
+	}
+	if s.opts.RegionEC2 == nil {
+		return errors.New("bake: Options.RegionEC2 is required with aws.copy_to_regions")
+	}
+	for _, r := range cfg.AWS.CopyToRegions {
+		if r == s.Region {
+			return fmt.Errorf("%w: aws.copy_to_regions names %s, the region the image is baked in", ErrCopy, r)
+		}
+	}
+	tags := s.copyTags()
+	for _, r := range cfg.AWS.CopyToRegions {
+		api := s.opts.RegionEC2(r)
+		in := &ec2.CopyImageInput{
+			SourceImageId: aws.String(s.ImageID),
+			SourceRegion:  aws.String(s.Region),
+			Name:          aws.String(s.ImageName),
+			Description:   aws.String(fmt.Sprintf("buildbot latent worker %s (master %s), baked by latentworker run %s; copy of %s in %s", cfg.Worker.Name, cfg.Worker.Master, s.RunID, s.ImageID, s.Region)),
+			// The same token on the SDK's retries: a copy whose answer
+			// was lost is answered again, not made twice.
+			ClientToken: aws.String(s.RunID + "-copy-" + r),
+			TagSpecifications: []types.TagSpecification{
+				{ResourceType: types.ResourceTypeImage, Tags: tagList(tags)},
+				{ResourceType: types.ResourceTypeSnapshot, Tags: tagList(s.copySnapshotTags())},
+			},
+		}
+		if cfg.Image.IsEncrypted() {
+			in.Encrypted = aws.Bool(true)
+			in.KmsKeyId = copyKMSKey(cfg)
+		}
+		out, err := api.CopyImage(s.creating(ctx), in)
+		if err != nil {
+			return fmt.Errorf("%w %s to %s: %w", ErrCopy, s.ImageID, r, err)
+		}
+		id := aws.ToString(out.ImageId)
+		c := &Copy{Region: r, ImageID: id}
+		s.Copies = append(s.Copies, c)
+		s.undo.push(KindImage, "image copy", id, s.cmdIn(r, "deregister-image --image-id %s", id)+" (then delete its snapshots: "+s.cmdIn(r, "describe-snapshots --filters Name=tag:%s,Values=%s", fleet.TagRunID, s.RunID)+")", func(ctx context.Context) error {
+			return s.deleteImageIn(ctx, api, r, id, c.SnapshotIDs)
+		})
+		s.emit(Event{Type: EventProgress, Step: StepCopyImage, Message: fmt.Sprintf("copying %s to %s as %s", s.ImageID, r, id)})
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+	}
+	defer s.waiting()()
+	wctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Image)
+	defer cancel()
+	for _, c := range s.Copies {
+		if err := s.waitCopy(wctx, c, tags); err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				err = fmt.Errorf("still pending after %s: %w", s.opts.Timeouts.Image, err)
+			}
+			return fmt.Errorf("%w %s to %s (%s): %w", ErrCopy, s.ImageID, c.Region, c.ImageID, err)
+		}
+	}
+	return nil
+}
+
+// copyTags are the tags of a copy: the run's image tags (run ID, worker,
+// role, expiry, ...), so that sweep, --from-previous and retention in its
+// region find it, plus where it comes from.
+func (s *State) copyTags() map[string]string {
+	m := s.labels.Map(fleet.RoleImage, s.ImageName)
+	m[fleet.TagCopyOf] = s.ImageID
+	m[fleet.TagSourceRegion] = s.Region
+	return m
+}
+
+func (s *State) copySnapshotTags() map[string]string {
+	m := s.labels.Map(fleet.RoleSnapshot, s.ImageName)
+	m[fleet.TagCopyOf] = s.ImageID
+	m[fleet.TagSourceRegion] = s.Region
+	return m
+}
+
+func tagList(m map[string]string) []types.Tag {
+	tags := make([]types.Tag, 0, len(m))
+	for k, v := range m {
+		tags = append(tags, types.Tag{Key: aws.String(k), Value: aws.String(v)})
+	}
+	return tags
+}
+
+// waitCopy waits for copy c to be available and checks it.
+func (s *State) waitCopy(ctx context.Context, c *Copy, want map[string]string) error {
+	api := s.opts.RegionEC2(c.Region)
+	created := time.Now()
+	last := ""
+	return poll(ctx, s.opts.Timeouts.Poll, func() (bool, error) {
+		out, err := api.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{c.ImageID}})
+		if awserr.NotFound(err) && time.Since(created) < consistencyWindow {
+			return false, nil // not visible yet
+		}
+		if err != nil {
+			return false, fmt.Errorf("describing image %s in %s: %w", c.ImageID, c.Region, err)
+		}
+		if len(out.Images) == 0 {
+			return false, nil
+		}
+		im := out.Images[0]
+		if sn := imageSnapshots(im); len(sn) > 0 {
+			c.SnapshotIDs = sn
+		}
+		switch im.State {
+		case types.ImageStateAvailable:
+		case types.ImageStateFailed, types.ImageStateError, types.ImageStateInvalid, types.ImageStateDeregistered:
+			reason := ""
+			if im.StateReason != nil {
+				reason = ": " + aws.ToString(im.StateReason.Message)
+			}
+			return false, fmt.Errorf("it is %s%s", im.State, reason)
+		default:
+			if msg := fmt.Sprintf("copy %s in %s is %s", c.ImageID, c.Region, im.State); msg != last {
+				last = msg
+				s.emit(Event{Type: EventProgress, Step: StepCopyImage, Percent: -1, Message: msg})
+			}
+			return false, nil
+		}
+		if err := checkCopy(im, want, s.opts.Config.Image.IsEncrypted()); err != nil {
+			return false, err
+		}
+		c.Encrypted = encrypted(im)
+		s.emit(Event{Type: EventProgress, Step: StepCopyImage, Percent: 100, Message: fmt.Sprintf("copy %s in %s is available", c.ImageID, c.Region)})
+		return true, nil
+	})
+}
+
+// checkCopy checks an available copy: public it must not be, it carries
+// every tag in want, and its snapshots are encrypted when wantEncrypted.
+func checkCopy(im types.Image, want map[string]string, wantEncrypted bool) error {
+	if aws.ToBool(im.Public) {
+		return fmt.Errorf("%w: %s", ErrPublicImage, aws.ToString(im.ImageId))
+	}
+	got := map[string]string{}
+	for _, t := range im.Tags {
+		got[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	for _, k := range slices.Sorted(maps.Keys(want)) {
+		if got[k] != want[k] {
+			return fmt.Errorf("its tag %s is %q; want %q", k, got[k], want[k])
+		}
+	}
+	if wantEncrypted && !encrypted(im) {
+		return errors.New("its snapshots are not encrypted (image.encrypted)")
+	}
+	return nil
+}
+
+// encrypted reports whether every EBS volume of an image is encrypted.
+func encrypted(im types.Image) bool {
+	n := 0
+	for _, bd := range im.BlockDeviceMappings {
+		if bd.Ebs == nil {
+			continue
+		}
+		if !aws.ToBool(bd.Ebs.Encrypted) {
+			return false
+		}
+		n++
+	}
+	return n > 0
+}

@@ -13,28 +13,28 @@ import (
 
 // Manifest describes a baked AMI. It never holds a secret.
 type Manifest struct {
-	ImageID      string    `json:"image_id"`
-	ImageName    string    `json:"image_name"`
-	Region       string    `json:"region"`
-	SnapshotIDs  []string  `json:"snapshot_ids"`
-	SourceAMI    string    `json:"source_ami"`
-	SourceName   string    `json:"source_name"`
-	FromPrevious bool      `json:"from_previous"`
-	Replaces     string    `json:"replaces,omitempty"`
-	Worker       string    `json:"worker"`
-	Master       string    `json:"master"`
-	RunID        string    `json:"run_id"`
-	Creator      string    `json:"creator"`
-	Builder      string    `json:"builder_instance,omitempty"` // "" when terminated
-	Verified     bool      `json:"verified"`
+	ImageID      string   `json:"image_id"`
+	ImageName    string   `json:"image_name"`
+	Region       string   `json:"region"`
+	SnapshotIDs  []string `json:"snapshot_ids"`
+	SourceAMI    string   `json:"source_ami"`
+	SourceName   string   `json:"source_name"`
+	FromPrevious bool     `json:"from_previous"`
+	Replaces     string   `json:"replaces,omitempty"`
+	Worker       string   `json:"worker"`
+	Master       string   `json:"master"`
+	RunID        string   `json:"run_id"`
+	Creator      string   `json:"creator"`
+	Builder      string   `json:"builder_instance,omitempty"` // "" when terminated
+	Verified     bool     `json:"verified"`
 	// Copies are the image's copies in other regions: region -> AMI ID.
 	Copies map[string]string `json:"copies,omitempty"`
 	// Encrypted: the image's snapshots (and its copies') are encrypted;
 	// KMSKeyID the key asked for in Region ("" its default EBS key).
-	Encrypted bool   `json:"encrypted,omitempty"`
-	KMSKeyID  string `json:"kms_key_id,omitempty"`
-	Created      time.Time `json:"created"`
-	Timings      []Timing  `json:"timings"`
+	Encrypted bool      `json:"encrypted,omitempty"`
+	KMSKeyID  string    `json:"kms_key_id,omitempty"`
+	Created   time.Time `json:"created"`
+	Timings   []Timing  `json:"timings"`
 	// WallTime is the whole run; RemoteTime the part in commands on the
 	// instances; WaitTime the part waiting for EC2 (boots, reboots, stop,
 	// image capture). What is left is the tool's own overhead.

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/latentworker/latentworker/lab/aptcache"
 	"github.com/latentworker/latentworker/lab/ec2front"
@@ -228,7 +229,12 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		}
 		pipIndex = serveHelper("pypi cache", filepath.Join(o.CacheDir, "pypi"), ln, pypi.Serve, pypi.Stats, logf, &cleanups)
 	}
-	fl, err := newFleet(ctx, o.StateDir, o.CacheDir, client, cfg, logf)
+	kmsClient := kms.New(kms.Options{
+		Region:       DefaultRegion,
+		BaseEndpoint: aws.String(ms.URL),
+		Credentials:  credentials.StaticCredentialsProvider{Value: creds},
+	})
+	fl, err := newFleet(ctx, o.StateDir, o.CacheDir, client, kmsClient, cfg, logf)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/latentworker/latentworker/lab/ec2front"
@@ -29,6 +31,7 @@ type fleet struct {
 	cacheDir     string          // where base images are cached
 	ctx          context.Context // the lab's life: base builds end with it
 	ec2          *ec2.Client
+	kms          *kms.Client // moto's KMS: the keys encrypted volumes name
 	imagePending time.Duration
 	aptProxy     string // the lab's apt cache, "" for none
 	pipIndex     string // the lab's PyPI mirror, "" for none
@@ -58,12 +61,18 @@ type labImage struct {
 	protection  string
 	snapshots   []string
 	gone        bool // deregistered (in its region)
+	// encrypted: its snapshots are encrypted, with kmsKey ("" the
+	// region's default EBS key).
+	encrypted bool
+	kmsKey    string
 }
 
 type labInstance struct {
 	id, region, imageID string
 	layers              []string
 	addr                netip.Addr
+	encrypted           bool // its root volume
+	kmsKey              string
 	m                   *machine.Machine
 }
 
@@ -74,13 +83,13 @@ type baseBuild struct {
 	err    error
 }
 
-func newFleet(ctx context.Context, stateDir, cacheDir string, client *ec2.Client, cfg Config, logf func(string, ...any)) (*fleet, error) {
+func newFleet(ctx context.Context, stateDir, cacheDir string, client *ec2.Client, kmsClient *kms.Client, cfg Config, logf func(string, ...any)) (*fleet, error) {
 	pool, err := newAddrPool(cfg.Addresses)
 	if err != nil {
 		return nil, err
 	}
 	f := &fleet{
-		stateDir: stateDir, cacheDir: cacheDir, ctx: ctx, ec2: client, imagePending: cfg.ImagePending.Duration, logf: logf,
+		stateDir: stateDir, cacheDir: cacheDir, ctx: ctx, ec2: client, kms: kmsClient, imagePending: cfg.ImagePending.Duration, logf: logf,
 		images: map[string]*labImage{}, instances: map[string]*labInstance{}, addrs: pool,
 		builds: map[string]*baseBuild{},
 	}
@@ -208,7 +217,11 @@ func (f *fleet) Launch(ctx context.Context, spec ec2front.LaunchSpec) (ec2front.
 		f.abandon(spec)
 		return ec2front.InstanceView{}, &ec2front.APIError{Code: "InsufficientInstanceCapacity", Message: "lab: " + err.Error()}
 	}
-	inst := &labInstance{id: spec.InstanceID, region: spec.Region, imageID: spec.ImageID, layers: img.layers, addr: addr}
+	inst := &labInstance{id: spec.InstanceID, region: spec.Region, imageID: spec.ImageID, layers: img.layers, addr: addr,
+		encrypted: spec.Encrypted || img.encrypted, kmsKey: spec.KMSKeyID}
+	if inst.kmsKey == "" && !spec.Encrypted {
+		inst.kmsKey = img.kmsKey // a volume from an encrypted snapshot keeps its key
+	}
 	layers := img.layers
 	var waitBase func(context.Context) (string, error)
 	if img.release != "" {
@@ -396,7 +409,7 @@ func (f *fleet) CreateImage(ctx context.Context, region, instanceID, imageID str
 	layer := filepath.Join(f.stateDir, "l", fmt.Sprint(f.layerSeq))
 	now := time.Now()
 	img := &labImage{id: imageID, region: region, own: layer, user: user, bootable: true,
-		state: "pending", created: now, ready: now.Add(f.imagePending)}
+		state: "pending", created: now, ready: now.Add(f.imagePending), encrypted: inst.encrypted, kmsKey: inst.kmsKey}
 	f.images[imageID] = img
 	f.mu.Unlock()
 
@@ -443,6 +456,91 @@ func (f *fleet) CreateImage(ctx context.Context, region, instanceID, imageID str
 	return nil
 }
 
+// CheckKey checks that a KMS key exists in region and is enabled, as EC2
+// does before it encrypts a volume with it.
+func (f *fleet) CheckKey(ctx context.Context, region, key string) error {
+	out, err := f.kms.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(key)}, func(o *kms.Options) { o.Region = region })
+	if err != nil {
+		return &ec2front.APIError{Code: "InvalidParameterValue", Message: fmt.Sprintf("Invalid KMS key %s: it does not exist in %s (%v)", key, region, err)}
+	}
+	if st := out.KeyMetadata.KeyState; st != kmstypes.KeyStateEnabled {
+		return &ec2front.APIError{Code: "IncorrectState", Message: fmt.Sprintf("The KMS key %s is %s, not Enabled", key, st)}
+	}
+	return nil
+}
+
+// CheckCopy checks that an image can be copied now: it exists in region
+// and is available.
+func (f *fleet) CheckCopy(region, imageID string) error {
+	f.mu.Lock()
+	img, ok := f.image(region, imageID)
+	var state string
+	if ok {
+		state = f.imageView(img).State
+	}
+	f.mu.Unlock()
+	switch {
+	case !ok || img.region == "":
+		return nil // moto's (or a catalogue image): moto answers
+	case state != "available":
+		return &ec2front.APIError{Code: "IncorrectState", Message: fmt.Sprintf("Image %s in %s is %s: only an available image can be copied", imageID, region, state)}
+	}
+	return nil
+}
+
+// CopyImage makes the copy moto registered bootable in its region: it
+// shares the source's layers (never changed), is pending for the lab's
+// image_pending as a new image is, is encrypted as asked or as its source
+// is, and carries the tags asked for at creation.
+func (f *fleet) CopyImage(ctx context.Context, spec ec2front.CopySpec) error {
+	f.mu.Lock()
+	src, ok := f.image(spec.SourceRegion, spec.SourceImageID)
+	now := time.Now()
+	img := &labImage{id: spec.ImageID, region: spec.Region, state: "pending", created: now, ready: now.Add(f.imagePending)}
+	if ok {
+		img.layers, img.user, img.bootable, img.release = src.layers, src.user, src.bootable, src.release
+		img.encrypted = src.encrypted
+	}
+	if spec.Encrypted {
+		img.encrypted, img.kmsKey = true, spec.KMSKeyID
+	}
+	if img.layers == nil && img.release == "" {
+		img.state = "" // nothing to boot: moto's state
+	}
+	f.images[spec.ImageID] = img
+	f.mu.Unlock()
+
+	out, err := f.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{spec.ImageID}}, inRegion(spec.Region))
+	if err != nil || len(out.Images) != 1 {
+		return fmt.Errorf("lab: copy %s in %s: %v", spec.ImageID, spec.Region, err)
+	}
+	var snaps []string
+	for _, bdm := range out.Images[0].BlockDeviceMappings {
+		if bdm.Ebs != nil && bdm.Ebs.SnapshotId != nil {
+			snaps = append(snaps, *bdm.Ebs.SnapshotId)
+		}
+	}
+	f.mu.Lock()
+	img.snapshots = snaps
+	f.mu.Unlock()
+	tag := func(ids []string, m map[string]string) {
+		if len(ids) == 0 || len(m) == 0 {
+			return
+		}
+		var tags []ec2types.Tag
+		for k, v := range m {
+			tags = append(tags, ec2types.Tag{Key: aws.String(k), Value: aws.String(v)})
+		}
+		if _, err := f.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: ids, Tags: tags}, inRegion(spec.Region)); err != nil {
+			f.logf("image %s: tags: %v", spec.ImageID, err)
+		}
+	}
+	tag([]string{spec.ImageID}, spec.ImageTags)
+	tag(snaps, spec.SnapshotTags)
+	f.logf("image %s: copy of %s (%s) in %s, encrypted %v", spec.ImageID, spec.SourceImageID, spec.SourceRegion, spec.Region, img.encrypted)
+	return nil
+}
+
 // capture copies the instance's layer; with reboot, it stops the instance
 // first and starts it again afterwards, as CreateImage does without NoReboot.
 func (f *fleet) capture(inst *labInstance, layer string, reboot bool) error {
@@ -465,7 +563,8 @@ func (f *fleet) capture(inst *labInstance, layer string, reboot bool) error {
 }
 
 func (f *fleet) imageView(img *labImage) ec2front.ImageView {
-	v := ec2front.ImageView{State: img.state, CreationDate: img.created, DeprecationTime: img.deprecation, Protection: img.protection}
+	v := ec2front.ImageView{State: img.state, CreationDate: img.created, DeprecationTime: img.deprecation, Protection: img.protection,
+		Encrypted: img.encrypted, KMSKeyID: img.kmsKey}
 	if img.state == "pending" {
 		if img.layers != nil && !time.Now().Before(img.ready) {
 			img.state = "available"

@@ -43,6 +43,10 @@ type ImageView struct {
 	DeprecationTime  time.Time // zero: none
 	Protection       string    // deregistration protection: "" or enabled-with(out)-cooldown
 	SnapshotProgress int       // 0..100 while pending
+	// Encrypted: the image's snapshots are encrypted with KMSKeyID (moto
+	// keeps no encryption for images).
+	Encrypted bool
+	KMSKeyID  string
 }
 
 // LaunchSpec is one instance moto has just created in RunInstances.
@@ -52,6 +56,19 @@ type LaunchSpec struct {
 	ImageID      string
 	KeyName      string
 	InstanceType string
+	// Encrypted and KMSKeyID are the root volume's (RunInstances'
+	// BlockDeviceMapping Ebs.Encrypted and Ebs.KmsKeyId).
+	Encrypted bool
+	KMSKeyID  string
+}
+
+// CopySpec is one CopyImage moto has just answered.
+type CopySpec struct {
+	SourceRegion, SourceImageID string
+	Region, ImageID             string // the copy's
+	Encrypted                   bool
+	KMSKeyID                    string // "" for the region's default key
+	ImageTags, SnapshotTags     map[string]string
 }
 
 // Backend gives instances and images their bodies. Methods that change
@@ -61,6 +78,14 @@ type Backend interface {
 	// CheckLaunch says whether an image can be launched now (AWS checks
 	// this before creating anything); the error is an *APIError.
 	CheckLaunch(region, imageID string) error
+	// CheckKey says whether a KMS key (ID, ARN or alias) exists in region
+	// and is enabled; the error is an *APIError.
+	CheckKey(ctx context.Context, region, key string) error
+	// CheckCopy says whether an image can be copied now from region.
+	CheckCopy(region, imageID string) error
+	// CopyImage gives a copy moto made the source's body: it shares the
+	// source's layers, and is pending for a while as a new image is.
+	CopyImage(ctx context.Context, spec CopySpec) error
 	Launch(ctx context.Context, spec LaunchSpec) (InstanceView, error)
 	Instance(id string) (InstanceView, bool)
 	Stop(id string, force bool) error
@@ -111,7 +136,8 @@ type Front struct {
 	Log io.Writer
 
 	client *http.Client
-	// launched holds RunInstances answers by region and client token.
+	// launched holds RunInstances and CopyImage answers by region and
+	// client token.
 	launched sync.Map
 	logMu    sync.Mutex
 	keysMu   sync.Mutex
@@ -258,6 +284,7 @@ func init() {
 		"TerminateInstances":                   (*Front).terminateInstances,
 		"GetConsoleOutput":                     (*Front).getConsoleOutput,
 		"CreateImage":                          (*Front).createImage,
+		"CopyImage":                            (*Front).copyImage,
 		"DescribeImages":                       (*Front).describeImages,
 		"DescribeSnapshots":                    (*Front).describeSnapshots,
 		"DeregisterImage":                      (*Front).deregisterImage,

@@ -89,6 +89,80 @@ func (f *Front) createImage(c *call) (int, []byte, http.Header, error) {
 	return render(doc, hdr)
 }
 
+// copyImage forwards a copy to moto in the destination region (the
+// request's) and gives it a body. Moto keeps no tags, encryption or client
+// token of a copy: the front applies the tag specifications after moto
+// answers, as AWS does at creation, checks the key, records the
+// encryption, and answers the same token with the first answer.
+func (f *Front) copyImage(c *call) (int, []byte, http.Header, error) {
+	token := c.region + "/copy/" + c.form.Get("ClientToken")
+	if c.form.Get("ClientToken") != "" {
+		if v, ok := f.launched.Load(token); ok {
+			a := v.(tokenAnswer)
+			return a.status, a.body, a.hdr.Clone(), nil
+		}
+	}
+	spec := CopySpec{
+		SourceRegion: c.form.Get("SourceRegion"), SourceImageID: c.form.Get("SourceImageId"), Region: c.region,
+		Encrypted: strings.EqualFold(c.form.Get("Encrypted"), "true"), KMSKeyID: c.form.Get("KmsKeyId"),
+	}
+	if spec.KMSKeyID != "" && !spec.Encrypted {
+		return 0, nil, nil, &APIError{Code: "InvalidParameterDependency", Message: "The parameter KmsKeyId requires the parameter Encrypted to be set."}
+	}
+	if err := f.Backend.CheckCopy(spec.SourceRegion, spec.SourceImageID); err != nil {
+		return 0, nil, nil, err
+	}
+	if spec.KMSKeyID != "" {
+		if err := f.Backend.CheckKey(c.r.Context(), c.region, spec.KMSKeyID); err != nil {
+			return 0, nil, nil, err
+		}
+	}
+	spec.SnapshotTags = takeSnapshotTagSpecs(c)
+	spec.ImageTags = takeTagSpecs(c, "image")
+	doc, status, body, hdr, err := f.forwardXML(c)
+	if doc == nil {
+		return status, body, hdr, err
+	}
+	spec.ImageID = childText(doc.Root(), "imageId")
+	if err := f.Backend.CopyImage(c.r.Context(), spec); err != nil {
+		return 0, nil, nil, err
+	}
+	status, body, hdr, err = render(doc, hdr)
+	if err == nil && c.form.Get("ClientToken") != "" {
+		f.launched.Store(token, tokenAnswer{status, body, hdr.Clone()})
+	}
+	return status, body, hdr, err
+}
+
+// takeTagSpecs removes the TagSpecification entries of resource type rt
+// and returns their tags.
+func takeTagSpecs(c *call, rt string) map[string]string {
+	var tags map[string]string
+	for k, vs := range c.form {
+		if !strings.HasSuffix(k, ".ResourceType") || !strings.HasPrefix(k, "TagSpecification.") || len(vs) == 0 || vs[0] != rt {
+			continue
+		}
+		prefix := strings.TrimSuffix(k, "ResourceType")
+		if tags == nil {
+			tags = map[string]string{}
+		}
+		for i := 1; ; i++ {
+			key, ok := c.form[fmt.Sprintf("%sTag.%d.Key", prefix, i)]
+			if !ok || len(key) == 0 {
+				break
+			}
+			tags[key[0]] = c.form.Get(fmt.Sprintf("%sTag.%d.Value", prefix, i))
+		}
+		for k2 := range c.form {
+			if strings.HasPrefix(k2, prefix) {
+				delete(c.form, k2)
+			}
+		}
+		c.rewrote = true
+	}
+	return tags
+}
+
 func (f *Front) forwardRaw(c *call) (int, []byte, http.Header, error) {
 	status, body, hdr := f.forward(c)
 	return status, body, hdr, nil
@@ -114,6 +188,14 @@ func (f *Front) describeImages(c *call) (int, []byte, http.Header, error) {
 			if v.Protection != "" {
 				setChild(item, "deregistrationProtection", v.Protection)
 			}
+			if v.Encrypted {
+				for _, ebs := range item.FindElements("./blockDeviceMapping/item/ebs") {
+					setChild(ebs, "encrypted", "true")
+					if v.KMSKeyID != "" {
+						setChild(ebs, "kmsKeyId", v.KMSKeyID)
+					}
+				}
+			}
 		}
 		if vs, ok := taken["state"]; ok && !matchAny(childText(item, "imageState"), vs) {
 			item.Parent().RemoveChild(item)
@@ -136,6 +218,12 @@ func (f *Front) describeSnapshots(c *call) (int, []byte, http.Header, error) {
 				setChild(item, "progress", fmt.Sprintf("%d%%", v.SnapshotProgress))
 			case "failed":
 				setChild(item, "status", "error")
+			}
+			if v.Encrypted {
+				setChild(item, "encrypted", "true")
+				if v.KMSKeyID != "" {
+					setChild(item, "kmsKeyId", v.KMSKeyID)
+				}
 			}
 		}
 		if vs, ok := taken["status"]; ok && !matchAny(childText(item, "status"), vs) {

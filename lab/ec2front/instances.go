@@ -69,6 +69,15 @@ func (f *Front) runInstances(c *call) (int, []byte, http.Header, error) {
 	if err := f.Backend.CheckLaunch(c.region, c.form.Get("ImageId")); err != nil {
 		return 0, nil, nil, err
 	}
+	encrypted, key := rootEncryption(c)
+	if key != "" {
+		// EC2 checks the key before it creates anything here; on AWS
+		// the instance is created and ends terminated with a state
+		// reason (Client.InvalidKMSKey.InvalidState).
+		if err := f.Backend.CheckKey(c.r.Context(), c.region, key); err != nil {
+			return 0, nil, nil, err
+		}
+	}
 	doc, status, body, hdr, err := f.forwardXML(c)
 	if doc == nil {
 		return status, body, hdr, err
@@ -80,6 +89,8 @@ func (f *Front) runInstances(c *call) (int, []byte, http.Header, error) {
 			ImageID:      childText(item, "imageId"),
 			KeyName:      childText(item, "keyName"),
 			InstanceType: childText(item, "instanceType"),
+			Encrypted:    encrypted,
+			KMSKeyID:     key,
 		}
 		v, err := f.Backend.Launch(c.r.Context(), spec)
 		if err != nil {
@@ -92,6 +103,24 @@ func (f *Front) runInstances(c *call) (int, []byte, http.Header, error) {
 		f.launched.Store(token, tokenAnswer{status, body, hdr.Clone()})
 	}
 	return status, body, hdr, err
+}
+
+// rootEncryption reads a launch's EBS encryption: any block device mapping
+// with Ebs.Encrypted (the lab's instances have one volume), and its key.
+func rootEncryption(c *call) (bool, string) {
+	encrypted, key := false, ""
+	for k, vs := range c.form {
+		if !strings.HasPrefix(k, "BlockDeviceMapping.") || len(vs) == 0 {
+			continue
+		}
+		switch {
+		case strings.HasSuffix(k, ".Ebs.Encrypted"):
+			encrypted = encrypted || strings.EqualFold(vs[0], "true")
+		case strings.HasSuffix(k, ".Ebs.KmsKeyId"):
+			key = vs[0]
+		}
+	}
+	return encrypted || key != "", key
 }
 
 // tokenAnswer is a response the front gives again for the same client token.

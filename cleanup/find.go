@@ -127,7 +127,7 @@ func Find(ctx context.Context, clients ClientFunc, opts Options) (Report, error)
 	rep.Regions = regions
 	m := &master{url: opts.MasterURL, hc: opts.HTTPClient, cache: map[string]masterAnswer{}}
 	err = forRegions(ctx, regions, opts.Concurrency, func(ctx context.Context, region string) (regionOut, error) {
-		s := &search{region: region, api: client(region), opts: opts, now: opts.Now(), master: m}
+		s := &search{region: region, api: client(region), clients: client, opts: opts, now: opts.Now(), master: m}
 		err := s.run(ctx)
 		if denied(err) {
 			// An organisation may deny a region (an SCP): that region is
@@ -212,6 +212,7 @@ func Regions(ctx context.Context, clients ClientFunc, regions []string) ([]strin
 type search struct {
 	region   string
 	api      EC2API
+	clients  ClientFunc // other regions' (a copy's run is judged in its source region)
 	opts     Options
 	now      time.Time
 	master   *master
@@ -221,6 +222,7 @@ type search struct {
 	images    map[string]types.Image // ours (role=image), by ID
 	instances map[string]types.Instance
 	keys      map[string]types.KeyPairInfo // run key pairs by run ID
+	srcKeys   map[string]types.KeyPairInfo // key pairs of the runs of copies, in their source regions
 	runs      map[string]*run
 }
 
@@ -263,6 +265,9 @@ func (s *search) run(ctx context.Context) error {
 		return err
 	}
 	if err := s.listKeyPairs(ctx); err != nil {
+		return err
+	}
+	if err := s.listSourceKeyPairs(ctx); err != nil {
 		return err
 	}
 	s.judgeRuns()
@@ -384,6 +389,46 @@ func (s *search) listKeyPairs(ctx context.Context) error {
 	return nil
 }
 
+// listSourceKeyPairs finds the temporary key pairs of the runs that made
+// this region's copies (aws.copy_to_regions): a copy's run keeps its key
+// pair, and its lease, in the copy's source region. A copy of a killed run
+// is then a leftover as its original is, and one of a live run is left
+// alone.
+func (s *search) listSourceKeyPairs(ctx context.Context) error {
+	s.srcKeys = map[string]types.KeyPairInfo{}
+	if s.clients == nil {
+		return nil
+	}
+	runs := map[string][]string{} // source region -> run IDs
+	for _, im := range s.images {
+		tags := tagsMap(im.Tags)
+		src, rid := tags[fleet.TagSourceRegion], tags[fleet.TagRunID]
+		if src == "" || src == s.region || rid == "" {
+			continue
+		}
+		if _, ok := s.keys[rid]; !ok && !slices.Contains(runs[src], rid) {
+			runs[src] = append(runs[src], rid)
+		}
+	}
+	for _, src := range slices.Sorted(maps.Keys(runs)) {
+		fs := append(s.runFilters(fleet.RoleTempKey), filter("tag:"+fleet.TagRunID, runs[src]...))
+		out, err := s.clients(src).DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{Filters: fs})
+		if denied(err) {
+			s.warn("the runs of copies from %s were not checked there: access denied (%v)", src, err)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("listing the key pairs of the runs of copies (ec2 DescribeKeyPairs) in %s: %w", src, err)
+		}
+		for _, k := range out.KeyPairs {
+			if rid := tagsMap(k.Tags)[fleet.TagRunID]; rid != "" {
+				s.srcKeys[rid] = k
+			}
+		}
+	}
+	return nil
+}
+
 // run is what the search knows of one bake run in the region.
 type run struct {
 	id      string
@@ -411,8 +456,12 @@ func (s *search) runOf(id string) *run {
 	}
 	r := &run{id: id, state: runEnded, why: "its run " + id + " has ended"}
 	r.started, _ = fleet.RunIDTime(id)
-	if k, ok := s.keys[id]; ok {
-		r.keyLeft = true
+	k, ok := s.keys[id]
+	if !ok {
+		k, ok = s.srcKeys[id]
+	}
+	if ok {
+		r.keyLeft = ok
 		r.expires = expiry(tagsMap(k.Tags))
 		since := r.started
 		if since.IsZero() {

@@ -61,3 +61,61 @@ func TestLease(t *testing.T) {
 		t.Errorf("a run whose lease ended: found %q; want its key pair and group, as a dead run's", got)
 	}
 }
+
+// TestCopyOfKilledRun: a copy in another region (aws.copy_to_regions) is
+// judged by its run's key pair in its source region: left alone while the
+// lease is live, a leftover once it has ended, and the product of a
+// completed run once the key pair is gone.
+func TestCopyOfKilledRun(t *testing.T) {
+	url := mototest.Start(t)
+	clients, get := motoClients(url)
+	east, west := newSeeder(t, get("us-east-1")), newSeeder(t, get("us-west-2"))
+	ctx := context.Background()
+	now := time.Now().UTC()
+	runID, err := fleet.RunID(now.Add(-time.Hour), strings.NewReader("cpy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := east.labels(runID, "w-copy", now.Add(24*time.Hour))
+	key := east.keyPair(l)
+	name := fleet.AMIName("lw", "w-copy", now)
+	cp, snaps := west.image(l, west.instance(west.base, "", nil), name)
+	west.tag(cp, map[string]string{fleet.TagSourceRegion: "us-east-1", fleet.TagCopyOf: "ami-0123456789abcdef0"})
+	setLease := func(at time.Time) {
+		if _, err := get("us-east-1").CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{key},
+			Tags: []types.Tag{{Key: aws.String(fleet.TagLease), Value: aws.String(at.Format(time.RFC3339))}}}); err != nil {
+			t.Fatalf("CreateTags lease on %s: %v", key, err)
+		}
+	}
+	find := func() []string {
+		rep, err := Find(ctx, clients, Options{Regions: []string{"us-west-2"}, MaxAge: 12 * time.Hour, Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, f := range rep.Findings {
+			if f.RunID == runID || f.ID == cp {
+				got = append(got, f.Region+" "+f.ID+": "+f.Reason)
+			}
+		}
+		return got
+	}
+	setLease(now.Add(5 * time.Minute))
+	if got := find(); len(got) != 0 {
+		t.Errorf("a copy of a live run: found %q; want nothing", got)
+	}
+	setLease(now.Add(-time.Minute))
+	got := strings.Join(find(), "\n")
+	if !strings.Contains(got, "us-west-2 "+cp+": available AMI: its run "+runID+" is dead") || (len(snaps) > 0 && !strings.Contains(got, snaps[0])) {
+		t.Errorf("a copy of a killed run: found\n%s\nwant the copy %s and its snapshots %v in us-west-2", got, cp, snaps)
+	}
+	if strings.Contains(got, key) {
+		t.Errorf("the source region's key pair %s reported from us-west-2:\n%s", key, got)
+	}
+	if _, err := get("us-east-1").DeleteKeyPair(ctx, &ec2.DeleteKeyPairInput{KeyName: aws.String(fleet.TempName(runID))}); err != nil {
+		t.Fatal(err)
+	}
+	if got := find(); len(got) != 0 {
+		t.Errorf("a copy of a completed run: found %q; want nothing (the product)", got)
+	}
+}

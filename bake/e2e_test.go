@@ -12,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/latentworker/latentworker/bake"
@@ -119,20 +122,111 @@ func TestBakeE2E(t *testing.T) {
 
 	e.lab.BootAndBuild(t, e2eWorker, m.ImageID)
 
-	t.Run("from previous", func(t *testing.T) {
+	// The refresh is also encrypted with a customer key (an alias, made
+	// in both regions) and copied to a second region, where an instance
+	// of the copy must boot and connect.
+	t.Run("from previous, encrypted, copied", func(t *testing.T) {
+		alias := e2eKey(t, e, m.ImageID, lab.DefaultRegion, copyRegion)
+		cfg := *e.cfg
+		cfg.AWS.CopyToRegions = []string{copyRegion}
+		cfg.Image.KMSKeyID = alias
 		opts := e.options(t, rec)
+		opts.Config = &cfg
+		opts.RegionEC2 = func(r string) bake.EC2API { return e.lab.EC2(r) }
 		opts.FromPrevious = true
 		opts.TerminateBuilder = true
+		start := time.Now()
 		res2, err := bake.Run(ctx, opts)
 		if err != nil {
 			t.Fatalf("bake --from-previous: %v", err)
 		}
-		if res2.Manifest.SourceAMI != m.ImageID || res2.Manifest.Replaces != m.ImageID {
-			t.Errorf("refresh: source %s replaces %s; want both %s", res2.Manifest.SourceAMI, res2.Manifest.Replaces, m.ImageID)
+		var copyTime time.Duration
+		for _, tm := range res2.Manifest.Timings {
+			if tm.Step == bake.StepCopyImage {
+				copyTime = tm.Elapsed
+			}
 		}
-		checkNoTemporaries(t, e.ec2, res2.Manifest.RunID)
-		e.lab.BootAndBuild(t, e2eWorker, res2.Manifest.ImageID)
+		t.Logf("bake took %s, the copy %s", time.Since(start), copyTime)
+		m2 := res2.Manifest
+		if m2.SourceAMI != m.ImageID || m2.Replaces != m.ImageID {
+			t.Errorf("refresh: source %s replaces %s; want both %s", m2.SourceAMI, m2.Replaces, m.ImageID)
+		}
+		checkNoTemporaries(t, e.ec2, m2.RunID)
+		checkEncrypted(t, e.ec2, m2.ImageID, alias)
+		cp := m2.Copies[copyRegion]
+		if !strings.HasPrefix(cp, "ami-") || !m2.Encrypted || m2.KMSKeyID != alias {
+			t.Fatalf("manifest copies %v, encrypted %v, key %q; want a copy in %s, encrypted with %s", m2.Copies, m2.Encrypted, m2.KMSKeyID, copyRegion, alias)
+		}
+		west := e.lab.EC2(copyRegion)
+		out, err := west.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: []types.Filter{
+			fleet.RunFilter(m2.RunID), {Name: aws.String("tag:" + fleet.TagWorker), Values: []string{e2eWorker}},
+		}})
+		if err != nil || len(out.Images) != 1 || aws.ToString(out.Images[0].ImageId) != cp {
+			t.Fatalf("images of run %s in %s: %v, %v; want the copy %s found by its tags", m2.RunID, copyRegion, out, err, cp)
+		}
+		checkEncrypted(t, west, cp, alias)
+		e.lab.BootAndBuildIn(t, copyRegion, e2eWorker, cp)
 	})
+}
+
+// copyRegion is the second region of the lab tests.
+const copyRegion = "us-west-2"
+
+// e2eKey makes a KMS key with one alias in each region and returns the
+// alias; and checks that a launch of ami with a disabled key fails, as on
+// AWS.
+func e2eKey(t *testing.T, e *env, ami string, regions ...string) string {
+	t.Helper()
+	ctx := context.Background()
+	alias := "alias/lw-e2e-" + strings.ToLower(fleet.NewRunID()[16:])
+	for _, r := range regions {
+		k := kms.NewFromConfig(e.lab.AWS, func(o *kms.Options) { o.Region = r })
+		key, err := k.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String("latentworker e2e")})
+		if err != nil {
+			t.Fatalf("kms CreateKey in %s: %v", r, err)
+		}
+		if _, err := k.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(alias), TargetKeyId: key.KeyMetadata.KeyId}); err != nil {
+			t.Fatalf("kms CreateAlias in %s: %v", r, err)
+		}
+	}
+	k := kms.NewFromConfig(e.lab.AWS)
+	off, err := k.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String("latentworker e2e, disabled")})
+	if err == nil {
+		_, err = k.DisableKey(ctx, &kms.DisableKeyInput{KeyId: off.KeyMetadata.KeyId})
+	}
+	if err != nil {
+		t.Fatalf("kms: a disabled key: %v", err)
+	}
+	_, err = e.ec2.RunInstances(ctx, &ec2.RunInstancesInput{
+		ImageId: aws.String(ami), InstanceType: types.InstanceTypeT3Small, MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+		BlockDeviceMappings: []types.BlockDeviceMapping{{DeviceName: aws.String("/dev/xvda"), Ebs: &types.EbsBlockDevice{
+			Encrypted: aws.Bool(true), KmsKeyId: off.KeyMetadata.Arn}}},
+	})
+	if err == nil || !strings.Contains(err.Error(), "not Enabled") {
+		t.Errorf("RunInstances with the disabled key %s: %v; want a refusal", aws.ToString(off.KeyMetadata.Arn), err)
+	}
+	return alias
+}
+
+// checkEncrypted fails unless image id's snapshots are encrypted with key.
+func checkEncrypted(t *testing.T, c *ec2.Client, id, key string) {
+	t.Helper()
+	out, err := c.DescribeImages(context.Background(), &ec2.DescribeImagesInput{ImageIds: []string{id}})
+	if err != nil || len(out.Images) != 1 {
+		t.Fatalf("DescribeImages(%s): %v, %v", id, out, err)
+	}
+	for _, bd := range out.Images[0].BlockDeviceMappings {
+		if bd.Ebs == nil {
+			continue
+		}
+		if !aws.ToBool(bd.Ebs.Encrypted) || aws.ToString(bd.Ebs.KmsKeyId) != key {
+			t.Errorf("image %s: device %s encrypted %v with %q; want encrypted with %s", id, aws.ToString(bd.DeviceName), aws.ToBool(bd.Ebs.Encrypted), aws.ToString(bd.Ebs.KmsKeyId), key)
+		}
+		sn, err := c.DescribeSnapshots(context.Background(), &ec2.DescribeSnapshotsInput{SnapshotIds: []string{aws.ToString(bd.Ebs.SnapshotId)}})
+		if err != nil || len(sn.Snapshots) != 1 || !aws.ToBool(sn.Snapshots[0].Encrypted) {
+			t.Errorf("snapshot %s of %s: %v, %v; want it encrypted", aws.ToString(bd.Ebs.SnapshotId), id, sn, err)
+		}
+	}
 }
 
 // checkNoTemporaries fails when a key pair, security group or running

@@ -21,7 +21,13 @@ import (
 // BootAndBuild launches an instance from ami the way buildbot would and
 // checks that its worker connects and a forced build succeeds.
 func (l *Lab) BootAndBuild(t testing.TB, worker, ami string) {
-	c := l.EC2("")
+	t.Helper()
+	l.BootAndBuildIn(t, "", worker, ami)
+}
+
+// BootAndBuildIn is BootAndBuild in region ("" the lab's default).
+func (l *Lab) BootAndBuildIn(t testing.TB, region, worker, ami string) {
+	c := l.EC2(region)
 	t.Helper()
 	ctx := context.Background()
 	out, err := c.RunInstances(ctx, &ec2.RunInstancesInput{

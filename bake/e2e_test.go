@@ -126,7 +126,7 @@ func TestBakeE2E(t *testing.T) {
 	// in both regions) and copied to a second region, where an instance
 	// of the copy must boot and connect.
 	t.Run("from previous, encrypted, copied", func(t *testing.T) {
-		alias := e2eKey(t, e, m.ImageID, lab.DefaultRegion, copyRegion)
+		alias, arns := e2eKey(t, e, m.ImageID, lab.DefaultRegion, copyRegion)
 		cfg := *e.cfg
 		cfg.AWS.CopyToRegions = []string{copyRegion}
 		cfg.Image.KMSKeyID = alias
@@ -152,7 +152,7 @@ func TestBakeE2E(t *testing.T) {
 			t.Errorf("refresh: source %s replaces %s; want both %s", m2.SourceAMI, m2.Replaces, m.ImageID)
 		}
 		checkNoTemporaries(t, e.ec2, m2.RunID)
-		checkEncrypted(t, e.ec2, m2.ImageID, alias)
+		checkEncrypted(t, e.ec2, m2.ImageID, arns[lab.DefaultRegion])
 		cp := m2.Copies[copyRegion]
 		if !strings.HasPrefix(cp, "ami-") || !m2.Encrypted || m2.KMSKeyID != alias {
 			t.Fatalf("manifest copies %v, encrypted %v, key %q; want a copy in %s, encrypted with %s", m2.Copies, m2.Encrypted, m2.KMSKeyID, copyRegion, alias)
@@ -164,7 +164,7 @@ func TestBakeE2E(t *testing.T) {
 		if err != nil || len(out.Images) != 1 || aws.ToString(out.Images[0].ImageId) != cp {
 			t.Fatalf("images of run %s in %s: %v, %v; want the copy %s found by its tags", m2.RunID, copyRegion, out, err, cp)
 		}
-		checkEncrypted(t, west, cp, alias)
+		checkEncrypted(t, west, cp, arns[copyRegion])
 		e.lab.BootAndBuildIn(t, copyRegion, e2eWorker, cp)
 	})
 }
@@ -173,11 +173,12 @@ func TestBakeE2E(t *testing.T) {
 const copyRegion = "us-west-2"
 
 // e2eKey makes a KMS key with one alias in each region and returns the
-// alias; and checks that a launch of ami with a disabled key fails, as on
+// alias and each region's key ARN; and checks that a launch of ami with a disabled key fails, as on
 // AWS.
-func e2eKey(t *testing.T, e *env, ami string, regions ...string) string {
+func e2eKey(t *testing.T, e *env, ami string, regions ...string) (string, map[string]string) {
 	t.Helper()
 	ctx := context.Background()
+	arns := map[string]string{}
 	alias := "alias/lw-e2e-" + strings.ToLower(fleet.NewRunID()[16:])
 	for _, r := range regions {
 		k := kms.NewFromConfig(e.lab.AWS, func(o *kms.Options) { o.Region = r })
@@ -188,6 +189,7 @@ func e2eKey(t *testing.T, e *env, ami string, regions ...string) string {
 		if _, err := k.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(alias), TargetKeyId: key.KeyMetadata.KeyId}); err != nil {
 			t.Fatalf("kms CreateAlias in %s: %v", r, err)
 		}
+		arns[r] = aws.ToString(key.KeyMetadata.Arn)
 	}
 	k := kms.NewFromConfig(e.lab.AWS)
 	off, err := k.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String("latentworker e2e, disabled")})
@@ -205,10 +207,11 @@ func e2eKey(t *testing.T, e *env, ami string, regions ...string) string {
 	if err == nil || !strings.Contains(err.Error(), "not Enabled") {
 		t.Errorf("RunInstances with the disabled key %s: %v; want a refusal", aws.ToString(off.KeyMetadata.Arn), err)
 	}
-	return alias
+	return alias, arns
 }
 
-// checkEncrypted fails unless image id's snapshots are encrypted with key.
+// checkEncrypted fails unless image id's snapshots are encrypted with key
+// (its ARN, as EC2 shows it).
 func checkEncrypted(t *testing.T, c *ec2.Client, id, key string) {
 	t.Helper()
 	out, err := c.DescribeImages(context.Background(), &ec2.DescribeImagesInput{ImageIds: []string{id}})

@@ -458,15 +458,15 @@ func (f *fleet) CreateImage(ctx context.Context, region, instanceID, imageID str
 
 // CheckKey checks that a KMS key exists in region and is enabled, as EC2
 // does before it encrypts a volume with it.
-func (f *fleet) CheckKey(ctx context.Context, region, key string) error {
+func (f *fleet) CheckKey(ctx context.Context, region, key string) (string, error) {
 	out, err := f.kms.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(key)}, func(o *kms.Options) { o.Region = region })
 	if err != nil {
-		return &ec2front.APIError{Code: "InvalidParameterValue", Message: fmt.Sprintf("Invalid KMS key %s: it does not exist in %s (%v)", key, region, err)}
+		return "", &ec2front.APIError{Code: "InvalidParameterValue", Message: fmt.Sprintf("Invalid KMS key %s: it does not exist in %s (%v)", key, region, err)}
 	}
 	if st := out.KeyMetadata.KeyState; st != kmstypes.KeyStateEnabled {
-		return &ec2front.APIError{Code: "IncorrectState", Message: fmt.Sprintf("The KMS key %s is %s, not Enabled", key, st)}
+		return "", &ec2front.APIError{Code: "IncorrectState", Message: fmt.Sprintf("The KMS key %s is %s, not Enabled", key, st)}
 	}
-	return nil
+	return aws.ToString(out.KeyMetadata.Arn), nil
 }
 
 // CheckCopy checks that an image can be copied now: it exists in region

@@ -57,7 +57,7 @@ type LaunchSpec struct {
 	KeyName      string
 	InstanceType string
 	// Encrypted and KMSKeyID are the root volume's (RunInstances'
-	// BlockDeviceMapping Ebs.Encrypted and Ebs.KmsKeyId).
+	// BlockDeviceMapping Ebs.Encrypted and Ebs.KmsKeyId, as its ARN).
 	Encrypted bool
 	KMSKeyID  string
 }
@@ -67,7 +67,7 @@ type CopySpec struct {
 	SourceRegion, SourceImageID string
 	Region, ImageID             string // the copy's
 	Encrypted                   bool
-	KMSKeyID                    string // "" for the region's default key
+	KMSKeyID                    string // its ARN; "" for the region's default key
 	ImageTags, SnapshotTags     map[string]string
 }
 
@@ -79,8 +79,8 @@ type Backend interface {
 	// this before creating anything); the error is an *APIError.
 	CheckLaunch(region, imageID string) error
 	// CheckKey says whether a KMS key (ID, ARN or alias) exists in region
-	// and is enabled; the error is an *APIError.
-	CheckKey(ctx context.Context, region, key string) error
+	// and is enabled, and returns its ARN; the error is an *APIError.
+	CheckKey(ctx context.Context, region, key string) (string, error)
 	// CheckCopy says whether an image can be copied now from region.
 	CheckCopy(region, imageID string) error
 	// CopyImage gives a copy moto made the source's body: it shares the

@@ -113,9 +113,11 @@ func (f *Front) copyImage(c *call) (int, []byte, http.Header, error) {
 		return 0, nil, nil, err
 	}
 	if spec.KMSKeyID != "" {
-		if err := f.Backend.CheckKey(c.r.Context(), c.region, spec.KMSKeyID); err != nil {
+		arn, err := f.Backend.CheckKey(c.r.Context(), c.region, spec.KMSKeyID)
+		if err != nil {
 			return 0, nil, nil, err
 		}
+		spec.KMSKeyID = arn
 	}
 	spec.SnapshotTags = takeSnapshotTagSpecs(c)
 	spec.ImageTags = takeTagSpecs(c, "image")

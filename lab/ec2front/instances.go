@@ -74,9 +74,11 @@ func (f *Front) runInstances(c *call) (int, []byte, http.Header, error) {
 		// EC2 checks the key before it creates anything here; on AWS
 		// the instance is created and ends terminated with a state
 		// reason (Client.InvalidKMSKey.InvalidState).
-		if err := f.Backend.CheckKey(c.r.Context(), c.region, key); err != nil {
+		arn, err := f.Backend.CheckKey(c.r.Context(), c.region, key)
+		if err != nil {
 			return 0, nil, nil, err
 		}
+		key = arn
 	}
 	doc, status, body, hdr, err := f.forwardXML(c)
 	if doc == nil {

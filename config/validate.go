@@ -94,8 +94,10 @@ var workerKeys = map[string]string{
 //   - image.root_volume_gib: MinRootVolumeGiB to MaxRootVolumeGiB
 //   - image.ssh_user: empty or a Linux user name
 //   - image.extra_scripts: each a readable regular file
-//   - aws.copy_to_regions: each a region of Regions, not aws.region, in
-//     its partition, listed once
+//   - aws.copy_to_regions: each a region of Regions, in aws.region's
+//     partition, listed once; not the bake's region (CheckCopyRegions,
+//     once the region is known: handoff --region R hands off the copy in
+//     one of them)
 //   - image.kms_key_id: empty, a KMS key ID, key ARN, alias/NAME or alias
 //     ARN; an ARN of aws.region
 //   - image.name_prefix: 1-32 letters, digits, '.', '_' or '-', starting
@@ -179,8 +181,6 @@ func (c *Config) Validate() error {
 		switch {
 		case !KnownRegion(r):
 			bad(key, r, "must be an AWS region name such as us-west-2 or eu-west-1 (one of "+strings.Join(Regions, ", ")+")", nil)
-		case c.AWS.Region != "" && r == c.AWS.Region:
-			bad(key, r, "is aws.region, where the AMI is baked: copy only to other regions", nil)
 		case c.AWS.Region != "" && Partition(r) != Partition(c.AWS.Region):
 			bad(key, r, "is in the "+Partition(r)+" partition, aws.region in "+Partition(c.AWS.Region)+": an AMI is copied only within a partition", nil)
 		case seen[r]:
@@ -363,4 +363,18 @@ func fileRule(err error) string {
 		return "cannot be read: " + pe.Err.Error()
 	}
 	return err.Error()
+}
+
+// CheckCopyRegions refuses aws.copy_to_regions naming region, the region
+// the image is baked in (aws.region or the SDK's): bake and validate call
+// it once the region is resolved.
+func (c *Config) CheckCopyRegions(region string) error {
+	for i, r := range c.AWS.CopyToRegions {
+		if r == region {
+			o := c.origins["aws.copy_to_regions"]
+			return &FieldError{Field: fmt.Sprintf("aws.copy_to_regions[%d]", i), Value: r, Origin: o.describe(),
+				Rule: "is the region the AMI is baked in (aws.region or the SDK's): copy only to other regions"}
+		}
+	}
+	return nil
 }

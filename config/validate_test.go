@@ -120,7 +120,6 @@ func TestValidate(t *testing.T) {
 		{"name prefix long", func(c *Config) { c.Image.NamePrefix = long(33) }, []string{"image.name_prefix"}, ""},
 		{"name prefix empty", func(c *Config) { c.Image.NamePrefix = "" }, []string{"image.name_prefix"}, ""},
 		{"copy region unknown", func(c *Config) { c.AWS.CopyToRegions = []string{"us-west-2", "us-wset-2"} }, []string{"aws.copy_to_regions[1]"}, "AWS region name"},
-		{"copy region own", func(c *Config) { c.AWS.Region = "us-east-1"; c.AWS.CopyToRegions = []string{"us-east-1"} }, []string{"aws.copy_to_regions[0]"}, "is aws.region"},
 		{"copy region twice", func(c *Config) { c.AWS.CopyToRegions = []string{"eu-west-1", "eu-west-1"} }, []string{"aws.copy_to_regions[1]"}, "twice"},
 		{"copy region partition", func(c *Config) { c.AWS.Region = "us-east-1"; c.AWS.CopyToRegions = []string{"cn-north-1"} }, []string{"aws.copy_to_regions[0]"}, "partition"},
 		{"kms key", func(c *Config) { c.Image.KMSKeyID = "my key" }, []string{"image.kms_key_id"}, "alias/NAME"},
@@ -196,5 +195,18 @@ func TestValidateNamesTheOrigin(t *testing.T) {
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v; want it to contain %q", err, want)
 		}
+	}
+}
+
+func TestCheckCopyRegions(t *testing.T) {
+	c := Default()
+	c.AWS.CopyToRegions = []string{"us-west-2", "us-east-1"}
+	err := c.CheckCopyRegions("us-east-1")
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "aws.copy_to_regions[1]" || !strings.Contains(err.Error(), "baked in") {
+		t.Errorf("CheckCopyRegions(own region) = %v; want a field error naming aws.copy_to_regions[1]", err)
+	}
+	if err := c.CheckCopyRegions("eu-west-1"); err != nil {
+		t.Errorf("CheckCopyRegions(other) = %v", err)
 	}
 }

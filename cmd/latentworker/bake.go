@@ -179,8 +179,8 @@ func prepareBake(ctx context.Context, o *bakeOptions, cfg *config.Config) (*bake
 	if err != nil {
 		return nil, err
 	}
-	if slices.Contains(cfg.AWS.CopyToRegions, awsCfg.Region) {
-		return nil, badInput{fmt.Errorf("aws.copy_to_regions: %s is the region the image is baked in (the SDK's region); copy only to other regions", awsCfg.Region)}
+	if err := cfg.CheckCopyRegions(awsCfg.Region); err != nil {
+		return nil, badInput{err}
 	}
 	j := &bakeJob{cfg: cfg, password: password, awsCfg: awsCfg, debugKey: debugKey, runID: fleet.NewRunID()}
 	if o.resume != "" {

@@ -53,6 +53,9 @@ func runValidate(ctx context.Context, o *validateOptions) error {
 		return err
 	}
 	verr := cfg.Validate()
+	if cfg.AWS.Region != "" {
+		verr = errors.Join(verr, cfg.CheckCopyRegions(cfg.AWS.Region))
+	}
 	password, perr := cfg.Password(nil)
 	if err := errors.Join(verr, perr); err != nil {
 		return badInput{err}
@@ -64,6 +67,9 @@ func runValidate(ctx context.Context, o *validateOptions) error {
 	awsCfg, err := awsConfig(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if err := cfg.CheckCopyRegions(awsCfg.Region); err != nil {
+		return badInput{err}
 	}
 	st, err := bake.Check(ctx, bakeOptionsFor(cfg, password, awsCfg))
 	if err != nil {

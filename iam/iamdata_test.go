@@ -185,6 +185,8 @@ func operatorFits(op, typ string) bool {
 		return typ == "ARN"
 	case strings.HasPrefix(base, "String"):
 		return typ == "String" || typ == "ARN"
+	case base == "Bool":
+		return typ == "Bool"
 	}
 	return false
 }

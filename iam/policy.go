@@ -127,6 +127,11 @@ type PolicyOptions struct {
 	// Volumes are the IDs ("vol-...") of the EBS volumes (volumes=) the
 	// master attaches to each instance; nil for none.
 	Volumes []string
+	// KMSKeys are the ARNs of the customer managed KMS keys, of Region,
+	// that encrypt the AMIs' snapshots: the master's key may use them
+	// through EC2 only (KMSStatements). nil for none (unencrypted, or the
+	// AWS managed key aws/ebs, whose key policy already allows EC2).
+	KMSKeys []string
 	// Tags are the tags (tags=) the master puts on each instance after
 	// launch. When not empty, CreateTags may set exactly these keys to
 	// these values; when empty, CreateTags is still allowed on the
@@ -160,6 +165,7 @@ var (
 	subnetRE   = idRE("subnet")
 	eipallocRE = idRE("eipalloc")
 	volumeRE   = idRE("vol")
+	kmsKeyRE   = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov):kms:([a-z0-9-]+):[0-9]{12}:key/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$`)
 )
 
 // Partition returns the ARN partition of region: "aws-cn" for China,
@@ -221,6 +227,15 @@ func (o PolicyOptions) Validate() error {
 	}
 	for i, v := range o.Volumes {
 		check(fmt.Sprintf("Volumes[%d]", i), v, volumeRE, "not a volume ID (vol- and 8 or 17 hex digits)")
+	}
+	for i, k := range o.KMSKeys {
+		f := fmt.Sprintf("KMSKeys[%d]", i)
+		switch m := kmsKeyRE.FindStringSubmatch(k); {
+		case m == nil:
+			bad(f, k, "not the ARN of a KMS key (arn:PARTITION:kms:REGION:ACCOUNT:key/ID)")
+		case m[2] != o.Region:
+			bad(f, k, "not a key of region "+o.Region)
+		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(o.Tags)) {
 		check("Tags key", k, tagKeyRE, "not a valid tag key")
@@ -391,7 +406,39 @@ func WorkerPolicy(o PolicyOptions) (Document, error) {
 			Condition: inRegion,
 		})
 	}
+	st = append(st, KMSStatements(o.Region, o.KMSKeys)...)
 	return Document{Version: PolicyVersion, Statement: st}, nil
+}
+
+// KMSStatements let the master's key use the customer managed KMS keys
+// (ARNs) that encrypt the worker's AMI, as EC2 needs to launch an instance
+// from it, and only through EC2 in region (kms:ViaService): EC2 decrypts
+// and re-encrypts the volume's data key and gives itself a grant for the
+// instance's life (CreateGrant, only for an AWS resource). The actions are
+// those AWS documents for a user who launches instances with encrypted
+// volumes (its kms:ReEncrypt* written out: ReEncryptFrom, ReEncryptTo).
+// Nothing for no keys.
+func KMSStatements(region string, keys []string) []Statement {
+	if len(keys) == 0 {
+		return nil
+	}
+	via := Condition{}.with("StringEquals", "kms:ViaService", "ec2."+region+".amazonaws.com")
+	return []Statement{
+		{
+			Sid:       "UseTheImageKeyThroughEC2Only",
+			Effect:    "Allow",
+			Action:    []string{"kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"},
+			Resource:  sorted(keys),
+			Condition: via,
+		},
+		{
+			Sid:       "GrantTheImageKeyToEC2Only",
+			Effect:    "Allow",
+			Action:    []string{"kms:CreateGrant"},
+			Resource:  sorted(keys),
+			Condition: via.with("Bool", "kms:GrantIsForAWSResource", "true"),
+		},
+	}
 }
 
 // EC2TrustPolicy is the trust (assume-role) policy of the worker's role:

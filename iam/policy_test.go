@@ -45,7 +45,10 @@ func goldenCases() map[string]PolicyOptions {
 	notags.Tags = nil
 	switchover := base()
 	switchover.AMIs = []string{"ami-0fedcba9876543210", "ami-0123456789abcdef0"}
+	kms := base()
+	kms.KMSKeys = []string{"arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"}
 	return map[string]PolicyOptions{
+		"kms":                kms,
 		"plain":              base(),
 		"spot":               spot,
 		"two-instance-types": two,
@@ -234,6 +237,9 @@ func TestValidate(t *testing.T) {
 			o.InstanceProfileARN = strings.Replace(o.InstanceProfileARN, "arn:aws:", "arn:aws-us-gov:", 1)
 			o.RoleARN = strings.Replace(o.RoleARN, "arn:aws:", "arn:aws-us-gov:", 1)
 		}, nil},
+		{"kms keys", func(o *PolicyOptions) {
+			o.KMSKeys = []string{"alias/lw", "arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"}
+		}, []string{"KMSKeys[0]", "KMSKeys[1]"}},
 		{"empty", func(o *PolicyOptions) { *o = PolicyOptions{} }, []string{
 			"Region", "AccountID", "AMIs", "InstanceTypes", "KeyPair", "SecurityGroupID",
 			"SubnetID", "InstanceProfileARN", "RoleARN",

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -13,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/latentworker/latentworker/awserr"
@@ -39,6 +42,13 @@ type EC2API interface {
 	CreateSecurityGroup(context.Context, *ec2.CreateSecurityGroupInput, ...func(*ec2.Options)) (*ec2.CreateSecurityGroupOutput, error)
 	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
 	ModifyImageAttribute(context.Context, *ec2.ModifyImageAttributeInput, ...func(*ec2.Options)) (*ec2.ModifyImageAttributeOutput, error)
+	DescribeSnapshots(context.Context, *ec2.DescribeSnapshotsInput, ...func(*ec2.Options)) (*ec2.DescribeSnapshotsOutput, error)
+}
+
+// KMSAPI is the part of the KMS client a handoff uses: whether a key that
+// encrypts the AMI is a customer managed one.
+type KMSAPI interface {
+	DescribeKey(context.Context, *kms.DescribeKeyInput, ...func(*kms.Options)) (*kms.DescribeKeyOutput, error)
 }
 
 // STSAPI is the part of the STS client a handoff uses.
@@ -76,8 +86,16 @@ type Options struct {
 	// Check. (The instance profile's role is still put right when it
 	// drifted, as a handoff does.)
 	CheckOnly bool
+	// RegionalUser hands off with an IAM user of the region,
+	// latentworker-WORKER-REGION: for a copy region (aws.copy_to_regions),
+	// whose master gets a key of its own with a policy scoped to that
+	// region, while the bake region's key keeps its own.
+	RegionalUser bool
 
 	EC2 EC2API
+	// KMS tells a customer managed key from AWS's aws/ebs; nil: every key
+	// that encrypts the AMI is taken as customer managed.
+	KMS KMSAPI
 	IAM iam.API
 	STS STSAPI
 	Now func() time.Time
@@ -162,13 +180,20 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 
+	keys, err := o.kmsKeys(ctx, img)
+	if err != nil {
+		return nil, err
+	}
 	m := iam.NewManager(o.IAM)
+	if o.RegionalUser {
+		m.UserSuffix = "-" + o.Region
+	}
 	if o.CheckOnly {
 		if _, err := o.IAM.GetInstanceProfile(ctx, &awsiam.GetInstanceProfileInput{InstanceProfileName: aws.String(iam.Name(o.Worker))}); err != nil {
 			return nil, fmt.Errorf("instance profile %s: %w: %v", iam.Name(o.Worker), ErrNotHandedOff, err)
 		}
-		if _, err := o.IAM.GetUser(ctx, &awsiam.GetUserInput{UserName: aws.String(iam.Name(o.Worker))}); err != nil {
-			return nil, fmt.Errorf("IAM user %s: %w: %v", iam.Name(o.Worker), ErrNotHandedOff, err)
+		if _, err := o.IAM.GetUser(ctx, &awsiam.GetUserInput{UserName: aws.String(iam.Name(o.Worker) + m.UserSuffix)}); err != nil {
+			return nil, fmt.Errorf("IAM user %s: %w: %v", iam.Name(o.Worker)+m.UserSuffix, ErrNotHandedOff, err)
 		}
 	}
 	profile, err := m.EnsureInstanceProfile(ctx, o.Worker)
@@ -183,7 +208,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	doc, err := iam.WorkerPolicy(iam.PolicyOptions{
 		Region: o.Region, AccountID: account, AMIs: []string{ami}, InstanceTypes: o.InstanceTypes,
 		KeyPair: keyName, SecurityGroupID: sg, SubnetID: subnet,
-		InstanceProfileARN: profile.ARN, RoleARN: profile.RoleARN, Tags: tags,
+		InstanceProfileARN: profile.ARN, RoleARN: profile.RoleARN, Tags: tags, KMSKeys: keys,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("policy for worker %s: %w", o.Worker, err)
@@ -264,6 +289,44 @@ func (o Options) image(ctx context.Context) (types.Image, string, error) {
 		return types.Image{}, "", fmt.Errorf("AMI %s: %w", aws.ToString(img.ImageId), ErrPublicImage)
 	}
 	return *img, prev, nil
+}
+
+// kmsKeys returns the ARNs of the customer managed KMS keys that encrypt
+// img's snapshots: the master's key must use them (through EC2 only) to
+// launch it. AWS's own aws/ebs key needs no permission of the key.
+func (o Options) kmsKeys(ctx context.Context, img types.Image) ([]string, error) {
+	var snaps []string
+	for _, bd := range img.BlockDeviceMappings {
+		if bd.Ebs != nil && aws.ToBool(bd.Ebs.Encrypted) && aws.ToString(bd.Ebs.SnapshotId) != "" {
+			snaps = append(snaps, aws.ToString(bd.Ebs.SnapshotId))
+		}
+	}
+	if len(snaps) == 0 {
+		return nil, nil
+	}
+	out, err := o.EC2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: snaps})
+	if err != nil {
+		return nil, fmt.Errorf("reading the KMS keys of AMI %s's snapshots: %w", aws.ToString(img.ImageId), err)
+	}
+	var keys []string
+	for _, sn := range out.Snapshots {
+		k := aws.ToString(sn.KmsKeyId)
+		if k == "" || slices.Contains(keys, k) {
+			continue
+		}
+		if o.KMS != nil {
+			d, err := o.KMS.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(k)})
+			if err != nil {
+				return nil, fmt.Errorf("describing KMS key %s of AMI %s: %w", k, aws.ToString(img.ImageId), err)
+			}
+			if d.KeyMetadata.KeyManager == kmstypes.KeyManagerTypeAws {
+				continue
+			}
+		}
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys, nil
 }
 
 // subnet returns the configured subnet, or the default VPC's first default

@@ -78,6 +78,10 @@ var (
 type Manager struct {
 	API  API
 	Path string // IAM path; "" means DefaultPath
+	// UserSuffix ends the worker's IAM user name (Name(worker) +
+	// UserSuffix): "-REGION" for the key of a master in a copy region
+	// (handoff --region), whose policy is scoped to that region.
+	UserSuffix string
 }
 
 // NewManager returns a Manager using api with DefaultPath.
@@ -158,7 +162,7 @@ func (m *Manager) EnsureUser(ctx context.Context, worker string) (User, error) {
 	if err := checkWorker(worker); err != nil {
 		return User{}, err
 	}
-	name := Name(worker)
+	name := Name(worker) + m.UserSuffix
 	out, err := m.API.GetUser(ctx, &awsiam.GetUserInput{UserName: aws.String(name)})
 	if isNotFound(err) {
 		_, err = m.API.CreateUser(ctx, &awsiam.CreateUserInput{

@@ -7,12 +7,14 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
@@ -156,7 +158,11 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 		InstanceTypes: []string{cfg.AWS.InstanceType}, SubnetID: cfg.AWS.SubnetID,
 		AMI: o.ami, KeyPairName: o.keyPair, PublicKey: pub, Rotate: o.rotate, RetireOld: o.retireOld,
 		BuildWaitTimeout: o.buildWait, CheckOnly: o.check,
-		EC2: ec2.NewFromConfig(awsCfg), IAM: awsiam.NewFromConfig(awsCfg), STS: sts.NewFromConfig(awsCfg),
+		// A copy region's master (handoff --region R, R in
+		// aws.copy_to_regions) gets a key of its own, scoped to R.
+		RegionalUser: slices.Contains(cfg.AWS.CopyToRegions, awsCfg.Region),
+		EC2:          ec2.NewFromConfig(awsCfg), KMS: kms.NewFromConfig(awsCfg),
+		IAM: awsiam.NewFromConfig(awsCfg), STS: sts.NewFromConfig(awsCfg),
 	})
 	if err != nil {
 		if errors.Is(err, handoff.ErrPublicImage) || errors.Is(err, handoff.ErrNoImage) {

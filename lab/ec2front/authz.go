@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -729,6 +730,40 @@ func (f *Front) runInstancesChecks(ctx context.Context, c *call, region, account
 		add(action, arn("volume/*"), vol(rootSize, "", ""))
 	}
 
+	// The KMS keys EC2 uses on the caller's behalf for the volumes: the
+	// image's snapshot's (moto keeps none: the lab's record) and the one
+	// the launch names. A customer managed key must let the caller use it
+	// through EC2 (kms:ViaService); re-encrypting is needed only when the
+	// launch names another key than the image's.
+	imageKey, launchKey := "", ""
+	if v, ok := f.Backend.Image(imageID); ok {
+		imageKey = v.KMSKeyID
+	}
+	if _, key := rootEncryption(c); key != "" {
+		k, err := f.Backend.CheckKey(ctx, region, key)
+		if err != nil {
+			return nil, err
+		}
+		launchKey = k
+	}
+	via := "ec2." + region + ".amazonaws.com"
+	for _, k := range slices.Compact([]string{imageKey, launchKey}) {
+		if k == "" {
+			continue
+		}
+		acts := []string{"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext"}
+		if imageKey != "" && launchKey != "" && imageKey != launchKey {
+			acts = append(acts, "kms:ReEncryptFrom", "kms:ReEncryptTo")
+		}
+		for _, a := range acts {
+			m := with(b, "kms:ViaService", via)
+			if a == "kms:CreateGrant" {
+				m["kms:GrantIsForAWSResource"] = "true"
+			}
+			checks = append(checks, iameval.Check{Action: a, Resource: k, Account: account, Context: m, ResourcePolicy: defaultKeyPolicy(k)})
+		}
+	}
+
 	// The instance.
 	inst := with(b,
 		"ec2:InstanceType", orDefault(c.form.Get("InstanceType"), "m1.small"),
@@ -781,6 +816,20 @@ func (f *Front) runInstancesChecks(ctx context.Context, c *call, region, account
 		add("ec2:CreateTags", res, requestTags(with(b, "ec2:CreateAction", "RunInstances"), specs[rt]))
 	}
 	return checks, nil
+}
+
+// defaultKeyPolicy is the key policy AWS gives a key made without one: its
+// account's IAM policies decide (moto keeps the same default).
+func defaultKeyPolicy(keyARN string) map[string]any {
+	account := ""
+	if f := strings.Split(keyARN, ":"); len(f) > 4 {
+		account = f[4]
+	}
+	return map[string]any{"Version": "2012-10-17", "Statement": []any{map[string]any{
+		"Sid": "Enable IAM User Permissions", "Effect": "Allow",
+		"Principal": map[string]any{"AWS": "arn:aws:iam::" + account + ":root"},
+		"Action":    "kms:*", "Resource": "*",
+	}}}
 }
 
 func sortedSpecKeys(m map[string][][2]string) []string {

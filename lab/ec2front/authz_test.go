@@ -26,13 +26,19 @@ import (
 
 // launchBackend is the Backend of a test that launches and terminates
 // instances without bodies; any other call panics, failing the test.
-type launchBackend struct{ Backend }
+type launchBackend struct {
+	Backend
+	imageKey string // the KMS key ARN of every image's snapshots; "" none
+}
 
 func (launchBackend) CheckLaunch(region, imageID string) error { return nil }
 func (launchBackend) Launch(ctx context.Context, spec LaunchSpec) (InstanceView, error) {
 	return InstanceView{State: "running"}, nil
 }
 func (launchBackend) Instance(id string) (InstanceView, bool) { return InstanceView{}, false }
+func (b launchBackend) Image(id string) (ImageView, bool) {
+	return ImageView{Encrypted: b.imageKey != "", KMSKeyID: b.imageKey}, b.imageKey != ""
+}
 
 // need fails (CI) or skips the test when a component is missing.
 func need(t *testing.T, bins ...string) {
@@ -265,6 +271,31 @@ func TestEvaluatorDecides(t *testing.T) {
 	if err != nil || len(sim.EvaluationResults) != 2 || sim.EvaluationResults[0].EvalDecision != "allowed" || sim.EvaluationResults[1].EvalDecision != "implicitDeny" {
 		t.Errorf("SimulatePrincipalPolicy = %+v, %v; want TerminateInstances allowed, CreateImage implicitDeny", sim, err)
 	}
+
+	// An image encrypted with a customer managed key: the launch needs the
+	// key's use through EC2, which the policy gives when handed off with
+	// the key (iam.KMSStatements).
+	keyARN := "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+	f.Backend = launchBackend{imageKey: keyARN}
+	if _, err := launch(dry); code(err) != "UnauthorizedOperation" {
+		t.Errorf("DryRun RunInstances of an encrypted image without the key's permissions = %v; want UnauthorizedOperation", err)
+	}
+	withKMS := opts
+	withKMS.KMSKeys = []string{keyARN}
+	kdoc, err := iam.WorkerPolicy(withKMS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch, err := m.PutPolicy(ctx, u, kdoc); err != nil || !ch {
+		t.Fatal(ch, err)
+	}
+	if have, err := m.Policy(ctx, u); err != nil || len(have.Statement) != len(kdoc.Statement) {
+		t.Fatalf("policy now %d statements, %v", len(have.Statement), err)
+	}
+	if _, err := launch(dry); code(err) != "DryRunOperation" {
+		t.Errorf("DryRun RunInstances of an encrypted image with the key's statements = %v; want DryRunOperation", err)
+	}
+	f.Backend = launchBackend{}
 
 	// One condition changed: the launch is denied.
 	changed := doc

@@ -5,7 +5,8 @@
 // Request:  {"id": 1, "principal": "arn:aws:iam::123456789012:user/u",
 //            "policies": [{"name": "p", "document": {...}}],
 //            "checks": [{"action": "ec2:RunInstances", "resource": "arn:...",
-//                        "account": "123456789012", "context": {"k": "v" | ["v", ...]}}]}
+//                        "account": "123456789012", "context": {"k": "v" | ["v", ...]},
+//                        "resourcePolicy": {...} (optional: a KMS key's key policy)}]}
 // Answer:   {"id": 1, "results": [{"decision": "Allowed" | "ImplicitlyDenied" |
 //            "ExplicitlyDenied" | "Error", "error": "...", "ignored": ["key", ...]}]}
 //
@@ -19,6 +20,7 @@ async function check(principal, policies, c) {
     identityPolicies: policies.map((p) => ({ name: p.name, policy: p.document })),
     serviceControlPolicies: [],
     resourceControlPolicies: [],
+    resourcePolicy: c.resourcePolicy,
     request: {
       principal,
       action: c.action,

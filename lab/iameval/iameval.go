@@ -123,6 +123,9 @@ type Check struct {
 	Resource string         `json:"resource"`
 	Account  string         `json:"account"`
 	Context  map[string]any `json:"context,omitempty"`
+	// ResourcePolicy is the resource's policy where the service requires
+	// one (a KMS key's key policy); nil for none.
+	ResourcePolicy any `json:"resourcePolicy,omitempty"`
 }
 
 // Result is the decision on one Check.

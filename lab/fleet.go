@@ -414,27 +414,7 @@ func (f *fleet) CreateImage(ctx context.Context, region, instanceID, imageID str
 	f.mu.Unlock()
 
 	// Snapshot tags, as AWS applies them at creation.
-	out, err := f.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{imageID}}, inRegion(region))
-	if err == nil && len(out.Images) == 1 {
-		var snaps []string
-		for _, bdm := range out.Images[0].BlockDeviceMappings {
-			if bdm.Ebs != nil && bdm.Ebs.SnapshotId != nil {
-				snaps = append(snaps, *bdm.Ebs.SnapshotId)
-			}
-		}
-		f.mu.Lock()
-		img.snapshots = snaps
-		f.mu.Unlock()
-		if len(snapTags) > 0 && len(snaps) > 0 {
-			var tags []ec2types.Tag
-			for k, v := range snapTags {
-				tags = append(tags, ec2types.Tag{Key: aws.String(k), Value: aws.String(v)})
-			}
-			if _, err := f.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: snaps, Tags: tags}, inRegion(region)); err != nil {
-				f.logf("image %s: tag snapshots: %v", imageID, err)
-			}
-		}
-	}
+	_ = f.recordSnapshots(ctx, region, img, nil, snapTags)
 
 	f.wg.Add(1)
 	go func() {
@@ -510,9 +490,19 @@ func (f *fleet) CopyImage(ctx context.Context, spec ec2front.CopySpec) error {
 	f.images[spec.ImageID] = img
 	f.mu.Unlock()
 
-	out, err := f.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{spec.ImageID}}, inRegion(spec.Region))
+	if err := f.recordSnapshots(ctx, spec.Region, img, spec.ImageTags, spec.SnapshotTags); err != nil {
+		return fmt.Errorf("lab: copy %s in %s: %w", spec.ImageID, spec.Region, err)
+	}
+	f.logf("image %s: copy of %s (%s) in %s, encrypted %v", spec.ImageID, spec.SourceImageID, spec.SourceRegion, spec.Region, img.encrypted)
+	return nil
+}
+
+// recordSnapshots records the snapshots moto made for a new image and tags
+// the image and its snapshots as asked at creation, as AWS does.
+func (f *fleet) recordSnapshots(ctx context.Context, region string, img *labImage, imageTags, snapTags map[string]string) error {
+	out, err := f.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{img.id}}, inRegion(region))
 	if err != nil || len(out.Images) != 1 {
-		return fmt.Errorf("lab: copy %s in %s: %v", spec.ImageID, spec.Region, err)
+		return fmt.Errorf("describing image %s: %v", img.id, err)
 	}
 	var snaps []string
 	for _, bdm := range out.Images[0].BlockDeviceMappings {
@@ -531,13 +521,12 @@ func (f *fleet) CopyImage(ctx context.Context, spec ec2front.CopySpec) error {
 		for k, v := range m {
 			tags = append(tags, ec2types.Tag{Key: aws.String(k), Value: aws.String(v)})
 		}
-		if _, err := f.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: ids, Tags: tags}, inRegion(spec.Region)); err != nil {
-			f.logf("image %s: tags: %v", spec.ImageID, err)
+		if _, err := f.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: ids, Tags: tags}, inRegion(region)); err != nil {
+			f.logf("image %s: tags: %v", img.id, err)
 		}
 	}
-	tag([]string{spec.ImageID}, spec.ImageTags)
-	tag(snaps, spec.SnapshotTags)
-	f.logf("image %s: copy of %s (%s) in %s, encrypted %v", spec.ImageID, spec.SourceImageID, spec.SourceRegion, spec.Region, img.encrypted)
+	tag([]string{img.id}, imageTags)
+	tag(snaps, snapTags)
 	return nil
 }
 

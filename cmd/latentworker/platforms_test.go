@@ -95,6 +95,9 @@ func TestBakeJSONBadInput(t *testing.T) {
 		{"--platform", "nosuch"},
 		{"--image-timeout", "-5m"},
 		{"--resume", "not-a-run"},
+		{"--copy-to-region", "us-wset-2"},
+		{"--region", "us-east-1", "--copy-to-region", "us-west-2", "--copy-to-region", "us-east-1"},
+		{"--kms-key-id", "my key"},
 	} {
 		var out bytes.Buffer
 		cmd := newBakeTo(&out, &bytes.Buffer{})
@@ -104,6 +107,11 @@ func TestBakeJSONBadInput(t *testing.T) {
 		err := cmd.ExecuteContext(t.Context())
 		if code := report(&bytes.Buffer{}, err); code != exitBadInput {
 			t.Errorf("bake %v: exit %d (%v); want %d", args, code, err, exitBadInput)
+		}
+		if f := strings.TrimPrefix(args[len(args)-2], "--"); strings.Contains(f, "-to-region") || f == "kms-key-id" {
+			if want := map[bool]string{true: "aws.copy_to_regions", false: "image.kms_key_id"}[f != "kms-key-id"]; err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("bake %v: %v; want it to name %s", args, err, want)
+			}
 		}
 		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 		var last map[string]any

@@ -63,6 +63,12 @@ EC2LatentWorker makes, in this region, for this worker's AMI, and an access
 key. Run it again after a refresh: it reuses the user and key, moves the
 policy to the new AMI and says what changed.
 
+With --find-newest the master is given no AMI: it finds the worker's newest
+completed AMI itself at each launch (valid_ami_owners and
+valid_ami_location_regex), and the policy lets the key launch only the
+account's images tagged as this worker's completed bakes (latentworker:ready),
+so a refresh needs no new handoff and no admin.
+
 The secret key and the worker password (from worker.password_env or
 worker.password_file, or a prompt) go to a file created 0600 (--secret-file)
 with everything above, not to the terminal unless --show-secret; --encrypt-to writes the whole bundle encrypted to an

@@ -602,6 +602,11 @@ func TestHandedOffMaster(t *testing.T) {
 			slices.SortFunc(out.Images, func(a, b ec2types.Image) int { return strings.Compare(aws.ToString(b.Name), aws.ToString(a.Name)) })
 			return aws.ToString(out.Images[0].ImageId)
 		}
+		// The first master (killed above when the whole test runs) frees
+		// the PB port the AMIs' worker connects to.
+		if err := mst.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
 		cfg := mcfg
 		cfg.Dir, cfg.Extra = filepath.Join(e.dir, "master-find-newest"), snippet
 		m3, err := master.Start(ctx, cfg)

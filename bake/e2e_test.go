@@ -27,13 +27,19 @@ import (
 
 const e2eWorker = "lw-e2e"
 
-// recorder collects events and checks that none carries a secret.
+// recorder collects events and checks that none carries a secret. The
+// events are logged only when the test fails (the last recorderTail of
+// them), so that a failure's own message is not lost among them.
 type recorder struct {
 	mu     sync.Mutex
 	events []bake.Event
+	lines  []string
+	hooked bool
 	t      *testing.T
 	secret string
 }
+
+const recorderTail = 80
 
 func (r *recorder) Event(e bake.Event) {
 	r.mu.Lock()
@@ -42,8 +48,21 @@ func (r *recorder) Event(e bake.Event) {
 	if strings.Contains(string(b), r.secret) {
 		r.t.Errorf("event carries the password: %s", b)
 	}
+	if !r.hooked {
+		r.hooked = true
+		r.t.Cleanup(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.t.Failed() {
+				r.t.Logf("the last %d events:\n%s", len(r.lines), strings.Join(r.lines, "\n"))
+			}
+		})
+	}
 	if e.Type != bake.EventProgress {
-		r.t.Logf("event %s", b)
+		r.lines = append(r.lines, "event "+string(b))
+		if len(r.lines) > recorderTail {
+			r.lines = r.lines[1:]
+		}
 	}
 	r.events = append(r.events, e)
 }
@@ -165,6 +184,9 @@ func TestBakeE2E(t *testing.T) {
 			t.Fatalf("images of run %s in %s: %v, %v; want the copy %s found by its tags", m2.RunID, copyRegion, out, err, cp)
 		}
 		checkEncrypted(t, west, cp, arns[copyRegion])
+		if im := out.Images[0]; im.ImdsSupport != types.ImdsSupportValuesV20 || !hasTag(im.Tags, fleet.TagReady) {
+			t.Errorf("copy %s: imds-support %q, tags %v; want v2.0 and %s, as the original (release)", cp, im.ImdsSupport, im.Tags, fleet.TagReady)
+		}
 		e.lab.BootAndBuildIn(t, copyRegion, e2eWorker, cp)
 	})
 }
@@ -291,4 +313,13 @@ func TestCancelAtStepBoundaries(t *testing.T) {
 			}
 		})
 	}
+}
+
+func hasTag(tags []types.Tag, key string) bool {
+	for _, t := range tags {
+		if aws.ToString(t.Key) == key {
+			return true
+		}
+	}
+	return false
 }

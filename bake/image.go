@@ -217,3 +217,40 @@ func verifyImage(ctx context.Context, s *State) error {
 	}
 	return nil
 }
+
+// release makes the image, and its copies in aws.copy_to_regions, the
+// worker's to run: instances launched from them require IMDSv2
+// (EC2LatentWorker passes no metadata options, so the image must say it;
+// AWS cannot undo this), and the ready tag says the bake completed. A
+// master that finds the worker's newest AMI by itself may launch only
+// images with that tag, so it never picks one still being made, verified
+// or copied.
+func release(ctx context.Context, s *State) error {
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	if err := s.releaseIn(ctx, s.opts.EC2, s.Region, s.ImageID); err != nil {
+		return err
+	}
+	for _, c := range s.Copies {
+		if err := s.releaseIn(ctx, s.opts.RegionEC2(c.Region), c.Region, c.ImageID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *State) releaseIn(ctx context.Context, api EC2API, region, id string) error {
+	if _, err := api.ModifyImageAttribute(ctx, &ec2.ModifyImageAttributeInput{
+		ImageId: aws.String(id), ImdsSupport: &types.AttributeValue{Value: aws.String(string(types.ImdsSupportValuesV20))},
+	}); err != nil {
+		return fmt.Errorf("requiring IMDSv2 on image %s in %s (imds-support v2.0): %w", id, region, err)
+	}
+	if _, err := api.CreateTags(ctx, &ec2.CreateTagsInput{
+		Resources: []string{id},
+		Tags:      []types.Tag{{Key: aws.String(fleet.TagReady), Value: aws.String(s.now().UTC().Format(time.RFC3339))}},
+	}); err != nil {
+		return fmt.Errorf("tagging image %s in %s %s: %w", id, region, fleet.TagReady, err)
+	}
+	return nil
+}

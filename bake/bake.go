@@ -35,6 +35,10 @@ type Manifest struct {
 	WallTime   time.Duration `json:"wall_ns"`
 	RemoteTime time.Duration `json:"remote_ns"`
 	WaitTime   time.Duration `json:"wait_ns"`
+	// RemoteCommands is how many commands RemoteTime is made of.
+	RemoteCommands int `json:"remote_commands"`
+	// Waits are the run's waits, each with when the transition was seen.
+	Waits []Wait `json:"waits,omitempty"`
 }
 
 // Result is what a run produced.
@@ -59,7 +63,7 @@ func (s *State) manifest() Manifest {
 		SourceAMI: s.BaseAMI, SourceName: s.BaseName, FromPrevious: s.opts.FromPrevious, Replaces: s.Replaces,
 		Worker: s.opts.Config.Worker.Name, Master: s.opts.Config.Worker.Master, RunID: s.RunID,
 		Creator: s.CallerARN, Verified: !s.opts.NoVerify, Created: s.now().UTC(), Timings: s.Timings,
-		WallTime: time.Since(s.started), RemoteTime: s.RemoteTime, WaitTime: s.WaitTime,
+		WallTime: time.Since(s.started), RemoteTime: s.RemoteTime, WaitTime: s.WaitTime, Waits: s.Waits, RemoteCommands: s.RemoteCommands,
 	}
 	if !s.opts.TerminateBuilder {
 		m.Builder = s.InstanceID

@@ -132,12 +132,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		opts.Timeouts.Image = p.ImageWait
 	}
 	if loopback(opts.Endpoint) {
-		// The lab: its transitions take seconds; notice each within one.
+		// The lab: its transitions take seconds; notice each within one,
+		// the answer's latency included.
 		if opts.Timeouts.Poll <= 0 {
-			opts.Timeouts.Poll = time.Second
+			opts.Timeouts.Poll = labPoll
 		}
 		if opts.Timeouts.MinPoll <= 0 {
-			opts.Timeouts.MinPoll = 250 * time.Millisecond
+			opts.Timeouts.MinPoll = labMinPoll
 		}
 	}
 	opts.Timeouts = opts.Timeouts.withDefaults()

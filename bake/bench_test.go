@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,16 +31,17 @@ import (
 // start of the wait, when the change came before it).
 func BenchmarkBake(b *testing.B) {
 	e := setup(b)
-	var wall, remote, wait time.Duration
+	var wall, remote, wait, noticing time.Duration
 	var commands int
 	steps := map[string]time.Duration{}
 	var order []string
 	delays := map[bake.Transition][]time.Duration{}
 	calls := map[bake.Transition]int{}
 	var torder []bake.Transition
+	phases := &phaseClock{total: map[string]time.Duration{}}
 	for i := 0; i < b.N; i++ {
 		opts := e.options(b, nil)
-		opts.Events = nil
+		opts.Events = phases
 		opts.TerminateBuilder = true
 		opts.Password = config.NewSecret(e.password)
 		res, err := bake.Run(context.Background(), opts)
@@ -70,6 +72,7 @@ func BenchmarkBake(b *testing.B) {
 				torder = append(torder, w.Transition)
 			}
 			delays[w.Transition] = append(delays[w.Transition], d)
+			noticing += d
 			calls[w.Transition] += w.Calls
 		}
 	}
@@ -84,9 +87,16 @@ func BenchmarkBake(b *testing.B) {
 	fmt.Fprintf(os.Stderr, "  remote commands  %8.2fs  (%d commands and uploads, SSH session set-up included)\n", (remote / n).Seconds(), commands/b.N)
 	fmt.Fprintf(os.Stderr, "  waits for EC2    %8.2fs  (the lab's boots, reboots, stop, image capture, and the noticing delays below)\n", (wait / n).Seconds())
 	fmt.Fprintf(os.Stderr, "  tool overhead    %8.2fs  (%.1f%% of wall time: the rest)\n", (overhead / n).Seconds(), 100*overhead.Seconds()/wall.Seconds())
+	fmt.Fprintf(os.Stderr, "  tool's own time  %8.2fs  (the overhead plus the noticing delays, %.2fs, which the waits above include)\n", ((overhead + noticing) / n).Seconds(), (noticing / n).Seconds())
 	fmt.Fprintf(os.Stderr, "  per step:\n")
 	for _, s := range order {
 		fmt.Fprintf(os.Stderr, "    %-15s %8.2fs\n", s, (steps[s] / n).Seconds())
+	}
+	fmt.Fprintf(os.Stderr, "  script phases over 0.2s (from a script's progress line to its next, or its step's end):\n")
+	for _, p := range phases.order {
+		if d := phases.total[p] / n; d >= 200*time.Millisecond {
+			fmt.Fprintf(os.Stderr, "    %-60.60s %6.2fs\n", p, d.Seconds())
+		}
 	}
 	fmt.Fprintf(os.Stderr, "  noticing delay per wait (from the lab's record of the change to bake's answer):\n")
 	for _, t := range torder {
@@ -97,6 +107,36 @@ func BenchmarkBake(b *testing.B) {
 		}
 		k := len(delays[t])
 		fmt.Fprintf(os.Stderr, "    %-15s mean %6.3fs  max %6.3fs  (%d waits, %.1f calls each)\n", t, (sum / time.Duration(k)).Seconds(), worst.Seconds(), k, float64(calls[t])/float64(k))
+	}
+}
+
+// phaseClock times the phases of the scripts: each of their progress lines
+// ("latentworker: ...") starts a phase that ends at the next line or at
+// the end of the step.
+type phaseClock struct {
+	cur   string
+	since time.Time
+	total map[string]time.Duration
+	order []string
+}
+
+func (p *phaseClock) Event(e bake.Event) {
+	now := time.Now()
+	end := func() {
+		if p.cur != "" {
+			if _, ok := p.total[p.cur]; !ok {
+				p.order = append(p.order, p.cur)
+			}
+			p.total[p.cur] += now.Sub(p.since)
+			p.cur = ""
+		}
+	}
+	switch {
+	case e.Type == bake.EventStepFinished:
+		end()
+	case e.Type == bake.EventProgress && strings.HasPrefix(e.Message, "latentworker: "):
+		end()
+		p.cur, p.since = e.Step+": "+strings.TrimPrefix(e.Message, "latentworker: "), now
 	}
 }
 

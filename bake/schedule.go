@@ -69,13 +69,20 @@ func (s Schedule) Next(n int, last time.Duration) time.Duration {
 	return min(max(earliest, s.Expected), latest)
 }
 
+// The lab's poll: calls cost little there, and a change is noticed within
+// 1 s with room for the answer's latency on a loaded machine.
+const (
+	labPoll    = 750 * time.Millisecond
+	labMinPoll = 200 * time.Millisecond
+)
+
 // Waits: how long each transition is expected to take, in the lab (its
 // containers boot in about two seconds) and on AWS (from EC2's documented
 // and commonly measured times). Only the noticing delay depends on them,
 // never whether a wait succeeds.
 var (
 	labExpected = map[Transition]time.Duration{
-		TransRunning:    1500 * time.Millisecond,
+		TransRunning:    2 * time.Second,
 		TransHostKeys:   0,
 		TransSSH:        0,
 		TransReboot:     2500 * time.Millisecond,

@@ -45,7 +45,7 @@ func envSchedules(t *testing.T) map[string]Schedule {
 	} {
 		opts := Options{Endpoint: env.endpoint}
 		if loopback(env.endpoint) {
-			opts.Timeouts.Poll, opts.Timeouts.MinPoll = time.Second, 250*time.Millisecond
+			opts.Timeouts.Poll, opts.Timeouts.MinPoll = labPoll, labMinPoll
 		}
 		opts.Timeouts = opts.Timeouts.withDefaults()
 		s := &State{opts: opts}

@@ -24,13 +24,19 @@ import (
 
 const e2eWorker = "lw-e2e"
 
-// recorder collects events and checks that none carries a secret.
+// recorder collects events and checks that none carries a secret. The
+// events are logged only when the test fails (the last recorderTail of
+// them), so that a failure's own message is not lost among them.
 type recorder struct {
 	mu     sync.Mutex
 	events []bake.Event
+	lines  []string
+	hooked bool
 	t      *testing.T
 	secret string
 }
+
+const recorderTail = 80
 
 func (r *recorder) Event(e bake.Event) {
 	r.mu.Lock()
@@ -39,8 +45,21 @@ func (r *recorder) Event(e bake.Event) {
 	if strings.Contains(string(b), r.secret) {
 		r.t.Errorf("event carries the password: %s", b)
 	}
+	if !r.hooked {
+		r.hooked = true
+		r.t.Cleanup(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.t.Failed() {
+				r.t.Logf("the last %d events:\n%s", len(r.lines), strings.Join(r.lines, "\n"))
+			}
+		})
+	}
 	if e.Type != bake.EventProgress {
-		r.t.Logf("event %s", b)
+		r.lines = append(r.lines, "event "+string(b))
+		if len(r.lines) > recorderTail {
+			r.lines = r.lines[1:]
+		}
 	}
 	r.events = append(r.events, e)
 }

@@ -210,3 +210,27 @@ func verifyImage(ctx context.Context, s *State) error {
 	}
 	return nil
 }
+
+// release makes the image the worker's to run: instances launched from it
+// require IMDSv2 (EC2LatentWorker passes no metadata options, so the image
+// must say it; AWS cannot undo this), and the ready tag says the bake
+// completed. A master that finds the worker's newest AMI by itself may
+// launch only images with that tag, so it never picks one still being
+// made or verified.
+func release(ctx context.Context, s *State) error {
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	if _, err := s.opts.EC2.ModifyImageAttribute(ctx, &ec2.ModifyImageAttributeInput{
+		ImageId: aws.String(s.ImageID), ImdsSupport: &types.AttributeValue{Value: aws.String(string(types.ImdsSupportValuesV20))},
+	}); err != nil {
+		return fmt.Errorf("requiring IMDSv2 on image %s (imds-support v2.0): %w", s.ImageID, err)
+	}
+	if _, err := s.opts.EC2.CreateTags(ctx, &ec2.CreateTagsInput{
+		Resources: []string{s.ImageID},
+		Tags:      []types.Tag{{Key: aws.String(fleet.TagReady), Value: aws.String(s.now().UTC().Format(time.RFC3339))}},
+	}); err != nil {
+		return fmt.Errorf("tagging image %s %s: %w", s.ImageID, fleet.TagReady, err)
+	}
+	return nil
+}

@@ -32,6 +32,7 @@ const (
 	StepCreateImage   = "create-image"
 	StepWaitImage     = "wait-image"
 	StepVerifyImage   = "verify-image"
+	StepRelease       = "release"
 	StepManifest      = "manifest"
 )
 
@@ -45,6 +46,7 @@ func ResumeSteps() []Step {
 		{StepSecurityGroup, securityGroup},
 		{StepWaitImage, waitImage},
 		{StepVerifyImage, verifyImage},
+		{StepRelease, release},
 		{StepManifest, writeManifest},
 	}
 }
@@ -83,6 +85,7 @@ func Steps() []Step {
 		{StepCreateImage, createImage},
 		{StepWaitImage, waitImage},
 		{StepVerifyImage, verifyImage},
+		{StepRelease, release},
 		{StepManifest, writeManifest},
 	}
 }

@@ -13,7 +13,7 @@ func TestStepsOrder(t *testing.T) {
 		}
 		names = append(names, s.Name)
 	}
-	want := "preflight temp-key security-group launch wait-running connect provision verify-config updates-reboot verify-service generalize stop create-image wait-image verify-image manifest"
+	want := "preflight temp-key security-group launch wait-running connect provision verify-config updates-reboot verify-service generalize stop create-image wait-image verify-image release manifest"
 	if got := strings.Join(names, " "); got != want {
 		t.Errorf("Steps() = %s; want %s", got, want)
 	}

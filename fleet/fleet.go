@@ -41,6 +41,11 @@ const (
 	// a worker's newest such AMI is the one its master runs, which image
 	// retention never removes.
 	TagHandedOff = Prefix + "handed-off"
+	// TagReady is set on an AMI once its bake completed (RFC 3339 time):
+	// the image is available, verified (unless the bake was told not to)
+	// and requires IMDSv2. A master that finds the worker's newest AMI by
+	// itself may launch only images with this tag (see iam.PolicyOptions).
+	TagReady = Prefix + "ready"
 )
 
 // Role is the value of TagRole: what a resource is for.

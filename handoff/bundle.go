@@ -47,6 +47,16 @@ type Bundle struct {
 	Region string
 	// AMI is the worker's image (required).
 	AMI string
+	// FindNewest hands off no fixed AMI: the master finds the worker's
+	// newest AMI by itself, at each launch (EC2LatentWorker's
+	// valid_ami_owners=[AMIOwner] and valid_ami_location_regex=
+	// AMILocationRegex, whose group is the name's date, so the newest
+	// sorts last), and the key may launch any completed image of the
+	// worker (iam.PolicyOptions.FindNewest). A refresh then needs no admin.
+	// AMI is the one the master finds today.
+	FindNewest       bool
+	AMIOwner         string
+	AMILocationRegex string
 	// ReplacesAMI is the worker's previous image, the one AMI replaces
 	// ("" for none). It is informational; Changes says what the admins
 	// must swap.
@@ -124,6 +134,16 @@ func (b Bundle) buildWait() int {
 	return int(b.BuildWaitTimeout / time.Second)
 }
 
+// AMILocationRegex is the valid_ami_location_regex that matches the AMIs
+// bake names for worker with prefix in account (ImageLocation
+// "ACCOUNT/PREFIX-WORKER-YYYYMMDD-hhmmss", see fleet.AMIName): its one
+// group is the date and time, so EC2LatentWorker, which sorts the matches
+// by that group, picks the newest. It is the same expression in Go and in
+// Python's re.
+func AMILocationRegex(account, prefix, worker string) string {
+	return "^" + regexp.QuoteMeta(account+"/"+prefix+"-"+worker+"-") + `([0-9]{8}-[0-9]{6})$`
+}
+
 // Secret file names on the master, derived from the worker name (a
 // buildbot identifier, so a safe file name).
 
@@ -156,6 +176,7 @@ var (
 	regionRE       = regexp.MustCompile(`^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$`)
 	instanceTypeRE = regexp.MustCompile(`^[a-z][a-z0-9]*(-[a-z0-9]+)*\.[a-z0-9]+(-[a-z0-9]+)*$`)
 	amiRE          = regexp.MustCompile(`^ami-([0-9a-f]{8}|[0-9a-f]{17})$`)
+	accountRE      = regexp.MustCompile(`^[0-9]{12}$`)
 	sgRE           = regexp.MustCompile(`^sg-([0-9a-f]{8}|[0-9a-f]{17})$`)
 	subnetRE       = regexp.MustCompile(`^subnet-([0-9a-f]{8}|[0-9a-f]{17})$`)
 	accessKeyIDRE  = regexp.MustCompile(`^(AKIA|ASIA)[A-Z0-9]{12,124}$`)
@@ -206,6 +227,13 @@ func (b Bundle) Validate() error {
 	}
 	check("Region", b.Region, regionRE, `not a full region name such as "eu-west-1"`)
 	check("AMI", b.AMI, amiRE, "not an AMI ID (ami- and 8 or 17 hex digits)")
+	if b.FindNewest {
+		check("AMIOwner", b.AMIOwner, accountRE, "not a 12-digit AWS account ID")
+		if _, err := regexp.Compile(b.AMILocationRegex); err != nil || b.AMILocationRegex == "" ||
+			strings.IndexFunc(b.AMILocationRegex, func(r rune) bool { return r < 0x20 || r > 0x7e }) >= 0 {
+			bad("AMILocationRegex", b.AMILocationRegex, "not a regular expression of printable ASCII")
+		}
+	}
 	if b.ReplacesAMI != "" {
 		check("ReplacesAMI", b.ReplacesAMI, amiRE, "not an AMI ID (ami- and 8 or 17 hex digits)")
 	}

@@ -76,7 +76,13 @@ func SettingsFragment(b Bundle) (string, error) {
 	}
 	p("    %s:", EC2SettingsKey)
 	p("      region: %s", yamlString(b.Region))
-	p("      ami: %s", yamlString(b.AMI))
+	if b.FindNewest {
+		p("      # ami: none; the master finds the worker's newest AMI (today %s).", b.AMI)
+		p("      valid_ami_owners: [%s]", b.AMIOwner)
+		p("      valid_ami_location_regex: %s", yamlString(b.AMILocationRegex))
+	} else {
+		p("      ami: %s", yamlString(b.AMI))
+	}
 	p("      instance_type: %s", yamlString(b.InstanceTypes[0]))
 	if len(b.InstanceTypes) > 1 {
 		p("      # The key may also launch: %s.", strings.Join(b.InstanceTypes[1:], ", "))
@@ -141,11 +147,15 @@ func WorkerClassChange(b Bundle) (string, error) {
 	p("")
 	p("    kwargs.setdefault(\"keepalive_interval\", int(ec2.get(\"keepalive_interval\", %d)))", DefaultKeepaliveInterval)
 	p("    kwargs.setdefault(\"build_wait_timeout\", int(ec2.get(\"build_wait_timeout\", %d)))", int(DefaultBuildWaitTimeout.Seconds()))
+	p("    if \"ami\" in ec2:")
+	p("        kwargs[\"ami\"] = str(ec2[\"ami\"])")
+	p("    else:  # the newest of the worker's AMIs, found by the master at each launch")
+	p("        kwargs[\"valid_ami_owners\"] = [int(o) for o in ec2[\"valid_ami_owners\"]]")
+	p("        kwargs[\"valid_ami_location_regex\"] = str(ec2[\"valid_ami_location_regex\"])")
 	p("    return _bb_worker.EC2LatentWorker(")
 	p("        name,")
 	p("        password,")
 	p("        instance_type=str(ec2[\"instance_type\"]),")
-	p("        ami=str(ec2[\"ami\"]),")
 	p("        region=str(ec2[\"region\"]),")
 	p("        identifier=str(ec2[\"access_key_id\"]),")
 	p("        secret_identifier=str(ec2[\"secret_access_key\"]),")

@@ -59,6 +59,14 @@ func refreshed() Bundle {
 	return b
 }
 
+// newest is a first bundle whose master finds the worker's newest AMI.
+func newest() Bundle {
+	b := fixture()
+	b.FindNewest, b.AMIOwner = true, "123456789012"
+	b.AMILocationRegex = AMILocationRegex(b.AMIOwner, "latentworker", b.WorkerName)
+	return b
+}
+
 // rotated is a bundle with a rotated key, two instance types, a secrets
 // directory, a shorter build wait and a tag that is not ASCII.
 func rotated() Bundle {
@@ -98,6 +106,7 @@ func TestGolden(t *testing.T) {
 		{"first", fixture()},
 		{"refresh", refreshed()},
 		{"rotated", rotated()},
+		{"newest", newest()},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -319,11 +328,15 @@ tree = ast.parse(sys.stdin.read())
 calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
          and getattr(n.func, "attr", None) == "EC2LatentWorker"]
 assert len(calls) == 1, calls
-bad = [k.arg for k in calls[0].keywords if k.arg is not None and k.arg not in params]
+names = [str(k.arg) for k in calls[0].keywords]
+# kwargs["x"] = ...: the worker class change's own keywords.
+names += [n.slice.value for n in ast.walk(tree) if isinstance(n, ast.Subscript)
+          and getattr(n.value, "id", None) == "kwargs" and isinstance(n.slice, ast.Constant)]
+bad = [k for k in names if k != "None" and k not in params]
 assert not bad, bad
-print(" ".join(str(k.arg) for k in calls[0].keywords))
+print(" ".join(names))
 `
-	for _, b := range []Bundle{fixture(), refreshed(), rotated()} {
+	for _, b := range []Bundle{fixture(), refreshed(), rotated(), newest()} {
 		snippet, err := MasterCfgSnippet(b)
 		if err != nil {
 			t.Fatal(err)
@@ -337,7 +350,11 @@ print(" ".join(str(k.arg) for k in calls[0].keywords))
 			}
 			t.Fatalf("python3 on the snippet: %v\n%s\n%s", err, out, snippet)
 		}
-		const want = "name password instance_type ami region identifier secret_identifier keypair_name " +
+		image := "ami"
+		if b.FindNewest {
+			image = "valid_ami_owners valid_ami_location_regex"
+		}
+		want := "name password instance_type " + image + " region identifier secret_identifier keypair_name " +
 			"security_group_ids subnet_id instance_profile_name tags keepalive_interval build_wait_timeout max_builds"
 		if got := strings.TrimSpace(string(out)); got != want {
 			t.Errorf("snippet keywords = %s; want %s", got, want)
@@ -353,8 +370,9 @@ print(" ".join(str(k.arg) for k in calls[0].keywords))
 		if err != nil {
 			t.Fatalf("python3 on the worker class change: %v\n%s\n%s", err, out, class)
 		}
-		const wantClass = "instance_type ami region identifier secret_identifier keypair_name " +
-			"security_group_ids subnet_id instance_profile_name tags None"
+		const wantClass = "instance_type region identifier secret_identifier keypair_name " +
+			"security_group_ids subnet_id instance_profile_name tags None " +
+			"ami valid_ami_owners valid_ami_location_regex"
 		if got := strings.TrimSpace(string(out)); got != wantClass {
 			t.Errorf("worker class change keywords = %s; want %s", got, wantClass)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -58,6 +59,13 @@ type Options struct {
 	// AMI is the image to hand off; "" picks the newest this tool baked
 	// for the worker.
 	AMI string
+	// FindNewest hands off no fixed AMI: the master finds the worker's
+	// newest AMI by itself (Bundle.FindNewest), and the key may launch any
+	// completed image of the worker. NamePrefix is image.name_prefix, what
+	// the images' names start with. In a CheckOnly run, FindNewest is also
+	// taken when the key's policy is of that kind.
+	FindNewest bool
+	NamePrefix string
 	// KeyPairName is the EC2 key pair the master names; "" means
 	// latentworker-WORKER. PublicKey (an authorized_keys line, whose
 	// private half the owner keeps) is imported when it does not exist.
@@ -180,20 +188,29 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	tags := map[string]string{fleet.TagWorker: o.Worker}
-	doc, err := iam.WorkerPolicy(iam.PolicyOptions{
+	var have iam.Document
+	if o.CheckOnly {
+		if have, err = m.Policy(ctx, user); err != nil {
+			return nil, err
+		}
+		o.FindNewest = o.FindNewest || slices.ContainsFunc(have.Statement, func(s iam.Statement) bool { return s.Sid == iam.SidFindNewest })
+	}
+	po := iam.PolicyOptions{
 		Region: o.Region, AccountID: account, AMIs: []string{ami}, InstanceTypes: o.InstanceTypes,
 		KeyPair: keyName, SecurityGroupID: sg, SubnetID: subnet,
 		InstanceProfileARN: profile.ARN, RoleARN: profile.RoleARN, Tags: tags,
-	})
+	}
+	if o.FindNewest {
+		// Any completed image of the worker, not this one: the policy
+		// stays the same across refreshes.
+		po.AMIs, po.FindNewest, po.Worker = nil, true, o.Worker
+	}
+	doc, err := iam.WorkerPolicy(po)
 	if err != nil {
 		return nil, fmt.Errorf("policy for worker %s: %w", o.Worker, err)
 	}
 	res.UserARN, res.InstanceProfileARN, res.AccountID = user.ARN, profile.ARN, account
 	if o.CheckOnly {
-		have, err := m.Policy(ctx, user)
-		if err != nil {
-			return nil, err
-		}
 		res.PolicyDiffers = !reflect.DeepEqual(have, doc)
 	} else if res.PolicyChanged, err = m.PutPolicy(ctx, user, doc); err != nil {
 		return nil, err
@@ -206,7 +223,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		ReplacesAMI:      tagValue(img.Tags, fleet.TagReplaces),
 		BuildWaitTimeout: o.BuildWaitTimeout,
 	}
-	if prevHandedOff != "" && prevHandedOff != ami {
+	if o.FindNewest {
+		b.FindNewest, b.AMIOwner = true, account
+		b.AMILocationRegex = AMILocationRegex(account, o.NamePrefix, o.Worker)
+	}
+	if prevHandedOff != "" && prevHandedOff != ami && !o.FindNewest {
 		b.Changes.OldAMI = prevHandedOff
 	}
 	if err := o.keys(ctx, m, user, &b, res); err != nil {
@@ -217,10 +238,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Bundle = b
 		return res, nil
 	}
-	if _, err := o.EC2.CreateTags(ctx, &ec2.CreateTagsInput{
-		Resources: []string{ami},
-		Tags:      []types.Tag{{Key: aws.String(TagHandedOff), Value: aws.String(o.Now().UTC().Format(time.RFC3339))}},
-	}); err != nil {
+	now := aws.String(o.Now().UTC().Format(time.RFC3339))
+	mark := []types.Tag{{Key: aws.String(TagHandedOff), Value: now}}
+	if o.FindNewest && tagValue(img.Tags, fleet.TagReady) == "" {
+		// Baked before images were tagged ready: handing it off says it is.
+		mark = append(mark, types.Tag{Key: aws.String(fleet.TagReady), Value: now})
+	}
+	if _, err := o.EC2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{ami}, Tags: mark}); err != nil {
 		return nil, fmt.Errorf("tagging AMI %s as handed off: %w", ami, err)
 	}
 	res.Bundle = b

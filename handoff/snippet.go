@@ -138,7 +138,15 @@ func MasterCfgSnippet(b Bundle) (string, error) {
 		p("        # The key may also launch: %s.", strings.Join(others, ", "))
 	}
 	p("        instance_type=%s,", pyString(b.InstanceTypes[0]))
-	p("        ami=%s,  # after a refresh, only this value changes", pyString(b.AMI))
+	if b.FindNewest {
+		p("        # The newest of the worker's AMIs, found at each launch (today %s):", b.AMI)
+		p("        # a refresh needs no change here. The key may launch only images of")
+		p("        # this account tagged as the worker's completed bakes.")
+		p("        valid_ami_owners=[%s],", b.AMIOwner)
+		p("        valid_ami_location_regex=%s,", pyString(b.AMILocationRegex))
+	} else {
+		p("        ami=%s,  # after a refresh, only this value changes", pyString(b.AMI))
+	}
 	p("        region=%s,", pyString(b.Region))
 	p("        identifier=identifier,")
 	p("        secret_identifier=secret_identifier,")

@@ -49,7 +49,13 @@ func Text(b Bundle, opts TextOptions) (string, error) {
 	p("2. Region:")
 	item("Region", b.Region)
 	p("3. AMI ID:")
-	item("AMI", b.AMI)
+	if b.FindNewest {
+		item("AMI", "the newest of the worker's AMIs, found by the master (today "+b.AMI+")")
+		item("valid_ami_owners", "["+b.AMIOwner+"]")
+		item("valid_ami_location_regex", b.AMILocationRegex)
+	} else {
+		item("AMI", b.AMI)
+	}
 	if b.ReplacesAMI != "" {
 		item("Replaces", b.ReplacesAMI)
 	}
@@ -101,7 +107,12 @@ func Text(b Bundle, opts TextOptions) (string, error) {
 	item("Keepalive interval", fmt.Sprintf("%d s", b.keepalive()))
 	item("Build wait timeout", fmt.Sprintf("%d s", b.buildWait()))
 	p("")
-	p("The key is not \"full access to EC2\": it may launch only this AMI, these")
+	if b.FindNewest {
+		p("The key is not \"full access to EC2\": it may launch only the worker's")
+		p("completed AMIs of this account (a refresh adds one: nothing to change), these")
+	} else {
+		p("The key is not \"full access to EC2\": it may launch only this AMI, these")
+	}
 	p("instance types, with this key pair, security group, subnet and instance")
 	p("profile, in this region; it may tag instances with exactly the tags above")
 	p("and terminate only the instances it launched. Use these values as they are.")
@@ -118,6 +129,8 @@ type bundleJSON struct {
 	InstanceTypes       []string          `json:"instance_types"`
 	Region              string            `json:"region"`
 	AMI                 string            `json:"ami"`
+	ValidAMIOwners      []string          `json:"valid_ami_owners,omitempty"`
+	ValidAMILocation    string            `json:"valid_ami_location_regex,omitempty"`
 	ReplacesAMI         string            `json:"replaces_ami,omitempty"`
 	AccessKeyID         string            `json:"access_key_id"`
 	SecretAccessKey     string            `json:"secret_access_key,omitempty"`
@@ -187,6 +200,9 @@ func JSON(b Bundle, showSecret bool) ([]byte, error) {
 			SecretAccessKey: SecretAccessKeySecretName(b.WorkerName),
 		},
 		Warning: AMIWarning,
+	}
+	if b.FindNewest {
+		j.ValidAMIOwners, j.ValidAMILocation = []string{b.AMIOwner}, b.AMILocationRegex
 	}
 	if showSecret {
 		j.SecretAccessKey = b.SecretAccessKey.Reveal()

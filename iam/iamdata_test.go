@@ -181,6 +181,8 @@ func operatorFits(op, typ string) bool {
 	typ = strings.TrimPrefix(typ, "ArrayOf")
 	base = strings.TrimSuffix(base, "IfExists")
 	switch {
+	case base == "Null": // whether the key is present: any type
+		return !multi
 	case strings.HasPrefix(base, "Arn"):
 		return typ == "ARN"
 	case strings.HasPrefix(base, "String"):

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/latentworker/latentworker/field"
+	"github.com/latentworker/latentworker/fleet"
 )
 
 // PolicyVersion is the only IAM policy language version latentworker writes.
@@ -103,6 +104,17 @@ type PolicyOptions struct {
 	// AMIs are the worker's image IDs RunInstances may launch (after a
 	// refresh: the new one; during a switch-over: both).
 	AMIs []string
+	// FindNewest, for a master that finds the worker's newest AMI by
+	// itself (EC2LatentWorker's valid_ami_owners and
+	// valid_ami_location_regex), lets RunInstances launch any image owned
+	// by AccountID and tagged for Worker as a completed bake's image
+	// (fleet.TagWorker, fleet.TagRole "image", fleet.TagReady), in
+	// addition to AMIs, which may then be empty: a refresh needs no new
+	// policy.
+	FindNewest bool
+	// Worker is the worker name the images are tagged for (required with
+	// FindNewest).
+	Worker string
 	// InstanceTypes are the types RunInstances may launch, e.g. "t3.small".
 	InstanceTypes []string
 	// KeyPair is the name of the EC2 key pair the master names
@@ -133,6 +145,10 @@ type PolicyOptions struct {
 	// worker's own instances, with any tags.
 	Tags map[string]string
 }
+
+// SidFindNewest is the statement of a FindNewest policy that lets the key
+// launch the worker's completed images.
+const SidFindNewest = "LaunchOnlyTheAccountsReadyImagesOfTheWorker"
 
 // FieldError is a problem with one field of PolicyOptions ("AMIs[1]").
 type FieldError = field.Error
@@ -188,8 +204,14 @@ func (o PolicyOptions) Validate() error {
 	}
 	check("Region", o.Region, regionRE, `not a region name such as "eu-west-1"`)
 	check("AccountID", o.AccountID, accountRE, "not a 12-digit AWS account ID")
-	if len(o.AMIs) == 0 {
-		bad("AMIs", "", "at least one AMI is required")
+	if len(o.AMIs) == 0 && !o.FindNewest {
+		bad("AMIs", "", "at least one AMI is required (or FindNewest)")
+	}
+	if o.FindNewest {
+		check("Worker", o.Worker, tagValRE, "not a valid tag value")
+		if o.Worker == "" {
+			bad("Worker", "", "required with FindNewest: the worker the images are tagged for")
+		}
 	}
 	for i, id := range o.AMIs {
 		check(fmt.Sprintf("AMIs[%d]", i), id, amiRE, "not an AMI ID (ami- and 8 or 17 hex digits)")
@@ -348,6 +370,23 @@ func WorkerPolicy(o PolicyOptions) (Document, error) {
 		Condition: tagCond,
 	})
 
+	if o.FindNewest {
+		images := []string{"ec2:RunInstances"}
+		if o.Spot {
+			images = append(images, "ec2:RequestSpotInstances")
+		}
+		st = append(st, Statement{
+			Sid:      SidFindNewest,
+			Effect:   "Allow",
+			Action:   images,
+			Resource: []string{fmt.Sprintf("arn:%s:ec2:%s::image/*", p, o.Region)},
+			Condition: inRegion.
+				with("StringEquals", "ec2:Owner", o.AccountID).
+				with("StringEquals", "ec2:ResourceTag/"+fleet.TagWorker, o.Worker).
+				with("StringEquals", "ec2:ResourceTag/"+fleet.TagRole, string(fleet.RoleImage)).
+				with("Null", "ec2:ResourceTag/"+fleet.TagReady, "false"),
+		})
+	}
 	if o.Spot {
 		var spotResources []string
 		for _, r := range launchResources {

@@ -45,7 +45,10 @@ func goldenCases() map[string]PolicyOptions {
 	notags.Tags = nil
 	switchover := base()
 	switchover.AMIs = []string{"ami-0fedcba9876543210", "ami-0123456789abcdef0"}
+	newest := base()
+	newest.AMIs, newest.FindNewest, newest.Worker = nil, true, "cpython-w1"
 	return map[string]PolicyOptions{
+		"find-newest":        newest,
 		"plain":              base(),
 		"spot":               spot,
 		"two-instance-types": two,

@@ -24,6 +24,7 @@ import (
 type handoffOptions struct {
 	cf         *configFlags
 	ami        string
+	findNewest bool
 	keyPair    string
 	publicKey  string
 	rotate     bool
@@ -62,6 +63,12 @@ EC2LatentWorker makes, in this region, for this worker's AMI, and an access
 key. Run it again after a refresh: it reuses the user and key, moves the
 policy to the new AMI and says what changed.
 
+With --find-newest the master is given no AMI: it finds the worker's newest
+completed AMI itself at each launch (valid_ami_owners and
+valid_ami_location_regex), and the policy lets the key launch only the
+account's images tagged as this worker's completed bakes (latentworker:ready),
+so a refresh needs no new handoff and no admin.
+
 The secret key and the worker password (from worker.password_env or
 worker.password_file, or a prompt) go to a file created 0600 (--secret-file)
 with everything above, not to the terminal unless --show-secret; --encrypt-to writes the whole bundle encrypted to an
@@ -77,6 +84,7 @@ password: handoff refuses a public AMI.
 	o.cf = addConfigFlags(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.ami, "ami", "", "the AMI to hand off (default: the newest this tool baked for the worker)")
+	f.BoolVar(&o.findNewest, "find-newest", false, "hand off no fixed AMI: the master finds the worker's newest completed AMI by itself (valid_ami_owners, valid_ami_location_regex) and the key may launch only the account's images tagged as this worker's completed bakes, so a refresh needs no admin")
 	f.StringVar(&o.keyPair, "key-pair-name", "", "the EC2 key pair the master names (default latentworker-WORKER)")
 	f.StringVar(&o.publicKey, "public-key", "", "public key file to import as that key pair when it does not exist")
 	f.BoolVar(&o.rotate, "rotate", false, "create a second access key (the old one stays active until --retire-old)")
@@ -100,6 +108,9 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 		}
 	default:
 		return badInput{fmt.Errorf("--format %q: must be text, settings, worker-class, snippet or json", o.format)}
+	}
+	if o.findNewest && o.ami != "" {
+		return badInput{errors.New("--find-newest and --ami: the master either finds the newest AMI or runs the one given, not both")}
 	}
 	if o.checkWait < 0 {
 		return badInput{fmt.Errorf("--check-wait %s: must not be negative", o.checkWait)}
@@ -154,7 +165,7 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 	res, err := handoff.Run(ctx, handoff.Options{
 		Worker: cfg.Worker.Name, MasterAddress: cfg.Worker.Master, Region: awsCfg.Region,
 		InstanceTypes: []string{cfg.AWS.InstanceType}, SubnetID: cfg.AWS.SubnetID,
-		AMI: o.ami, KeyPairName: o.keyPair, PublicKey: pub, Rotate: o.rotate, RetireOld: o.retireOld,
+		AMI: o.ami, FindNewest: o.findNewest, NamePrefix: cfg.Image.NamePrefix, KeyPairName: o.keyPair, PublicKey: pub, Rotate: o.rotate, RetireOld: o.retireOld,
 		BuildWaitTimeout: o.buildWait, CheckOnly: o.check,
 		EC2: ec2.NewFromConfig(awsCfg), IAM: awsiam.NewFromConfig(awsCfg), STS: sts.NewFromConfig(awsCfg),
 	})

@@ -517,6 +517,99 @@ func TestHandedOffMaster(t *testing.T) {
 		}
 		t.Logf("the 4.3.0 master's calls with the handed-off key: %d, actions %v", len(calls), slices.Sorted(maps.Keys(made)))
 	})
+
+	// The self-finding handoff: no AMI in master.cfg. The master finds the
+	// worker's newest completed AMI at each launch (valid_ami_owners,
+	// valid_ami_location_regex) and the key, under the policy as handed off
+	// and evaluated with its conditions, may launch it. After a refresh,
+	// with no handoff and no admin, the master's next launch is of the new
+	// AMI.
+	t.Run("self-finding handoff launches the newest AMI after a refresh", func(t *testing.T) {
+		cmd := e.command(ctx, "handoff", "--find-newest", "--format", "snippet", "--build-wait-timeout", "5s")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("handoff --find-newest: %v\n%s", err, stderr.String())
+		}
+		e.noSecret(t, "handoff --find-newest", append(stdout.Bytes(), stderr.Bytes()...))
+		snippet := stdout.String()
+		if strings.Contains(snippet, "ami=") || !strings.Contains(snippet, "valid_ami_location_regex=") {
+			t.Fatalf("the snippet of handoff --find-newest names an AMI, or no regex:\n%s", snippet)
+		}
+		newest := func() string {
+			t.Helper()
+			out, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: []ec2types.Filter{
+				filter("tag:latentworker:worker", cliWorker), filter("tag-key", "latentworker:ready")}})
+			if err != nil || len(out.Images) == 0 {
+				t.Fatalf("the worker's ready AMIs: %v (%d)", err, len(out.Images))
+			}
+			slices.SortFunc(out.Images, func(a, b ec2types.Image) int { return strings.Compare(aws.ToString(b.Name), aws.ToString(a.Name)) })
+			return aws.ToString(out.Images[0].ImageId)
+		}
+		cfg := mcfg
+		cfg.Dir, cfg.Extra = filepath.Join(e.dir, "master-find-newest"), snippet
+		m3, err := master.Start(ctx, cfg)
+		if err != nil {
+			t.Fatalf("a master with the self-finding snippet: %v", err)
+		}
+		defer m3.Stop(context.Background())
+		mc3 := m3.Client()
+		build := func(why string) string {
+			t.Helper()
+			before := instances(t, c)
+			off := fileSize(e.lab.State.RequestLog)
+			req, err := mc3.ForceBuild(ctx, master.DefaultSchedulerName, master.DefaultBuilderName, why)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, err := mc3.WaitBuild(ctx, req, 5*time.Minute); err != nil || !b.Succeeded() {
+				t.Fatalf("%s: %+v, %v; want success\n%s", why, b, err, m3.LogTail())
+			}
+			for _, call := range masterCalls(t, e.lab.State.RequestLog, off, bundle.AccessKeyID) {
+				if call.Status != http.StatusOK {
+					t.Errorf("%s: the master's ec2:%s with the handed-off key = HTTP %d; want allowed", why, call.Action, call.Status)
+				}
+			}
+			var launched []string
+			for _, id := range instances(t, c) {
+				if !slices.Contains(before, id) {
+					launched = append(launched, id)
+				}
+			}
+			if len(launched) != 1 {
+				t.Fatalf("%s: the master launched %v; want one instance", why, launched)
+			}
+			d, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: launched})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := waitInstanceState(ctx, c, launched[0], "terminated", 2*time.Minute); err != nil {
+				t.Fatalf("%s: the master did not terminate %s: %v\n%s", why, launched[0], err, m3.LogTail())
+			}
+			return aws.ToString(d.Reservations[0].Instances[0].ImageId)
+		}
+		want := newest()
+		if got := build("self-finding: the newest AMI"); got != want {
+			t.Fatalf("the master launched %s; want the newest ready AMI %s", got, want)
+		}
+
+		// A refresh, and nothing else: no handoff, no change on the master.
+		cmd = e.command(ctx, "bake", "--from-previous", "--terminate-builder", "--no-verify")
+		stdout.Reset()
+		stderr.Reset()
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("bake --from-previous: %v\n%s", err, stderr.String())
+		}
+		refreshed := strings.TrimPrefix(strings.SplitN(stdout.String(), "\n", 2)[0], "image_id: ")
+		if refreshed == want || newest() != refreshed {
+			t.Fatalf("after the refresh the newest ready AMI is %s; want the refresh's %s (before: %s)", newest(), refreshed, want)
+		}
+		if got := build("self-finding: after a refresh"); got != refreshed {
+			t.Fatalf("after a refresh the master launched %s; want the new AMI %s\n%s", got, refreshed, m3.LogTail())
+		}
+		t.Logf("the master launched %s, then after a refresh %s, with no handoff in between", want, refreshed)
+	})
 }
 
 func freeLoopbackPort(t *testing.T) string {

@@ -101,6 +101,17 @@ func (f *Front) describeImages(c *call) (int, []byte, http.Header, error) {
 		return status, body, hdr, err
 	}
 	for _, item := range doc.FindElements("//imagesSet/item") {
+		// moto keeps no location for the images it registers or creates;
+		// AWS gives an EBS-backed image "OWNER/NAME" ("amazon/NAME" for
+		// Amazon's own): what EC2LatentWorker's valid_ami_location_regex
+		// matches.
+		if childText(item, "imageLocation") == "" && childText(item, "name") != "" {
+			owner := childText(item, "imageOwnerAlias")
+			if owner == "" {
+				owner = childText(item, "imageOwnerId")
+			}
+			setChild(item, "imageLocation", owner+"/"+childText(item, "name"))
+		}
 		if v, ok := f.Backend.Image(childText(item, "imageId")); ok {
 			if v.State != "" {
 				setChild(item, "imageState", v.State)

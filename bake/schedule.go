@@ -69,11 +69,12 @@ func (s Schedule) Next(n int, last time.Duration) time.Duration {
 	return min(max(earliest, s.Expected), latest)
 }
 
-// The lab's poll: calls cost little there, and a change is noticed within
-// 1 s with room for the answer's latency on a loaded machine.
+// The lab's poll: a call costs the lab a few milliseconds, and every
+// period adds half of itself, on average, to each wait: a change is noticed
+// within a quarter of a second there.
 const (
-	labPoll    = 750 * time.Millisecond
-	labMinPoll = 200 * time.Millisecond
+	labPoll    = 250 * time.Millisecond
+	labMinPoll = 100 * time.Millisecond
 )
 
 // Waits: how long each transition is expected to take, in the lab (its
@@ -87,7 +88,7 @@ var (
 		TransSSH:        0,
 		TransReboot:     2500 * time.Millisecond,
 		TransStopped:    500 * time.Millisecond,
-		TransImage:      300 * time.Millisecond,
+		TransImage:      5 * time.Second,
 		TransServiceUp:  0,
 		TransTerminated: 500 * time.Millisecond,
 	}
@@ -116,9 +117,14 @@ func (s *State) schedule(t Transition) Schedule {
 // dialBackoff is the backoff of SSH connection attempts (provision.Dial):
 // from MinPoll up to the period, so that SSH coming up is noticed within a
 // period too (a connection attempt is not a call to AWS).
+//
+// In the lab a refused connection costs nothing: it is tried every MinPoll.
 func (s *State) dialBackoff(t *provision.Target) {
 	t.MinBackoff = s.opts.Timeouts.MinPoll
 	t.MaxBackoff = min(s.opts.Timeouts.Poll, provision.DefaultMaxBackoff)
+	if loopback(s.opts.Endpoint) {
+		t.MaxBackoff = t.MinBackoff
+	}
 }
 
 // record adds a wait that did not poll through pollOn.

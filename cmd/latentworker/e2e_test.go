@@ -169,8 +169,8 @@ func (e *cliEnv) launchWithAWSCLI(t *testing.T, ami string) {
 	}()
 	aws("wait", "instance-running", "--instance-ids", id)
 	mc := &master.Client{BaseURL: e.lab.State.MasterURL}
-	if err := mc.WaitWorkerConnected(ctx, cliWorker, 3*time.Minute); err != nil {
-		t.Fatalf("worker %s on %s from %s: %v", cliWorker, id, ami, err)
+	if err := mc.WaitWorkerConnected(ctx, cliWorker, 5*time.Minute); err != nil {
+		t.Fatalf("worker %s on %s from %s: %v\n%s", cliWorker, id, ami, err, e.lab.Diagnose(id))
 	}
 	req, err := mc.ForceBuild(ctx, master.DefaultSchedulerName, master.DefaultBuilderName, "latentworker cli e2e")
 	if err != nil {
@@ -178,7 +178,7 @@ func (e *cliEnv) launchWithAWSCLI(t *testing.T, ami string) {
 	}
 	b, err := mc.WaitBuild(ctx, req, 3*time.Minute)
 	if err != nil || !b.Succeeded() {
-		t.Fatalf("build on an instance of %s: %+v, %v; want success", ami, b, err)
+		t.Fatalf("build on an instance of %s: %+v, %v; want success\n%s", ami, b, err, e.lab.Diagnose(id))
 	}
 	aws("terminate-instances", "--instance-ids", id, "--output", "text")
 	aws("wait", "instance-terminated", "--instance-ids", id)

@@ -536,6 +536,62 @@ func TestHandedOffMaster(t *testing.T) {
 		if strings.Contains(snippet, "ami=") || !strings.Contains(snippet, "valid_ami_location_regex=") {
 			t.Fatalf("the snippet of handoff --find-newest names an AMI, or no regex:\n%s", snippet)
 		}
+		// The key under the policy as handed off, with the snippet's own
+		// launch arguments (dry runs): the newest ready AMI may be
+		// launched; the base image (another owner) and an AMI of the worker
+		// whose ready tag is gone may not.
+		cmd = e.command(ctx, "handoff", "--find-newest", "--format", "json")
+		js, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("handoff --find-newest --format json: %v", err)
+		}
+		var nb struct {
+			AMI              string   `json:"ami"`
+			Owners           []string `json:"valid_ami_owners"`
+			KeyPairName      string   `json:"keypair_name"`
+			SecurityGroupIDs []string `json:"security_group_ids"`
+			SubnetID         string   `json:"subnet_id"`
+			Profile          string   `json:"instance_profile_name"`
+			InstanceType     string   `json:"instance_type"`
+		}
+		if err := json.Unmarshal(js, &nb); err != nil || len(nb.Owners) != 1 {
+			t.Fatalf("handoff --find-newest --format json: %v\n%s", err, js)
+		}
+		keyCfg := e.lab.AWS.Copy()
+		keyCfg.Credentials = credentials.NewStaticCredentialsProvider(bundle.AccessKeyID, bundle.SecretAccessKey, "")
+		kEC2 := ec2.NewFromConfig(keyCfg)
+		dryRun := func(image string) error {
+			_, err := kEC2.RunInstances(ctx, &ec2.RunInstancesInput{
+				ImageId: aws.String(image), InstanceType: ec2types.InstanceType(nb.InstanceType), KeyName: aws.String(nb.KeyPairName),
+				SecurityGroupIds: nb.SecurityGroupIDs, SubnetId: aws.String(nb.SubnetID),
+				IamInstanceProfile: &ec2types.IamInstanceProfileSpecification{Name: aws.String(nb.Profile)},
+				MinCount:           aws.Int32(1), MaxCount: aws.Int32(1), DryRun: aws.Bool(true),
+			})
+			return err
+		}
+		var ae smithy.APIError
+		if err := dryRun(nb.AMI); !errors.As(err, &ae) || ae.ErrorCode() != "DryRunOperation" {
+			t.Errorf("the key's dry-run launch of the newest AMI %s = %v; want DryRunOperation", nb.AMI, err)
+		}
+		base, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{Filters: []ec2types.Filter{filter("name", platform.MustLookup("debian-12").BaseName)}})
+		if err != nil || len(base.Images) == 0 {
+			t.Fatalf("the base images: %v", err)
+		}
+		if err := dryRun(aws.ToString(base.Images[0].ImageId)); !deniedErr(err) {
+			t.Errorf("the key's dry-run launch of base image %s (owner %s) = %v; want denied", aws.ToString(base.Images[0].ImageId), aws.ToString(base.Images[0].OwnerId), err)
+		}
+		ready := []ec2types.Tag{{Key: aws.String("latentworker:ready")}}
+		if _, err := c.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{ami}, Tags: ready}); err != nil {
+			t.Fatal(err)
+		}
+		if err := dryRun(ami); !deniedErr(err) {
+			t.Errorf("the key's dry-run launch of %s without its ready tag = %v; want denied", ami, err)
+		}
+		ready[0].Value = aws.String(time.Now().UTC().Format(time.RFC3339))
+		if _, err := c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{ami}, Tags: ready}); err != nil {
+			t.Fatal(err)
+		}
+
 		newest := func() string {
 			t.Helper()
 			out, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: []ec2types.Filter{
@@ -545,6 +601,11 @@ func TestHandedOffMaster(t *testing.T) {
 			}
 			slices.SortFunc(out.Images, func(a, b ec2types.Image) int { return strings.Compare(aws.ToString(b.Name), aws.ToString(a.Name)) })
 			return aws.ToString(out.Images[0].ImageId)
+		}
+		// The first master (killed above when the whole test runs) frees
+		// the PB port the AMIs' worker connects to.
+		if err := mst.Stop(ctx); err != nil {
+			t.Fatal(err)
 		}
 		cfg := mcfg
 		cfg.Dir, cfg.Extra = filepath.Join(e.dir, "master-find-newest"), snippet

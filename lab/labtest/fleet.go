@@ -2,6 +2,7 @@ package labtest
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,6 +18,28 @@ import (
 	"github.com/latentworker/latentworker/fleet"
 	"github.com/latentworker/latentworker/lab/master"
 )
+
+// Diagnose returns what explains a worker that did not connect or build:
+// the end of instance id's console and of the lab master's log.
+func (l *Lab) Diagnose(id string) string {
+	var sb strings.Builder
+	out, err := l.EC2("").GetConsoleOutput(context.Background(), &ec2.GetConsoleOutputInput{InstanceId: aws.String(id), Latest: aws.Bool(true)})
+	if err == nil {
+		b, _ := base64.StdEncoding.DecodeString(aws.ToString(out.Output))
+		fmt.Fprintf(&sb, "--- the end of %s's console:\n%s\n", id, lastLines(string(b), 40))
+	} else {
+		fmt.Fprintf(&sb, "--- the console of %s: %v\n", id, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(l.State.StateDir, "master", "twistd.log")); err == nil {
+		fmt.Fprintf(&sb, "--- the end of the lab master's log:\n%s\n", lastLines(string(b), 40))
+	}
+	return sb.String()
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
 
 // BootAndBuild launches an instance from ami the way buildbot would and
 // checks that its worker connects and a forced build succeeds.
@@ -41,8 +64,8 @@ func (l *Lab) BootAndBuild(t testing.TB, worker, ami string) {
 		t.Fatalf("instance %s from %s: %v", id, ami, err)
 	}
 	mc := &master.Client{BaseURL: l.State.MasterURL}
-	if err := mc.WaitWorkerConnected(ctx, worker, 3*time.Minute); err != nil {
-		t.Fatalf("worker %s on %s: %v", worker, id, err)
+	if err := mc.WaitWorkerConnected(ctx, worker, 5*time.Minute); err != nil {
+		t.Fatalf("worker %s on %s: %v\n%s", worker, id, err, l.Diagnose(id))
 	}
 	req, err := mc.ForceBuild(ctx, master.DefaultSchedulerName, master.DefaultBuilderName, "bake e2e")
 	if err != nil {
@@ -50,7 +73,7 @@ func (l *Lab) BootAndBuild(t testing.TB, worker, ami string) {
 	}
 	build, err := mc.WaitBuild(ctx, req, 3*time.Minute)
 	if err != nil || !build.Succeeded() {
-		t.Fatalf("build on %s: %+v, %v; want success", ami, build, err)
+		t.Fatalf("build on %s: %+v, %v; want success\n%s", ami, build, err, l.Diagnose(id))
 	}
 	// Wait for the worker to go away before the next boot uses its name.
 	if _, err := c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {

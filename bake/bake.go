@@ -41,6 +41,10 @@ type Manifest struct {
 	WallTime   time.Duration `json:"wall_ns"`
 	RemoteTime time.Duration `json:"remote_ns"`
 	WaitTime   time.Duration `json:"wait_ns"`
+	// RemoteCommands is how many commands RemoteTime is made of.
+	RemoteCommands int `json:"remote_commands"`
+	// Waits are the run's waits, each with when the transition was seen.
+	Waits []Wait `json:"waits,omitempty"`
 }
 
 // Result is what a run produced.
@@ -65,7 +69,7 @@ func (s *State) manifest() Manifest {
 		SourceAMI: s.BaseAMI, SourceName: s.BaseName, FromPrevious: s.opts.FromPrevious, Replaces: s.Replaces,
 		Worker: s.opts.Config.Worker.Name, Master: s.opts.Config.Worker.Master, RunID: s.RunID,
 		Creator: s.CallerARN, Verified: !s.opts.NoVerify, Created: s.now().UTC(), Timings: s.Timings,
-		WallTime: time.Since(s.started), RemoteTime: s.RemoteTime, WaitTime: s.WaitTime,
+		WallTime: time.Since(s.started), RemoteTime: s.RemoteTime, WaitTime: s.WaitTime, Waits: s.Waits, RemoteCommands: s.RemoteCommands,
 	}
 	if !s.opts.TerminateBuilder {
 		m.Builder = s.InstanceID
@@ -141,12 +145,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		opts.Timeouts.Image = p.ImageWait
 	}
 	if loopback(opts.Endpoint) {
-		// The lab: its transitions take seconds; notice each within one.
+		// The lab: its transitions take seconds; notice each within one,
+		// the answer's latency included.
 		if opts.Timeouts.Poll <= 0 {
-			opts.Timeouts.Poll = time.Second
+			opts.Timeouts.Poll = labPoll
 		}
 		if opts.Timeouts.MinPoll <= 0 {
-			opts.Timeouts.MinPoll = 250 * time.Millisecond
+			opts.Timeouts.MinPoll = labMinPoll
 		}
 	}
 	opts.Timeouts = opts.Timeouts.withDefaults()

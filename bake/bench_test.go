@@ -4,26 +4,44 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/latentworker/latentworker/bake"
 	"github.com/latentworker/latentworker/config"
+	"github.com/latentworker/latentworker/lab"
 )
 
 // BenchmarkBake bakes in the lab b.N times (run it with -benchtime 1x or
 // 3x: `make bench-bake`) and reports the wall time and how it splits:
-// remote commands (apt, the worker setup, ...), waits for EC2 (the lab's
-// boots, reboots, stop, image capture) and the tool's own overhead (the
-// rest: API calls, SSH handshakes, polling granularity, cleanup).
+//
+//   - remote commands: the time of every command (and upload) on the
+//     instances, from the call to its exit status, SSH session set-up
+//     included (apt, the worker setup, the job follower's last poll ...);
+//   - waits for EC2: from asking for a transition (launch, reboot, stop,
+//     image, terminate) to noticing it, less any remote command in between
+//     (the lab's boots, reboots, stop, image capture, and the noticing
+//     delay, printed separately below);
+//   - the tool's own time: the rest (API calls, key generation, SSH
+//     handshakes, cleanup, Go).
+//
+// Each wait's noticing delay is the time from the lab's record of the
+// change (lab.State.Transitions) to bake's answer that saw it (or from the
+// start of the wait, when the change came before it).
 func BenchmarkBake(b *testing.B) {
 	e := setup(b)
-	var wall, remote, wait time.Duration
+	var wall, remote, wait, noticing time.Duration
+	var commands int
 	steps := map[string]time.Duration{}
 	var order []string
+	delays := map[bake.Transition][]time.Duration{}
+	calls := map[bake.Transition]int{}
+	var torder []bake.Transition
+	phases := &phaseClock{total: map[string]time.Duration{}}
 	for i := 0; i < b.N; i++ {
 		opts := e.options(b, nil)
-		opts.Events = nil
+		opts.Events = phases
 		opts.TerminateBuilder = true
 		opts.Password = config.NewSecret(e.password)
 		res, err := bake.Run(context.Background(), opts)
@@ -34,11 +52,28 @@ func BenchmarkBake(b *testing.B) {
 		wall += m.WallTime
 		remote += m.RemoteTime
 		wait += m.WaitTime
+		commands += m.RemoteCommands
 		for _, t := range m.Timings {
 			if _, ok := steps[t.Step]; !ok {
 				order = append(order, t.Step)
 			}
 			steps[t.Step] += t.Elapsed
+		}
+		trs, err := lab.ReadTransitions(e.lab.State.Transitions)
+		if err != nil {
+			b.Fatalf("lab transitions: %v", err)
+		}
+		for _, w := range m.Waits {
+			d, ok := noticingDelay(w, trs)
+			if !ok {
+				continue
+			}
+			if _, ok := delays[w.Transition]; !ok {
+				torder = append(torder, w.Transition)
+			}
+			delays[w.Transition] = append(delays[w.Transition], d)
+			noticing += d
+			calls[w.Transition] += w.Calls
 		}
 	}
 	n := time.Duration(b.N)
@@ -49,13 +84,90 @@ func BenchmarkBake(b *testing.B) {
 	b.ReportMetric((overhead / n).Seconds(), "overhead-s/bake")
 	fmt.Fprintf(os.Stderr, "\nbake in the lab, mean of %d run(s):\n", b.N)
 	fmt.Fprintf(os.Stderr, "  wall time        %8.2fs\n", (wall / n).Seconds())
-	fmt.Fprintf(os.Stderr, "  remote commands  %8.2fs\n", (remote / n).Seconds())
-	fmt.Fprintf(os.Stderr, "  waits for EC2    %8.2fs  (the lab's boots, reboots, stop, image capture)\n", (wait / n).Seconds())
-	fmt.Fprintf(os.Stderr, "  tool overhead    %8.2fs  (%.1f%% of wall time)\n", (overhead / n).Seconds(), 100*overhead.Seconds()/wall.Seconds())
+	fmt.Fprintf(os.Stderr, "  remote commands  %8.2fs  (%d commands and uploads, SSH session set-up included)\n", (remote / n).Seconds(), commands/b.N)
+	fmt.Fprintf(os.Stderr, "  waits for EC2    %8.2fs  (the lab's boots, reboots, stop, image capture, and the noticing delays below)\n", (wait / n).Seconds())
+	fmt.Fprintf(os.Stderr, "  tool overhead    %8.2fs  (%.1f%% of wall time: the rest)\n", (overhead / n).Seconds(), 100*overhead.Seconds()/wall.Seconds())
+	fmt.Fprintf(os.Stderr, "  tool's own time  %8.2fs  (the overhead plus the noticing delays, %.2fs, which the waits above include)\n", ((overhead + noticing) / n).Seconds(), (noticing / n).Seconds())
 	fmt.Fprintf(os.Stderr, "  per step:\n")
 	for _, s := range order {
 		fmt.Fprintf(os.Stderr, "    %-15s %8.2fs\n", s, (steps[s] / n).Seconds())
 	}
+	fmt.Fprintf(os.Stderr, "  script phases over 0.2s (from a script's progress line to its next, or its step's end):\n")
+	for _, p := range phases.order {
+		if d := phases.total[p] / n; d >= 200*time.Millisecond {
+			fmt.Fprintf(os.Stderr, "    %-60.60s %6.2fs\n", p, d.Seconds())
+		}
+	}
+	fmt.Fprintf(os.Stderr, "  noticing delay per wait (from the lab's record of the change to bake's answer):\n")
+	for _, t := range torder {
+		var sum, worst time.Duration
+		for _, d := range delays[t] {
+			sum += d
+			worst = max(worst, d)
+		}
+		k := len(delays[t])
+		fmt.Fprintf(os.Stderr, "    %-15s mean %6.3fs  max %6.3fs  (%d waits, %.1f calls each)\n", t, (sum / time.Duration(k)).Seconds(), worst.Seconds(), k, float64(calls[t])/float64(k))
+	}
+}
+
+// phaseClock times the phases of the scripts: each of their progress lines
+// ("latentworker: ...") starts a phase that ends at the next line or at
+// the end of the step.
+type phaseClock struct {
+	cur   string
+	since time.Time
+	total map[string]time.Duration
+	order []string
+}
+
+func (p *phaseClock) Event(e bake.Event) {
+	now := time.Now()
+	end := func() {
+		if p.cur != "" {
+			if _, ok := p.total[p.cur]; !ok {
+				p.order = append(p.order, p.cur)
+			}
+			p.total[p.cur] += now.Sub(p.since)
+			p.cur = ""
+		}
+	}
+	switch {
+	case e.Type == bake.EventStepFinished:
+		end()
+	case e.Type == bake.EventProgress && strings.HasPrefix(e.Message, "latentworker: "):
+		end()
+		p.cur, p.since = e.Step+": "+strings.TrimPrefix(e.Message, "latentworker: "), now
+	}
+}
+
+// labEvent is the lab's record (lab.Transition.Event) of each transition.
+var labEvent = map[bake.Transition]string{
+	bake.TransRunning: "running", bake.TransHostKeys: "ssh-up", bake.TransSSH: "ssh-up",
+	bake.TransReboot: "ssh-up", bake.TransStopped: "stopped", bake.TransImage: "available",
+	bake.TransTerminated: "terminated",
+}
+
+// noticingDelay is how long after the lab's change wait w noticed it: from
+// the change's last record before w ended (or w's start, if later) to w's
+// end. The worker service coming up has no record in the lab.
+func noticingDelay(w bake.Wait, trs []lab.Transition) (time.Duration, bool) {
+	ev, ok := labEvent[w.Transition]
+	if !ok {
+		return 0, false
+	}
+	var at time.Time
+	for _, tr := range trs {
+		if tr.Resource == w.Resource && tr.Event == ev && !tr.At.After(w.Noticed) && tr.At.After(at) {
+			at = tr.At
+		}
+	}
+	if at.IsZero() {
+		return 0, false
+	}
+	if at.Before(w.Began) {
+		at = w.Began
+	}
+	return w.Noticed.Sub(at), true
 }
 
 // BenchmarkMatrix bakes N workers (MATRIX_N, default 4) in one lab, first

@@ -107,8 +107,7 @@ func (e *env) options(t testing.TB, rec *recorder) bake.Options {
 	return bake.Options{
 		Config: e.cfg, Password: config.NewSecret(e.password),
 		EC2: e.ec2, STS: e.sts, Region: lab.DefaultRegion, Endpoint: e.lab.State.Endpoint,
-		Events:   rec,
-		Timeouts: bake.Timeouts{Poll: time.Second},
+		Events: rec,
 	}
 }
 

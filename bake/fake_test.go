@@ -110,7 +110,7 @@ func (publicFake) DescribeImages(context.Context, *ec2.DescribeImagesInput, ...f
 }
 
 func TestPublicImageRefused(t *testing.T) {
-	s := &State{ImageID: "ami-0123456789abcdef0", opts: Options{EC2: publicFake{}, Timeouts: Timeouts{Poll: 10 * time.Millisecond}.withDefaults()}}
+	s := &State{ImageID: "ami-0123456789abcdef0", opts: Options{EC2: publicFake{}, Timeouts: Timeouts{Poll: 10 * time.Millisecond, Image: time.Minute}.withDefaults()}}
 	err := waitImage(context.Background(), s)
 	if !errors.Is(err, ErrPublicImage) || !strings.Contains(err.Error(), "ami-0123456789abcdef0") {
 		t.Errorf("waitImage(public image) = %v; want ErrPublicImage naming the AMI", err)

@@ -116,7 +116,7 @@ func waitImage(ctx context.Context, s *State) error {
 	defer cancel()
 	last := -2
 	created := time.Now()
-	err := poll(wctx, s.opts.Timeouts.Poll, func() (bool, error) {
+	err := s.pollSchedule(wctx, TransImage, s.ImageID, func() (bool, error) {
 		out, err := s.opts.EC2.DescribeImages(wctx, &ec2.DescribeImagesInput{ImageIds: []string{s.ImageID}})
 		if awserr.NotFound(err) && time.Since(created) < consistencyWindow {
 			return false, nil // not visible yet

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/latentworker/latentworker/awserr"
@@ -107,16 +108,60 @@ func (s *State) terminate(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	w := ec2.NewInstanceTerminatedWaiter(s.opts.EC2, func(o *ec2.InstanceTerminatedWaiterOptions) {
-		o.MinDelay, o.MaxDelay = s.opts.Timeouts.MinPoll, s.opts.Timeouts.Poll
-	})
 	defer s.waiting()()
-	err = w.Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, s.opts.Timeouts.Stop)
-	if awserr.NotFound(err) {
-		// It was seen, and terminated long enough ago to be forgotten.
-		return nil
+	wctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Stop)
+	defer cancel()
+	err = s.pollSchedule(wctx, TransTerminated, id, func() (bool, error) {
+		st, err := s.instanceState(wctx, id)
+		if awserr.NotFound(err) {
+			// It was seen, and terminated long enough ago to be forgotten.
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		return st.state == types.InstanceStateNameTerminated, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for instance %s to terminate: %w", id, err)
 	}
-	return err
+	return nil
+}
+
+// instanceView is what a wait needs of an instance.
+type instanceView struct {
+	state types.InstanceStateName
+	addr  string
+}
+
+// instanceState describes instance id; a missing instance is NotFound.
+func (s *State) instanceState(ctx context.Context, id string) (instanceView, error) {
+	out, err := s.opts.EC2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if err != nil {
+		return instanceView{}, err
+	}
+	for _, r := range out.Reservations {
+		for _, in := range r.Instances {
+			if aws.ToString(in.InstanceId) != id || in.State == nil {
+				continue
+			}
+			return instanceView{state: in.State.Name, addr: aws.ToString(in.PublicIpAddress)}, nil
+		}
+	}
+	return instanceView{}, &notFoundError{id}
+}
+
+// notFoundError is an instance missing from a DescribeInstances answer,
+// classified like EC2's own InvalidInstanceID.NotFound.
+type notFoundError struct{ id string }
+
+func (e *notFoundError) Error() string {
+	return "InvalidInstanceID.NotFound: instance " + e.id + " is not in the answer"
+}
+func (e *notFoundError) ErrorCode() string    { return "InvalidInstanceID.NotFound" }
+func (e *notFoundError) ErrorMessage() string { return e.Error() }
+func (e *notFoundError) ErrorFault() smithy.ErrorFault {
+	return smithy.FaultClient
 }
 
 func launch(ctx context.Context, s *State) error {
@@ -128,24 +173,39 @@ func launch(ctx context.Context, s *State) error {
 	return nil
 }
 
-// waitInstance waits until id runs and returns its public address.
+// waitInstance waits until id runs and returns its public address. A new
+// instance may be NotFound for a while (eventual consistency); one that
+// stops or terminates instead of running ends the wait.
 func (s *State) waitInstance(ctx context.Context, id string) (string, error) {
-	w := ec2.NewInstanceRunningWaiter(s.opts.EC2, func(o *ec2.InstanceRunningWaiterOptions) {
-		o.MinDelay, o.MaxDelay = s.opts.Timeouts.MinPoll, s.opts.Timeouts.Poll
-	})
 	defer s.waiting()()
-	out, err := w.WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, s.opts.Timeouts.Running)
+	wctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Running)
+	defer cancel()
+	launched := time.Now()
+	var addr string
+	err := s.pollSchedule(wctx, TransRunning, id, func() (bool, error) {
+		v, err := s.instanceState(wctx, id)
+		switch {
+		case awserr.NotFound(err) && time.Since(launched) < consistencyWindow:
+			return false, nil
+		case err != nil:
+			return false, err
+		}
+		switch v.state {
+		case types.InstanceStateNameRunning:
+			addr = v.addr
+			return true, nil
+		case types.InstanceStateNamePending:
+			return false, nil
+		}
+		return false, fmt.Errorf("instance is %s", v.state)
+	})
 	if err != nil {
 		return "", fmt.Errorf("waiting for instance %s to run: %w", id, err)
 	}
-	for _, r := range out.Reservations {
-		for _, in := range r.Instances {
-			if addr := aws.ToString(in.PublicIpAddress); addr != "" {
-				return addr, nil
-			}
-		}
+	if addr == "" {
+		return "", fmt.Errorf("instance %s runs but has no public IP address (is the subnet's auto-assign public IP off?)", id)
 	}
-	return "", fmt.Errorf("instance %s runs but has no public IP address (is the subnet's auto-assign public IP off?)", id)
+	return addr, nil
 }
 
 func waitRunning(ctx context.Context, s *State) error {
@@ -180,16 +240,21 @@ func (s *State) dialInstance(ctx context.Context, step, id, addr string) (*provi
 	default:
 		return nil, t, err
 	}
+	s.dialBackoff(&t)
+	attempts := 1
 	t.Retrying = func(attempt int, err error, wait time.Duration) {
+		attempts = attempt + 1
 		s.emit(Event{Type: EventProgress, Step: step, Percent: -1, Message: fmt.Sprintf("SSH to %s: attempt %d failed, retrying in %s", t.Addr, attempt, wait.Round(time.Millisecond))})
 	}
 	dctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Connect)
 	defer cancel()
+	began := time.Now()
 	c, err := provision.Dial(dctx, t)
 	s.timed(c)
 	if err != nil {
 		return nil, t, fmt.Errorf("connecting to instance %s at %s: %w", id, t.Addr, err)
 	}
+	s.record(TransSSH, id, began, attempts)
 	return c, t, nil
 }
 
@@ -203,7 +268,7 @@ func (s *State) consoleHostKeys(ctx context.Context, id string) (provision.HostK
 	// Latest (the console up to now, not only the boot's first 64 KiB) is
 	// for Nitro instances only; Xen types answer UnsupportedOperation.
 	latest := true
-	err := poll(pctx, min(s.opts.Timeouts.Poll, 2*time.Second), func() (bool, error) {
+	err := s.pollSchedule(pctx, TransHostKeys, id, func() (bool, error) {
 		in := &ec2.GetConsoleOutputInput{InstanceId: aws.String(id)}
 		if latest {
 			in.Latest = aws.Bool(true)
@@ -254,6 +319,7 @@ func (s *State) redial(ctx context.Context) (*provision.Client, error) {
 		Addr: net.JoinHostPort(s.InstanceAddr, strconv.Itoa(s.Platform.SSHPort)), User: s.opts.Config.Image.EffectiveSSHUser(),
 		Signer: s.Signer, HostKey: s.hostKey, HostKeyAlgorithms: s.targetAlgos,
 	}
+	s.dialBackoff(&t)
 	dctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Reboot)
 	defer cancel()
 	c, err := provision.Dial(dctx, t)
@@ -271,11 +337,23 @@ func stop(ctx context.Context, s *State) error {
 	if _, err := s.opts.EC2.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{s.InstanceID}}); err != nil {
 		return fmt.Errorf("stopping instance %s: %w", s.InstanceID, err)
 	}
-	w := ec2.NewInstanceStoppedWaiter(s.opts.EC2, func(o *ec2.InstanceStoppedWaiterOptions) {
-		o.MinDelay, o.MaxDelay = s.opts.Timeouts.MinPoll, s.opts.Timeouts.Poll
-	})
 	defer s.waiting()()
-	if err := w.Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{s.InstanceID}}, s.opts.Timeouts.Stop); err != nil {
+	wctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Stop)
+	defer cancel()
+	err := s.pollSchedule(wctx, TransStopped, s.InstanceID, func() (bool, error) {
+		v, err := s.instanceState(wctx, s.InstanceID)
+		if err != nil {
+			return false, err
+		}
+		switch v.state {
+		case types.InstanceStateNameStopped:
+			return true, nil
+		case types.InstanceStateNameStopping, types.InstanceStateNameRunning:
+			return false, nil // running: the stop is not visible yet
+		}
+		return false, fmt.Errorf("instance is %s", v.state)
+	})
+	if err != nil {
 		return fmt.Errorf("waiting for instance %s to stop: %w", s.InstanceID, err)
 	}
 	return nil

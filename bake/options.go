@@ -58,9 +58,10 @@ type Timeouts struct {
 	Verify  time.Duration // the worker service coming up on the throwaway (default 5m)
 	Unwind  time.Duration // the whole undo (default 10m)
 	// Poll is the longest wait between two polls of a state AWS changes
-	// (default 1 s against a loopback endpoint, the lab; 15 s against AWS,
-	// as often as a fixed 15 s poll at most); MinPoll the shortest, where
-	// the SDK's waiters back off from (default 250 ms in the lab, 2 s).
+	// and the period of the waits' schedules (Schedule): default 250 ms
+	// against a loopback endpoint, the lab; 15 s against AWS, never more
+	// calls than a fixed 15 s poll. MinPoll is the shortest gap (default
+	// 100 ms in the lab, 2 s).
 	Poll    time.Duration
 	MinPoll time.Duration
 	Create  time.Duration // one create call, which a cancel does not interrupt (default 2m)

@@ -67,7 +67,13 @@ type State struct {
 	// time spent waiting for EC2 (instances booting, rebooting, stopping,
 	// the image being captured). The rest of a run is the tool's own.
 	RemoteTime, WaitTime time.Duration
-	started              time.Time
+	// RemoteCommands counts the commands (and uploads) on instances.
+	RemoteCommands int
+	// Waits are the run's waits for a transition, in order, each with
+	// when it began, when the transition was seen and how many calls it
+	// took.
+	Waits   []Wait
+	started time.Time
 
 	opts   Options
 	labels fleet.Labels

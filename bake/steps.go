@@ -152,7 +152,7 @@ func (s *State) waiting() func() {
 // timed makes c report its commands' time to the run.
 func (s *State) timed(c *provision.Client) *provision.Client {
 	if c != nil {
-		c.OnCommand = func(d time.Duration) { s.RemoteTime += d }
+		c.OnCommand = func(d time.Duration) { s.RemoteTime += d; s.RemoteCommands++ }
 	}
 	return c
 }

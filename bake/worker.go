@@ -19,7 +19,7 @@ import (
 
 // driver returns the platform's driver, reporting script output as progress.
 func (s *State) driver(step string) *provision.Driver {
-	return &provision.Driver{Platform: s.Platform, Progress: lineWriter(func(line string) {
+	return &provision.Driver{Platform: s.Platform, RebootPoll: s.opts.Timeouts.MinPoll, Progress: lineWriter(func(line string) {
 		s.emit(Event{Type: EventProgress, Step: step, Percent: -1, Message: line})
 	})}
 }
@@ -94,8 +94,12 @@ func updatesReboot(ctx context.Context, s *State) error {
 	for n := 1; ; n++ {
 		s.emit(Event{Type: EventProgress, Step: StepUpdates, Percent: -1, Message: fmt.Sprintf("reboot %d of instance %s", n, s.InstanceID)})
 		done := s.waiting()
+		began := time.Now()
 		c, err := d.Reboot(ctx, s.client, s.redial)
 		done()
+		if err == nil {
+			s.record(TransReboot, s.InstanceID, began, 1)
+		}
 		s.client = c
 		if err != nil {
 			return fmt.Errorf("rebooting instance %s: %w", s.InstanceID, err)
@@ -126,7 +130,12 @@ func (s *State) verifyUp(ctx context.Context, step string, c **provision.Client,
 	defer cancel()
 	var checkErr, lastErr error
 	why := ""
-	err := poll(vctx, min(s.opts.Timeouts.Poll, 2*time.Second), func() (bool, error) {
+	// Each poll is a command on the instance, not a call to AWS: at least
+	// every 2 s.
+	sched := s.schedule(TransServiceUp)
+	sched.Period = min(sched.Period, 2*time.Second)
+	sched.Min = min(sched.Min, sched.Period)
+	err := s.pollOn(vctx, sched, TransServiceUp, id, func() (bool, error) {
 		if *c == nil {
 			nc, err := redial(vctx)
 			if err != nil {

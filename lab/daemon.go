@@ -87,6 +87,9 @@ type State struct {
 	MasterPIDS uint64    `json:"master_pid_start,omitempty"`
 	StateDir   string    `json:"state_dir"`
 	RequestLog string    `json:"request_log"`
+	// Transitions is the file of every state change of the lab's
+	// instances and images, when it happened (ReadTransitions).
+	Transitions string `json:"transitions,omitempty"`
 	// The key the lab's clients use: the dummy one, or with IAM
 	// enforcement the lab administrator's (lab.json is 0600).
 	AccessKeyID     string `json:"access_key_id,omitempty"`
@@ -156,7 +159,7 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	}
 	st := State{PID: os.Getpid(), PIDStart: procStart(os.Getpid()), Started: time.Now().UTC(),
 		Region: DefaultRegion, Addresses: cfg.Addresses, StateDir: o.StateDir,
-		RequestLog: filepath.Join(o.StateDir, "requests.log")}
+		RequestLog: filepath.Join(o.StateDir, "requests.log"), Transitions: filepath.Join(o.StateDir, "transitions.log")}
 	if err := writeState(o.StateDir, st); err != nil {
 		return err
 	}
@@ -240,7 +243,10 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	}
 	fl.aptProxy = aptProxy
 	fl.pipIndex = pipIndex
-	cleanups = append(cleanups, fl.shutdown)
+	if fl.transitions, err = openTransitions(st.Transitions); err != nil {
+		return err
+	}
+	cleanups = append(cleanups, fl.shutdown, fl.transitions.close)
 
 	reqLog, err := ec2front.OpenLog(st.RequestLog)
 	if err != nil {

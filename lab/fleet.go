@@ -44,6 +44,8 @@ type fleet struct {
 	builds    map[string]*baseBuild // release -> its base, built on first launch
 	layerSeq  int
 	wg        sync.WaitGroup
+	// transitions records every state change as it happens.
+	transitions *transitionLog
 }
 
 type labImage struct {
@@ -240,7 +242,7 @@ func (f *fleet) Launch(ctx context.Context, spec ec2front.LaunchSpec) (ec2front.
 		Layers: layers,
 		Base:   waitBase,
 		OnBaseFailure: func(err error) {
-			f.logf("instance %s: no base image to boot (%v): terminating it", spec.InstanceID, err)
+			f.logf("instance %s: cannot boot (%v): terminating it", spec.InstanceID, err)
 			f.abandon(spec)
 			_ = f.Terminate(spec.InstanceID)
 		},
@@ -250,6 +252,9 @@ func (f *fleet) Launch(ctx context.Context, spec ec2front.LaunchSpec) (ec2front.
 		AptProxy: f.aptProxy,
 		PipIndex: f.pipIndex,
 		Hostname: "ip-" + strings.ReplaceAll(addr.String(), ".", "-"),
+		OnEvent: func(event string) {
+			f.transitions.add(spec.InstanceID, event, time.Now())
+		},
 		OnGuestPoweroff: func() {
 			// The guest powered itself off: tell moto, as EC2 would show.
 			_, err := f.ec2.StopInstances(context.Background(), &ec2.StopInstancesInput{InstanceIds: []string{spec.InstanceID}}, inRegion(spec.Region))
@@ -432,6 +437,12 @@ func (f *fleet) CreateImage(ctx context.Context, region, instanceID, imageID str
 		}
 		img.layers = append([]string{layer}, layers...)
 		f.logf("image %s: captured from %s", imageID, instanceID)
+		// Available now, or when the configured pending time ends.
+		at := time.Now()
+		if at.Before(img.ready) {
+			at = img.ready
+		}
+		f.transitions.add(imageID, "available", at)
 	}()
 	return nil
 }

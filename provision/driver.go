@@ -49,6 +49,9 @@ type Driver struct {
 	// stderr, and to stdout except Verify's facts. Each Write is one whole
 	// line ending in "\n". Nil discards.
 	Progress io.Writer
+	// RebootPoll is the wait between reconnections while a rebooting
+	// machine's old boot still answers (default 2 s).
+	RebootPoll time.Duration
 }
 
 // Setup runs the platform's Setup script for w with password on stdin:
@@ -172,7 +175,11 @@ func (d *Driver) Reboot(ctx context.Context, c *Client, redial func(context.Cont
 		c.Close()
 		return nil, err
 	}
-	return Reboot(ctx, c, sh, redial)
+	poll := d.RebootPoll
+	if poll <= 0 {
+		poll = rebootPoll
+	}
+	return reboot(ctx, c, sh, redial, sh.Reboot(), poll)
 }
 
 // OSName returns the machine's operating system name: PRETTY_NAME of
@@ -235,7 +242,11 @@ func (d *Driver) run(ctx context.Context, c *Client, name string, script []byte,
 	if err != nil {
 		return fmt.Errorf("%s script on %s: %w", name, c.Addr(), err)
 	}
+	removed := false // a job's end removed the script already
 	defer func() {
+		if removed {
+			return
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scriptRemoveTimeout)
 		defer cancel()
 		if rmErr := c.Run(rctx, sh.Remove(path), nil, nil, nil); rmErr != nil {
@@ -258,7 +269,7 @@ func (d *Driver) run(ctx context.Context, c *Client, name string, script []byte,
 		stdout = out
 	}
 	if dt, ok := sh.(Detacher); ok {
-		return redact(d.runJob(ctx, &c, dt, name, path, secret, stdout, progress), secret)
+		return redact(d.runJob(ctx, &c, dt, name, path, secret, stdout, progress, &removed), secret)
 	}
 	var stdin io.Reader
 	if secret != "" {
@@ -311,14 +322,19 @@ func (d *Driver) reconnect(ctx context.Context, c **Client, cause error) error {
 }
 
 // runJob runs the uploaded script at path as a detached job and follows it
-// to the end, reconnecting as run says.
-func (d *Driver) runJob(ctx context.Context, c **Client, dt Detacher, name, path, secret string, stdout, stderr io.Writer) (err error) {
+// to the end, reconnecting as run says. Without a reconnection it takes two
+// commands: start and follow, then the exit status and the removal of the
+// job and the script (*removed is then set).
+func (d *Driver) runJob(ctx context.Context, c **Client, dt Detacher, name, path, secret string, stdout, stderr io.Writer, removed *bool) (err error) {
 	var b [12]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return fmt.Errorf("%s script: random job name: %w", name, err)
 	}
 	dir := dt.JobDir(label(name), hex.EncodeToString(b[:]))
 	defer func() {
+		if *removed {
+			return
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scriptRemoveTimeout)
 		defer cancel()
 		if ctx.Err() != nil {
@@ -329,38 +345,40 @@ func (d *Driver) runJob(ctx context.Context, c **Client, dt Detacher, name, path
 			err = errors.Join(err, fmt.Errorf("%s script on %s: remove %s: %w", name, (*c).Addr(), dir, rmErr))
 		}
 	}()
-	start := func() error {
+	out, errs := &countingWriter{w: stdout}, &countingWriter{w: stderr}
+	tail := &lineTail{}
+	errs.tee = tail
+	// The first attempt starts the job and follows it in one command.
+	// After a reconnection the job may have started already: then it is
+	// followed again from where it was.
+	first := true
+	if err := d.retry(ctx, c, func() error {
+		if !first && (*c).Run(ctx, dt.JobStarted(dir), nil, nil, nil) == nil {
+			return (*c).Run(ctx, dt.FollowJob(dir, out.n, errs.n), nil, out, errs)
+		}
+		first = false
 		var stdin io.Reader
 		if secret != "" {
 			stdin = strings.NewReader(secret + "\n")
 		}
-		return (*c).Run(ctx, dt.StartJob(path, dir), stdin, nil, nil)
-	}
-	started := false
-	err = d.retry(ctx, c, func() error {
-		// After a reconnection the job may have started already.
-		if started || (*c).Run(ctx, dt.JobStarted(dir), nil, nil, nil) == nil {
-			started = true
-			return nil
-		}
-		err := start()
-		started = err == nil
-		return err
-	}, nil)
-	if err != nil {
-		return fmt.Errorf("%s script: start: %w", name, err)
-	}
-	out, errs := &countingWriter{w: stdout}, &countingWriter{w: stderr}
-	tail := &lineTail{}
-	errs.tee = tail
-	if err := d.retry(ctx, c, func() error {
-		return (*c).Run(ctx, dt.FollowJob(dir, out.n, errs.n), nil, out, errs)
+		return (*c).Run(ctx, dt.StartJob(path, dir), stdin, out, errs)
 	}, nil); err != nil {
 		return fmt.Errorf("%s script: %w", name, err)
 	}
 	var st []byte
+	finished := false
 	if err := d.retry(ctx, c, func() (err error) {
-		st, err = (*c).Output(ctx, dt.JobStatus(dir), nil)
+		if finished {
+			// A reconnection after the first try: the job may be gone
+			// with its status.
+			st, err = (*c).Output(ctx, dt.JobStatus(dir), nil)
+			return err
+		}
+		finished = true
+		st, err = (*c).Output(ctx, dt.FinishJob(dir, path), nil)
+		if err == nil {
+			*removed = true
+		}
 		return err
 	}, nil); err != nil {
 		return fmt.Errorf("%s script: exit status: %w", name, err)

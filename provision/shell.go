@@ -157,8 +157,9 @@ type Detacher interface {
 	// suffix rand.
 	JobDir(label, rand string) string
 	// StartJob runs the script at path as root, detached, in a new job
-	// directory dir. Its stdin (a secret, or nothing) is stored in a file
-	// of dir, opened as the job's stdin and unlinked before the job starts.
+	// directory dir, then follows it as FollowJob does from the start:
+	// one command. Its stdin (a secret, or nothing) is stored in a file of
+	// dir, opened as the job's stdin and unlinked before the job starts.
 	StartJob(path, dir string) string
 	// JobStarted exits 0 when dir exists (the job was started).
 	JobStarted(dir string) string
@@ -167,6 +168,9 @@ type Detacher interface {
 	FollowJob(dir string, outOff, errOff int64) string
 	// JobStatus prints the job's exit status.
 	JobStatus(dir string) string
+	// FinishJob prints the job's exit status, then removes dir and the
+	// script at path: the normal end of a job, in one command.
+	FinishJob(dir, path string) string
 	// KillJob ends the job and its children.
 	KillJob(dir string) string
 	// RemoveJob removes dir.
@@ -197,21 +201,37 @@ fi
 echo "$!" >"$2/pid"
 `
 
-// jobFollower is FollowJob's script ($1 the directory, $2 and $3 the
-// offsets already seen of stdout and stderr).
-const jobFollower = `d=$1 o=$2 e=$3
-size() { if [ -e "$1" ]; then wc -c <"$1" | tr -d ' '; else echo 0; fi; }
+// followLoop copies the job's stdout and stderr from byte offsets $o and
+// $e until the job has ended ($d/rc exists), checking for the end every
+// 50 ms (a sleep is the only process it starts meanwhile) and copying the
+// output every 250 ms and at the end.
+const followLoop = `size() { if [ -e "$1" ]; then wc -c <"$1" | tr -d ' '; else echo 0; fi; }
+i=0
 while :; do
 	fin=no
 	[ -e "$d/rc" ] && fin=yes
-	n=$(size "$d/out")
-	if [ "$n" -gt "$o" ]; then tail -c "+$((o + 1))" "$d/out" | head -c "$((n - o))"; o=$n; fi
-	n=$(size "$d/err")
-	if [ "$n" -gt "$e" ]; then tail -c "+$((e + 1))" "$d/err" | head -c "$((n - e))" >&2; e=$n; fi
+	if [ "$fin" = yes ] || [ "$i" -eq 0 ]; then
+		n=$(size "$d/out")
+		if [ "$n" -gt "$o" ]; then tail -c "+$((o + 1))" "$d/out" | head -c "$((n - o))"; o=$n; fi
+		n=$(size "$d/err")
+		if [ "$n" -gt "$e" ]; then tail -c "+$((e + 1))" "$d/err" | head -c "$((n - e))" >&2; e=$n; fi
+	fi
 	[ "$fin" = yes ] && exit 0
 	[ -d "$d" ] || { echo "latentworker: job directory $d is gone" >&2; exit 3; }
-	sleep 0.2
+	i=$(((i + 1) % 5))
+	sleep 0.05
 done`
+
+// jobFollower is FollowJob's script ($1 the directory, $2 and $3 the
+// offsets already seen of stdout and stderr).
+const jobFollower = `d=$1 o=$2 e=$3
+` + followLoop
+
+// jobStartFollow is StartJob's script: jobStarter, then followLoop from
+// the start.
+const jobStartFollow = jobStarter + `set +eu
+d=$2 o=0 e=0
+` + followLoop
 
 func (s *POSIXShell) JobDir(label, rand string) string {
 	root := s.JobRoot
@@ -222,7 +242,7 @@ func (s *POSIXShell) JobDir(label, rand string) string {
 }
 
 func (s *POSIXShell) StartJob(path, dir string) string {
-	return s.AsRoot("sh -c " + shellQuote(jobStarter) + " latentworker-start " + shellQuote(path) + " " + shellQuote(dir))
+	return s.AsRoot("sh -c " + shellQuote(jobStartFollow) + " latentworker-start " + shellQuote(path) + " " + shellQuote(dir))
 }
 
 func (s *POSIXShell) JobStarted(dir string) string {
@@ -235,6 +255,10 @@ func (s *POSIXShell) FollowJob(dir string, outOff, errOff int64) string {
 
 func (s *POSIXShell) JobStatus(dir string) string {
 	return s.AsRoot("cat " + shellQuote(dir+"/rc"))
+}
+
+func (s *POSIXShell) FinishJob(dir, path string) string {
+	return s.AsRoot("sh -c " + shellQuote(`cat "$1/rc" && rm -rf -- "$1" "$2"`) + " latentworker-finish " + shellQuote(dir) + " " + shellQuote(path))
 }
 
 func (s *POSIXShell) KillJob(dir string) string {

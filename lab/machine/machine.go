@@ -80,6 +80,11 @@ type Spec struct {
 	// OnBaseFailure is called with the error.
 	Base          func(ctx context.Context) (string, error)
 	OnBaseFailure func(error)
+	// OnEvent, when set, is told every state change (the new state's
+	// name) and "ssh-up" each time a boot's sshd first answers, as it
+	// happens. It is called with the machine's lock held: it must not call
+	// the machine.
+	OnEvent func(event string)
 }
 
 // Machine is a supervised nspawn container.
@@ -162,6 +167,9 @@ func (m *Machine) setState(s State) {
 	m.seen.Store(s)
 	close(m.changed)
 	m.changed = make(chan struct{})
+	if m.spec.OnEvent != nil {
+		m.spec.OnEvent(string(s))
+	}
 }
 
 // WaitState waits until the machine is in one of the given states.
@@ -356,8 +364,10 @@ func lookupUser(root, user string) (uid, gid int, home string, err error) {
 }
 
 // Start mounts, prepares (first time only) and boots the machine. It returns
-// once the container process is started; the state is Pending until sshd
-// answers, then Running.
+// at once, Pending: the first time, the base, the overlay and the
+// preparation follow in the background (a failure there ends the machine
+// stopped and calls Spec.OnBaseFailure); later, once the overlay is
+// mounted. The state is Pending until sshd answers, then Running.
 func (m *Machine) Start() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -368,7 +378,11 @@ func (m *Machine) Start() error {
 	default:
 		return fmt.Errorf("machine %s: cannot start in state %s", m.spec.ID, m.state)
 	}
-	if !m.baseReady {
+	if !m.baseReady || !m.prepared {
+		// The first boot: the base, the overlay and what cloud-init
+		// does (host keys: ssh-keygen takes a while) happen after Start
+		// returns, as EC2 answers RunInstances with a pending instance
+		// at once.
 		ctx, cancel := context.WithCancel(context.Background())
 		m.baseStop = cancel
 		m.stopReq = false
@@ -380,9 +394,6 @@ func (m *Machine) Start() error {
 	if err := m.mount(); err != nil {
 		return err
 	}
-	if err := m.prepare(); err != nil {
-		return err
-	}
 	m.stopReq = false
 	m.setState(Pending)
 	m.done = make(chan struct{})
@@ -390,15 +401,25 @@ func (m *Machine) Start() error {
 	return nil
 }
 
-// awaitBase gets the base layer from Spec.Base, then mounts, prepares and
-// boots the machine, unless it was stopped or terminated meanwhile.
+// awaitBase gets the base layer from Spec.Base (when the machine has none
+// yet), then mounts, prepares and boots the machine, unless it was stopped
+// or terminated meanwhile.
 func (m *Machine) awaitBase(ctx context.Context, done chan struct{}) {
-	base, err := m.spec.Base(ctx)
+	m.mu.Lock()
+	ready := m.baseReady
+	m.mu.Unlock()
+	var base string
+	var err error
+	if !ready {
+		base, err = m.spec.Base(ctx)
+	}
 	m.mu.Lock()
 	m.baseStop()
 	if err == nil && !m.stopReq {
-		m.spec.Layers = append(m.spec.Layers, base)
-		m.baseReady = true
+		if !ready {
+			m.spec.Layers = append(m.spec.Layers, base)
+			m.baseReady = true
+		}
 		if err = m.mount(); err == nil {
 			err = m.prepare()
 		}
@@ -488,6 +509,11 @@ func (m *Machine) bootOnce() (int, error) {
 	m.cmd = cmd
 	m.bootCount++
 	boot := m.bootCount
+	if m.stopReq {
+		// Stopped while this boot was being set up: Stop found no
+		// container to signal.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+	}
 	m.mu.Unlock()
 	waitErr := make(chan error, 1)
 	go func() { waitErr <- cmd.Wait() }()
@@ -522,6 +548,9 @@ func (m *Machine) watchSSH(boot int, exited <-chan error) {
 			m.mu.Lock()
 			if m.state == Pending {
 				m.setState(Running)
+			}
+			if m.spec.OnEvent != nil {
+				m.spec.OnEvent("ssh-up")
 			}
 			m.mu.Unlock()
 			m.appendKeysToConsole()

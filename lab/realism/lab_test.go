@@ -173,7 +173,16 @@ func TestLab(t *testing.T) {
 		if err := ec2.NewInstanceRunningWaiter(c).Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{nitro}}, 3*time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := raw.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(nitro), Latest: aws.Bool(true)}); err != nil {
+		in := &ec2.GetConsoleOutputInput{InstanceId: aws.String(nitro), Latest: aws.Bool(true)}
+		_, err = raw.GetConsoleOutput(ctx, in)
+		if cd, _ := code(err); err != nil && cd == "?" {
+			// Not an answer of the lab's (once in CI: the client's read of
+			// the body failed, "use of closed network connection"): what
+			// is tested is the answer, so ask again.
+			t.Logf("GetConsoleOutput(t3.micro, Latest): %v; asking again", err)
+			_, err = raw.GetConsoleOutput(ctx, in)
+		}
+		if err != nil {
 			t.Errorf("GetConsoleOutput(t3.micro, Latest): %v", err)
 		}
 	})

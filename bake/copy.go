@@ -138,7 +138,7 @@ func (s *State) waitCopy(ctx context.Context, c *Copy, want map[string]string) e
 	api := s.opts.RegionEC2(c.Region)
 	created := time.Now()
 	last := ""
-	return poll(ctx, s.opts.Timeouts.Poll, func() (bool, error) {
+	return s.pollSchedule(ctx, TransCopy, c.ImageID, func() (bool, error) {
 		out, err := api.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{c.ImageID}})
 		if awserr.NotFound(err) && time.Since(created) < consistencyWindow {
 			return false, nil // not visible yet

@@ -20,6 +20,7 @@ const (
 	TransReboot     Transition = "reboot-back" // a rebooted builder answers SSH with a new boot ID
 	TransStopped    Transition = "stopped"     // the builder stopped
 	TransImage      Transition = "image"       // the new image is available
+	TransCopy       Transition = "copy"        // a copy of it in another region is available
 	TransServiceUp  Transition = "service-up"  // the worker service came up on its own
 	TransTerminated Transition = "terminated"  // an instance is gone
 )
@@ -89,6 +90,7 @@ var (
 		TransReboot:     2500 * time.Millisecond,
 		TransStopped:    500 * time.Millisecond,
 		TransImage:      5 * time.Second,
+		TransCopy:       5 * time.Second,
 		TransServiceUp:  0,
 		TransTerminated: 500 * time.Millisecond,
 	}
@@ -99,6 +101,7 @@ var (
 		TransReboot:     45 * time.Second,
 		TransStopped:    45 * time.Second,
 		TransImage:      5 * time.Minute,
+		TransCopy:       10 * time.Minute, // a cross-region copy starts once the image's snapshots are complete
 		TransServiceUp:  5 * time.Second,
 		TransTerminated: 45 * time.Second,
 	}

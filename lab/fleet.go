@@ -541,8 +541,13 @@ func (f *fleet) recordSnapshots(ctx context.Context, region string, img *labImag
 	return nil
 }
 
-// capture copies the instance's layer; with reboot, it stops the instance
-// first and starts it again afterwards, as CreateImage does without NoReboot.
+// capture makes layer the instance's disk as it is now; with reboot, it
+// stops the instance first and starts it again afterwards, as CreateImage
+// does without NoReboot.
+//
+// A stopped instance's own layer is not copied: it becomes the image's layer
+// and a lower layer of the instance (machine.Rebase), at no cost, as an EBS
+// snapshot shares its volume's blocks. A running one's (NoReboot) is copied.
 func (f *fleet) capture(inst *labInstance, layer string, reboot bool) error {
 	ctx := context.Background()
 	if reboot {
@@ -550,7 +555,16 @@ func (f *fleet) capture(inst *labInstance, layer string, reboot bool) error {
 			return err
 		}
 	}
-	err := image.Capture(ctx, inst.m.UpperDir(), layer)
+	err := inst.m.Rebase(layer, image.Scrubbed(inst.m.UpperDir()))
+	f.mu.Lock()
+	inst.layers, _ = inst.m.Layers() // the layer collector must keep the instance's
+	f.mu.Unlock()
+	switch {
+	case err == nil:
+		err = image.Scrub(layer)
+	case errors.Is(err, machine.ErrNotStopped):
+		err = image.Capture(ctx, inst.m.UpperDir(), layer)
+	}
 	if reboot {
 		// Unless the instance is being terminated meanwhile.
 		if serr := inst.m.Start(); serr != nil {

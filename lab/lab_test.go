@@ -388,6 +388,36 @@ func TestLab(t *testing.T) {
 		}
 		terminate(t, c, child.id)
 		assertNoBody(t, l, child.id)
+
+		// The imaged instance's disk is the image's layer under a new
+		// one of its own: started again, it is the same machine (the
+		// same host keys and name, what it wrote), and what it writes
+		// now is not in the image.
+		if _, err := c.StartInstances(ctx, &ec2.StartInstancesInput{InstanceIds: []string{inst.id}}); err != nil {
+			t.Fatalf("StartInstances after CreateImage: %v", err)
+		}
+		if err := ec2.NewInstanceRunningWaiter(c).Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{inst.id}}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "ssh to the imaged instance with its own host keys", func() error {
+			got, err := sshRun(inst.addr, "admin", key.signer, inst.hostKeys, "sudo cat /root/marker; test -e /etc/issue.net && echo issue-back || echo issue-gone; test -s /etc/machine-id && echo has-id; sudo touch /root/after-image")
+			if err == nil && got != "baked\nissue-gone\nhas-id" {
+				return fmt.Errorf("the imaged instance says %q; want its marker, no /etc/issue.net and its machine ID", got)
+			}
+			return err
+		})
+		if _, err := c.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{inst.id}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := ec2.NewInstanceStoppedWaiter(c).Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{inst.id}}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		child = launch(t, c, newAMI, key, 1)[0]
+		if got, err := sshRun(child.addr, "admin", key.signer, child.hostKeys, "sudo test -e /root/after-image && echo leaked || echo clean"); err != nil || got != "clean" {
+			t.Errorf("what the imaged instance wrote afterwards, in a new instance of the image: %q (%v); want clean", got, err)
+		}
+		terminate(t, c, child.id)
+		assertNoBody(t, l, child.id)
 	})
 
 	t.Run("calls moto cannot answer", func(t *testing.T) {

@@ -41,21 +41,8 @@ func Capture(ctx context.Context, upper, layer string) error {
 
 // Scrub removes per-instance identity from a layer directory.
 func Scrub(layer string) error {
-	remove := []string{
-		"etc/ssh/sshd_config.d/latentlab.conf",
-		aptcache.AptConfPath,
-		pypicache.PipConfPath,
-		"etc/hostname",
-		"var/lib/dbus/machine-id",
-		"var/log/journal",
-	}
-	keys, _ := filepath.Glob(filepath.Join(layer, "etc/ssh/ssh_host_*"))
-	for _, k := range keys {
-		if err := removeRegular(k); err != nil {
-			return err
-		}
-	}
-	for _, rel := range remove {
+	removed, _ := scrubbed(layer)
+	for _, rel := range removed {
 		if err := removeRegular(filepath.Join(layer, rel)); err != nil {
 			return err
 		}
@@ -67,6 +54,30 @@ func Scrub(layer string) error {
 		}
 	}
 	return scrubHosts(filepath.Join(layer, "etc/hosts"))
+}
+
+// Scrubbed returns the paths, relative to the root, that Scrub may remove or
+// change in layer.
+func Scrubbed(layer string) []string {
+	removed, changed := scrubbed(layer)
+	return append(removed, changed...)
+}
+
+// scrubbed returns what Scrub removes from layer and what it rewrites.
+func scrubbed(layer string) (removed, changed []string) {
+	removed = []string{
+		"etc/ssh/sshd_config.d/latentlab.conf",
+		aptcache.AptConfPath,
+		pypicache.PipConfPath,
+		"etc/hostname",
+		"var/lib/dbus/machine-id",
+		"var/log/journal",
+	}
+	keys, _ := filepath.Glob(filepath.Join(layer, "etc/ssh/ssh_host_*"))
+	for _, k := range keys {
+		removed = append(removed, strings.TrimPrefix(k, layer+"/"))
+	}
+	return removed, []string{"etc/machine-id", "etc/hosts"}
 }
 
 // removeRegular removes a file or directory unless it is an overlay whiteout

@@ -804,3 +804,93 @@ func (m *Machine) TerminateAsync() <-chan error {
 	go func() { ch <- m.Terminate(context.Background()) }()
 	return ch
 }
+
+// ErrNotStopped is Rebase's answer for a machine that is not stopped.
+var ErrNotStopped = errors.New("the machine is not stopped")
+
+// Rebase makes the stopped machine's own layer a lower layer without copying
+// it, as a snapshot shares its volume's blocks: the upper directory moves to
+// layer (a new path on the same filesystem) and becomes the machine's newest
+// lower layer, under a new upper directory that holds copies of keep (paths
+// relative to the root, those present in the layer): what the caller is
+// about to change in layer, which the machine must go on seeing as it was.
+// The machine sees the same tree before and after; it mounts the new stack
+// at its next start. A machine that is not stopped is left as it is
+// (ErrNotStopped), and so is one whose move failed; after the move, the
+// machine's layers include layer even when an error is returned.
+func (m *Machine) Rebase(layer string, keep []string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state != Stopped || !m.baseReady || !m.prepared {
+		return fmt.Errorf("machine %s is %s: %w", m.spec.ID, m.state, ErrNotStopped)
+	}
+	if m.mounted {
+		if err := Unmount(m.merged()); err != nil {
+			return fmt.Errorf("machine %s: %w", m.spec.ID, err)
+		}
+		m.mounted = false
+	}
+	if err := os.MkdirAll(filepath.Dir(layer), 0o755); err != nil {
+		return err
+	}
+	if err := os.Rename(m.upper(), layer); err != nil {
+		return fmt.Errorf("machine %s: move its layer: %w", m.spec.ID, err)
+	}
+	m.spec.Layers = append([]string{layer}, m.spec.Layers...)
+	// The work directory belongs to the old upper: overlayfs wants an
+	// empty one beside the new.
+	if err := os.RemoveAll(m.work()); err != nil {
+		return err
+	}
+	if err := os.Mkdir(m.upper(), 0o755); err != nil {
+		return err
+	}
+	for _, rel := range keep {
+		if err := copyOver(layer, m.upper(), rel); err != nil {
+			return fmt.Errorf("machine %s: keep %s: %w", m.spec.ID, rel, err)
+		}
+	}
+	return nil
+}
+
+// copyOver copies path rel from layer src to layer dst, with its owner,
+// mode and extended attributes (an overlay whiteout or opaque directory
+// stays one). Missing parent directories are made in dst with the owner and
+// mode of src's but without their extended attributes: a parent directory
+// marked opaque would hide everything below it in the lower layers.
+func copyOver(src, dst, rel string) error {
+	rel = filepath.Clean(rel)
+	if _, err := os.Lstat(filepath.Join(src, rel)); err != nil {
+		return nil // not in the layer: nothing to keep
+	}
+	parts := strings.Split(filepath.Dir(rel), string(filepath.Separator))
+	for i := range parts {
+		if parts[0] == "." {
+			break
+		}
+		p := filepath.Join(parts[:i+1]...)
+		if _, err := os.Lstat(filepath.Join(dst, p)); err == nil {
+			continue
+		}
+		fi, err := os.Lstat(filepath.Join(src, p))
+		if err != nil {
+			return err
+		}
+		if err := os.Mkdir(filepath.Join(dst, p), fi.Mode().Perm()); err != nil {
+			return err
+		}
+		if err := os.Chmod(filepath.Join(dst, p), fi.Mode().Perm()); err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			if err := os.Lchown(filepath.Join(dst, p), int(st.Uid), int(st.Gid)); err != nil {
+				return err
+			}
+		}
+	}
+	out, err := exec.Command("cp", "-a", "--no-target-directory", "--", filepath.Join(src, rel), filepath.Join(dst, rel)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	return nil
+}

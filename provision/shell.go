@@ -189,6 +189,8 @@ cat >"$2/in"
 exec 3<"$2/in"
 rm -f -- "$2/in"
 cd /
+: >"$2/out"
+: >"$2/err"
 # The job gets the umask a command run through sudo gets, not the
 # starter's own.
 umask 022
@@ -202,10 +204,28 @@ echo "$!" >"$2/pid"
 `
 
 // followLoop copies the job's stdout and stderr from byte offsets $o and
-// $e until the job has ended ($d/rc exists), checking for the end every
-// 50 ms (a sleep is the only process it starts meanwhile) and copying the
-// output every 250 ms and at the end.
-const followLoop = `size() { if [ -e "$1" ]; then wc -c <"$1" | tr -d ' '; else echo 0; fi; }
+// $e until the job has ended.
+//
+// Where tail knows --pid (GNU coreutils: every Linux), two tails follow the
+// files as they grow and end when the job's process has ended, which they
+// check every 50 ms without starting a process: nothing runs meanwhile. A
+// job whose process ended without writing its status was killed (exit 3).
+//
+// Elsewhere (the BSDs, macOS), or when the job's process is gone already,
+// a loop checks for the end ($d/rc exists) every 50 ms (a sleep is the only
+// process it starts meanwhile) and copies the output every 250 ms and at
+// the end.
+const followLoop = `if p=$(cat "$d/pid" 2>/dev/null) && kill -0 "$p" 2>/dev/null &&
+	tail --pid="$p" -c 0 /dev/null >/dev/null 2>&1; then
+	tail -s 0.05 --pid="$p" -c "+$((o + 1))" -f "$d/out" &
+	t=$!
+	tail -s 0.05 --pid="$p" -c "+$((e + 1))" -f "$d/err" >&2
+	wait "$t"
+	[ -e "$d/rc" ] && exit 0
+	echo "latentworker: the job ended without an exit status (killed?)" >&2
+	exit 3
+fi
+size() { if [ -e "$1" ]; then wc -c <"$1" | tr -d ' '; else echo 0; fi; }
 i=0
 while :; do
 	fin=no

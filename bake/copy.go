@@ -71,8 +71,8 @@ func copyImages(ctx context.Context, s *State) error {
 			// was lost is answered again, not made twice.
 			ClientToken: aws.String(s.RunID + "-copy-" + r),
 			TagSpecifications: []types.TagSpecification{
-				{ResourceType: types.ResourceTypeImage, Tags: tagList(tags)},
-				{ResourceType: types.ResourceTypeSnapshot, Tags: tagList(s.copySnapshotTags())},
+				{ResourceType: types.ResourceTypeImage, Tags: fleet.TagList(tags)},
+				{ResourceType: types.ResourceTypeSnapshot, Tags: fleet.TagList(s.copySnapshotTags())},
 			},
 		}
 		if cfg.Image.IsEncrypted() {
@@ -125,13 +125,6 @@ func (s *State) copySnapshotTags() map[string]string {
 	return m
 }
 
-func tagList(m map[string]string) []types.Tag {
-	tags := make([]types.Tag, 0, len(m))
-	for k, v := range m {
-		tags = append(tags, types.Tag{Key: aws.String(k), Value: aws.String(v)})
-	}
-	return tags
-}
 
 // waitCopy waits for copy c to be available and checks it.
 func (s *State) waitCopy(ctx context.Context, c *Copy, want map[string]string) error {

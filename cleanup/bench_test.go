@@ -73,7 +73,7 @@ func BenchmarkFind(b *testing.B) {
 				runCalls++
 				mu.Unlock()
 			}
-			tags := tagList(map[string]string{fleet.TagWorker: "bench"})
+			tags := fleet.TagList(map[string]string{fleet.TagWorker: "bench"})
 			s.instances(s.base, ours, "", tags)
 		})
 	}

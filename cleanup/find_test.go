@@ -93,7 +93,7 @@ func seedWorld(t *testing.T, get func(string) *ec2.Client) *world {
 	w.r3Builder = s.instance(s.base, w.r3SG, l3.Tags(fleet.RoleBuilder, "b3"))
 
 	// A protected builder of the killed run.
-	w.protectedRun = s.instance(s.base, "", append(l2.Tags(fleet.RoleBuilder, "kept"), tagList(map[string]string{DefaultProtectTag: ""})...))
+	w.protectedRun = s.instance(s.base, "", append(l2.Tags(fleet.RoleBuilder, "kept"), fleet.TagList(map[string]string{DefaultProtectTag: ""})...))
 
 	// The master's instances: from the worker's AMI, tagged after launch
 	// or not at all.

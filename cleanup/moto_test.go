@@ -179,10 +179,3 @@ func (s *seeder) imageState(id string) string {
 	return string(out.Images[0].State)
 }
 
-func tagList(m map[string]string) []types.Tag {
-	var ts []types.Tag
-	for k, v := range m {
-		ts = append(ts, types.Tag{Key: aws.String(k), Value: aws.String(v)})
-	}
-	return ts
-}

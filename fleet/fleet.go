@@ -177,7 +177,11 @@ func (l Labels) Map(role Role, name string) map[string]string {
 
 // Tags returns Map as EC2 tags, sorted by key.
 func (l Labels) Tags(role Role, name string) []types.Tag {
-	m := l.Map(role, name)
+	return TagList(l.Map(role, name))
+}
+
+// TagList returns m as EC2 tags, sorted by key.
+func TagList(m map[string]string) []types.Tag {
 	tags := make([]types.Tag, 0, len(m))
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		tags = append(tags, types.Tag{Key: aws.String(k), Value: aws.String(m[k])})

@@ -125,7 +125,6 @@ func (s *State) copySnapshotTags() map[string]string {
 	return m
 }
 
-
 // waitCopy waits for copy c to be available and checks it.
 func (s *State) waitCopy(ctx context.Context, c *Copy, want map[string]string) error {
 	api := s.opts.RegionEC2(c.Region)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/latentworker/latentworker/config"
@@ -42,9 +43,16 @@ type STSAPI interface {
 	GetCallerIdentity(context.Context, *sts.GetCallerIdentityInput, ...func(*sts.Options)) (*sts.GetCallerIdentityOutput, error)
 }
 
+// KMSAPI is the part of the KMS client bake calls: whether the key that is
+// to encrypt the volumes exists and can.
+type KMSAPI interface {
+	DescribeKey(context.Context, *kms.DescribeKeyInput, ...func(*kms.Options)) (*kms.DescribeKeyOutput, error)
+}
+
 var (
 	_ EC2API = (*ec2.Client)(nil)
 	_ STSAPI = (*sts.Client)(nil)
+	_ KMSAPI = (*kms.Client)(nil)
 )
 
 // Timeouts bound the waits of a run. Zero fields take the defaults.
@@ -102,6 +110,10 @@ type Options struct {
 	// RegionEC2 returns the EC2 client of another region, for the copies
 	// of aws.copy_to_regions (required with them).
 	RegionEC2 func(region string) EC2API
+	// RegionKMS returns the KMS client of a region ("" the run's): preflight
+	// checks that image.kms_key_id names a usable key there and in every
+	// copy's region. Nil: not checked (EC2 refuses a bad key later).
+	RegionKMS func(region string) KMSAPI
 	// Endpoint is the EC2 endpoint URL when it is not AWS's own ("" for
 	// AWS). A loopback endpoint (the lab) lets the SSH CIDR default to
 	// 127.0.0.1/32; otherwise aws.ssh_cidr must be set, because bake

@@ -12,9 +12,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/latentworker/latentworker/awserr"
+	"github.com/latentworker/latentworker/config"
 	"github.com/latentworker/latentworker/fleet"
 )
 
@@ -114,6 +117,48 @@ func preflight(ctx context.Context, s *State) error {
 	}
 	if ti.MemoryInfo == nil || aws.ToInt64(ti.MemoryInfo.SizeInMiB) < minMemMiB {
 		return fmt.Errorf("%w: %s has less than %d MiB of memory", ErrUnfitInstance, cfg.AWS.InstanceType, minMemMiB)
+	}
+	return s.checkKMSKeys(ctx)
+}
+
+// checkKMSKeys checks image.kms_key_id where it is used: in the run's region
+// (the builder's volume) and, when it is an alias, in each copy's region.
+// EC2 itself would find a missing or disabled key only after the launch, or
+// after the whole bake for a copy. A caller that may not describe keys
+// (kms:DescribeKey) may still use them through EC2: that is not checked.
+func (s *State) checkKMSKeys(ctx context.Context) error {
+	cfg := s.opts.Config
+	if cfg.Image.KMSKeyID == "" || s.opts.RegionKMS == nil {
+		return nil
+	}
+	regions := []string{s.Region}
+	if _, ok := config.KMSAlias(cfg.Image.KMSKeyID); ok {
+		regions = append(regions, cfg.AWS.CopyToRegions...)
+	}
+	for _, r := range regions {
+		key := cfg.Image.KMSKeyID
+		if r != s.Region {
+			key = aws.ToString(copyKMSKey(cfg))
+		}
+		out, err := s.opts.RegionKMS(r).DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(key)})
+		switch {
+		case awserr.Code(err) == "NotFoundException":
+			return fmt.Errorf("%w: %s does not exist in %s", ErrBadKMSKey, key, r)
+		case awserr.Code(err) == "AccessDeniedException":
+			s.emit(Event{Type: EventProgress, Step: StepPreflight, Percent: -1,
+				Message: fmt.Sprintf("not checking KMS key %s in %s: this caller may not describe it (kms:DescribeKey)", key, r)})
+			continue
+		case err != nil:
+			return fmt.Errorf("describing KMS key %s in %s: %w", key, r, err)
+		}
+		md := out.KeyMetadata
+		if md.KeyState != kmstypes.KeyStateEnabled {
+			return fmt.Errorf("%w: %s in %s is %s, not Enabled", ErrBadKMSKey, key, r, md.KeyState)
+		}
+		// EBS encrypts only with symmetric encryption keys.
+		if md.KeyUsage != "" && md.KeyUsage != kmstypes.KeyUsageTypeEncryptDecrypt || md.KeySpec != "" && md.KeySpec != kmstypes.KeySpecSymmetricDefault {
+			return fmt.Errorf("%w: %s in %s is a %s key for %s; EBS needs a symmetric encryption key (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT)", ErrBadKMSKey, key, r, md.KeySpec, md.KeyUsage)
+		}
 	}
 	return nil
 }

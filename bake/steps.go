@@ -58,6 +58,7 @@ var (
 	ErrNoBaseImage   = errors.New("no base image")
 	ErrUnfitInstance = errors.New("instance type does not fit")
 	ErrNoSSHCIDR     = errors.New("aws.ssh_cidr is not set")
+	ErrBadKMSKey     = errors.New("no usable KMS key")
 	ErrPublicImage   = errors.New("the new image is public")
 	ErrWorkerService = errors.New("worker service is not active")
 	ErrImagePending  = errors.New("the image is not available yet")

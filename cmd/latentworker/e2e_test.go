@@ -19,6 +19,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/latentworker/latentworker/bake"
@@ -345,14 +347,36 @@ func TestBakeInterrupted(t *testing.T) {
 }
 
 // TestValidateAgainstLab runs validate against the lab's AWS: the newest
-// Debian AMI by filter passes; a too small instance type and an AMI of the
-// wrong architecture are bad input naming the field, before anything is made.
+// Debian AMI by filter passes; a too small instance type, an AMI of the
+// wrong architecture and a KMS key that is missing, disabled, asymmetric or
+// without its alias in a copy's region are bad input naming the field,
+// before anything is made.
 func TestValidateAgainstLab(t *testing.T) {
 	e := newCLIEnv(t)
 	ctx := context.Background()
 	out, err := e.command(ctx, "validate").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "base_image: ami-") || !strings.Contains(string(out), "debian-12-amd64-20261101-1234") {
 		t.Fatalf("validate: %v\n%s", err, out)
+	}
+	k := kms.NewFromConfig(e.lab.AWS)
+	key := func(in *kms.CreateKeyInput, disable bool) string {
+		out, err := k.CreateKey(ctx, in)
+		if err == nil && disable {
+			_, err = k.DisableKey(ctx, &kms.DisableKeyInput{KeyId: out.KeyMetadata.KeyId})
+		}
+		if err != nil {
+			t.Fatalf("kms: %v", err)
+		}
+		return aws.ToString(out.KeyMetadata.Arn)
+	}
+	good := key(&kms.CreateKeyInput{}, false)
+	if _, err := k.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/lw-validate"), TargetKeyId: aws.String(good)}); err != nil {
+		t.Fatal(err)
+	}
+	disabled := key(&kms.CreateKeyInput{}, true)
+	signing := key(&kms.CreateKeyInput{KeySpec: kmstypes.KeySpecEccNistP256, KeyUsage: kmstypes.KeyUsageTypeSignVerify}, false)
+	if out, err := e.command(ctx, "validate", "--kms-key-id", "alias/lw-validate").CombinedOutput(); err != nil {
+		t.Errorf("validate with an enabled key's alias: %v\n%s", err, out)
 	}
 	for _, tt := range []struct {
 		args  []string
@@ -361,6 +385,10 @@ func TestValidateAgainstLab(t *testing.T) {
 		{[]string{"--instance-type", "t2.micro"}, "aws.instance_type"},
 		{[]string{"--base-ami", "ami-0d4f6b8a2c1e90573"}, "aws.instance_type"}, // arm64 in the lab's catalogue
 		{[]string{"--base-name", "debian-99-*"}, "image.base_name"},
+		{[]string{"--kms-key-id", "alias/lw-no-such-key"}, "image.kms_key_id"},
+		{[]string{"--kms-key-id", disabled}, "image.kms_key_id"},
+		{[]string{"--kms-key-id", signing}, "image.kms_key_id"},
+		{[]string{"--kms-key-id", "alias/lw-validate", "--copy-to-region", "us-west-2"}, "image.kms_key_id"}, // no such alias there
 	} {
 		cmd := e.command(ctx, append([]string{"validate"}, tt.args...)...)
 		out, err := cmd.CombinedOutput()

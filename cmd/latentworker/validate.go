@@ -9,6 +9,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/spf13/cobra"
 
@@ -96,6 +97,9 @@ func bakeOptionsFor(cfg *config.Config, password config.Secret, awsCfg aws.Confi
 		RegionEC2: func(region string) bake.EC2API {
 			return ec2.NewFromConfig(awsCfg, func(o *ec2.Options) { o.Region = region })
 		},
+		RegionKMS: func(region string) bake.KMSAPI {
+			return kms.NewFromConfig(awsCfg, func(o *kms.Options) { o.Region = region })
+		},
 	}
 }
 
@@ -109,6 +113,8 @@ func fieldError(err error) error {
 		return badInput{fmt.Errorf("image.base_ami, or image.base_owner and image.base_name: %w", err)}
 	case errors.Is(err, bake.ErrNoSSHCIDR):
 		return badInput{fmt.Errorf("aws.ssh_cidr: %w", err)}
+	case errors.Is(err, bake.ErrBadKMSKey):
+		return badInput{fmt.Errorf("image.kms_key_id: %w", err)}
 	}
 	return err
 }

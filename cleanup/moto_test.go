@@ -178,4 +178,3 @@ func (s *seeder) imageState(id string) string {
 	}
 	return string(out.Images[0].State)
 }
-

@@ -1,9 +1,10 @@
 package lab
 
 import (
-	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"time"
@@ -59,13 +60,14 @@ func ReadTransitions(path string) ([]Transition, error) {
 	}
 	defer f.Close()
 	var out []Transition
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
+	for dec := json.NewDecoder(f); ; {
 		var tr Transition
-		if err := json.Unmarshal(sc.Bytes(), &tr); err != nil {
+		switch err := dec.Decode(&tr); {
+		case errors.Is(err, io.EOF):
+			return out, nil
+		case err != nil:
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		out = append(out, tr)
 	}
-	return out, sc.Err()
 }

@@ -863,12 +863,11 @@ func copyOver(src, dst, rel string) error {
 	if _, err := os.Lstat(filepath.Join(src, rel)); err != nil {
 		return nil // not in the layer: nothing to keep
 	}
-	parts := strings.Split(filepath.Dir(rel), string(filepath.Separator))
-	for i := range parts {
-		if parts[0] == "." {
-			break
-		}
-		p := filepath.Join(parts[:i+1]...)
+	var parents []string // rel's parent directories, outermost first
+	for d := filepath.Dir(rel); d != "."; d = filepath.Dir(d) {
+		parents = append([]string{d}, parents...)
+	}
+	for _, p := range parents {
 		if _, err := os.Lstat(filepath.Join(dst, p)); err == nil {
 			continue
 		}

@@ -164,13 +164,18 @@ func (e *cliEnv) launchWithAWSCLI(t *testing.T, ami string) {
 		}
 		return strings.TrimSpace(string(out))
 	}
+	mc := &master.Client{BaseURL: e.lab.State.MasterURL}
+	// The bake's verify instance must be gone from the master first: its
+	// stale connection would pass for this instance's (BootAndBuild).
+	if err := mc.WaitWorkerDisconnected(ctx, cliWorker, 2*time.Minute); err != nil {
+		t.Fatalf("before booting %s: %v", ami, err)
+	}
 	id := aws("run-instances", "--image-id", ami, "--instance-type", "t3.small", "--query", "Instances[0].InstanceId", "--output", "text")
 	defer func() {
 		aws("terminate-instances", "--instance-ids", id, "--output", "text")
 		aws("wait", "instance-terminated", "--instance-ids", id)
 	}()
 	aws("wait", "instance-running", "--instance-ids", id)
-	mc := &master.Client{BaseURL: e.lab.State.MasterURL}
 	if err := mc.WaitWorkerConnected(ctx, cliWorker, 5*time.Minute); err != nil {
 		t.Fatalf("worker %s on %s from %s: %v\n%s", cliWorker, id, ami, err, e.lab.Diagnose(id))
 	}
@@ -184,11 +189,7 @@ func (e *cliEnv) launchWithAWSCLI(t *testing.T, ami string) {
 	}
 	aws("terminate-instances", "--instance-ids", id, "--output", "text")
 	aws("wait", "instance-terminated", "--instance-ids", id)
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
-		if ok, _ := mc.WorkerConnected(ctx, cliWorker); !ok {
-			return
-		}
-	}
+	_ = mc.WaitWorkerDisconnected(ctx, cliWorker, time.Minute)
 }
 
 // TestBakeCLI bakes with the command line as the README shows, launches the

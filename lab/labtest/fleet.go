@@ -53,6 +53,13 @@ func (l *Lab) BootAndBuildIn(t testing.TB, region, worker, ami string) {
 	c := l.EC2(region)
 	t.Helper()
 	ctx := context.Background()
+	mc := &master.Client{BaseURL: l.State.MasterURL}
+	// An earlier instance of the worker (a bake's verify instance, the last
+	// boot) must be gone from the master first: its stale connection would
+	// pass for this instance's, and the new one be refused.
+	if err := mc.WaitWorkerDisconnected(ctx, worker, 2*time.Minute); err != nil {
+		t.Fatalf("before booting %s: %v", ami, err)
+	}
 	out, err := c.RunInstances(ctx, &ec2.RunInstancesInput{
 		ImageId: aws.String(ami), InstanceType: types.InstanceTypeT3Small, MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
 	})
@@ -69,7 +76,6 @@ func (l *Lab) BootAndBuildIn(t testing.TB, region, worker, ami string) {
 	if err := ec2.NewInstanceRunningWaiter(c).Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, 3*time.Minute); err != nil {
 		t.Fatalf("instance %s from %s: %v", id, ami, err)
 	}
-	mc := &master.Client{BaseURL: l.State.MasterURL}
 	if err := mc.WaitWorkerConnected(ctx, worker, 5*time.Minute); err != nil {
 		t.Fatalf("worker %s on %s: %v\n%s", worker, id, err, l.Diagnose(id))
 	}
@@ -86,13 +92,7 @@ func (l *Lab) BootAndBuildIn(t testing.TB, region, worker, ami string) {
 		t.Errorf("TerminateInstances(%s): %v", id, err)
 	}
 	_ = ec2.NewInstanceTerminatedWaiter(c).Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, 2*time.Minute)
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		if ok, _ := mc.WorkerConnected(ctx, worker); !ok {
-			break
-		}
-		time.Sleep(time.Second)
-	}
+	_ = mc.WaitWorkerDisconnected(ctx, worker, time.Minute)
 }
 
 // RunResources lists what run created that still exists.

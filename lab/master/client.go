@@ -201,6 +201,18 @@ func (c *Client) WaitWorkerConnected(ctx context.Context, name string, timeout t
 	})
 }
 
+// WaitWorkerDisconnected polls until the worker called name has no
+// connection, timeout passes or ctx ends: a worker of the same name that
+// connects before the master has dropped an old connection may be refused
+// by buildbot's arbitration (3.7: "cannot attach ... already connected"),
+// while the master goes on showing the old one as connected.
+func (c *Client) WaitWorkerDisconnected(ctx context.Context, name string, timeout time.Duration) error {
+	return poll(ctx, timeout, fmt.Sprintf("wait for worker %q to disconnect", name), func(ctx context.Context) (bool, error) {
+		ok, err := c.WorkerConnected(ctx, name)
+		return !ok, err
+	})
+}
+
 // ForceBuild asks the ForceScheduler called scheduler to build on the
 // builder called builder and returns the new build request's ID.
 func (c *Client) ForceBuild(ctx context.Context, scheduler, builder, reason string) (int, error) {

@@ -52,10 +52,45 @@ var dnfBuildDeps = []string{
 	"zlib-devel", "expat-devel", "libzstd-devel", "mpdecimal-devel", "libb2-devel",
 }
 
+// The devguide ("Install dependencies", its build-dependencies section)
+// gives lists for apt and dnf only. For Alpine, Arch and NixOS these are
+// the same components under the distribution's names: a C toolchain, git,
+// gdb, lcov and pkg-config, and the libraries of every optional module
+// (bz2, ctypes/libffi, dbm/gdbm, lzma, curses, readline, sqlite3, ssl, tk,
+// uuid, zlib, decimal/mpdecimal, zstd, expat).
+
+// apkBuildDeps are Alpine's (build-base is its toolchain; headers are in
+// the -dev packages; linux-headers for the kernel's).
+var apkBuildDeps = []string{
+	"build-base", "linux-headers", "git", "gdb", "lcov", "pkgconf",
+	"bzip2-dev", "libffi-dev", "gdbm-dev", "xz-dev", "ncurses-dev",
+	"readline-dev", "sqlite-dev", "openssl-dev", "tk-dev", "util-linux-dev",
+	"zlib-dev", "mpdecimal-dev", "zstd-dev", "expat-dev",
+}
+
+// pacmanBuildDeps are Arch's (base-devel is its toolchain; a library
+// package holds its headers; util-linux-libs is libuuid).
+var pacmanBuildDeps = []string{
+	"base-devel", "git", "gdb", "lcov", "pkgconf",
+	"bzip2", "libffi", "gdbm", "xz", "ncurses", "readline", "sqlite",
+	"openssl", "tk", "util-linux-libs", "zlib", "mpdecimal", "zstd", "expat",
+}
+
+// nixBuildDeps are nixpkgs' attribute names, added to the system's
+// packages with their headers and pkg-config files (pm_install).
+var nixBuildDeps = []string{
+	"gcc", "gnumake", "git", "gdb", "lcov", "pkg-config",
+	"bzip2", "libffi", "gdbm", "xz", "ncurses", "readline", "sqlite",
+	"openssl", "tk", "libuuid", "zlib", "mpdecimal", "zstd", "expat",
+}
+
 // buildDepsByPM are the CPython build dependencies per package manager.
 var buildDepsByPM = map[string][]string{
-	"apt": buildDeps,
-	"dnf": dnfBuildDeps,
+	"apt":    buildDeps,
+	"dnf":    dnfBuildDeps,
+	"apk":    apkBuildDeps,
+	"pacman": pacmanBuildDeps,
+	"nix":    nixBuildDeps,
 }
 
 // BuildDepsPackages returns the package names BuildDeps tries to install on
@@ -133,6 +168,7 @@ func workerData(p *platform.Platform, w Worker) (map[string]any, error) {
 		"Install":        string(p.Install),
 		"Package":        packageName(p),
 		"Unit":           p.Unit(w.Name),
+		"Service":        string(p.Service),
 		"VenvDir":        VenvDir,
 		"PipRequirement": PipRequirement(w),
 		"BuildbotWorker": BuildbotWorker(p),
@@ -166,6 +202,7 @@ func Verify(p *platform.Platform, w Worker) ([]byte, error) {
 		"WorkerDir":  p.WorkerDir(w.Name),
 		"WorkerUser": p.WorkerUser,
 		"Unit":       p.Unit(w.Name),
+		"Service":    string(p.Service),
 		"VenvDir":    VenvDir,
 	}, pythonData(p))
 }

@@ -109,7 +109,7 @@ rm -f /etc/init.d/buildbot-worker /etc/default/buildbot-worker
 	if c, err = cron.Reboot(ctx, c, dial); err != nil {
 		t.Fatalf("reboot: %v", err)
 	}
-	if out, err := c.Output(ctx, "cat "+dir+"/twistd.pid 2>/dev/null || true", nil); err == nil && strings.TrimSpace(string(out)) == stalePID {
+	if out, err := c.Output(ctx, "sudo -n cat "+dir+"/twistd.pid 2>/dev/null || true", nil); err == nil && strings.TrimSpace(string(out)) == stalePID {
 		t.Logf("after the reboot, before cron's restart: twistd.pid still names %s", stalePID)
 	}
 	if err := mc.WaitWorkerConnected(ctx, e2eWorker, 3*time.Minute); err != nil {
@@ -122,7 +122,7 @@ rm -f /etc/init.d/buildbot-worker /etc/default/buildbot-worker
 	if facts.ServiceActive != "active" || facts.ServiceStartedThisBoot != "yes" {
 		t.Errorf("after the reboot: active %q, started this boot %q; want active, yes", facts.ServiceActive, facts.ServiceStartedThisBoot)
 	}
-	now, err := c.Output(ctx, "cat "+dir+"/twistd.pid", nil)
+	now, err := c.Output(ctx, "sudo -n cat "+dir+"/twistd.pid", nil)
 	if err != nil || strings.TrimSpace(string(now)) == stalePID {
 		t.Errorf("twistd.pid after the reboot = %q, %v; want a new pid, not the stale %s", now, err, stalePID)
 	}

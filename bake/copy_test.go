@@ -50,6 +50,11 @@ func (f *copyFake) CopyImage(_ context.Context, in *ec2.CopyImageInput, _ ...fun
 }
 
 func (f *copyFake) DescribeImages(_ context.Context, in *ec2.DescribeImagesInput, _ ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error) {
+	if len(in.ImageIds) == 0 {
+		// Looking for a copy an earlier attempt made: none.
+		f.log("DescribeImages copies")
+		return &ec2.DescribeImagesOutput{}, nil
+	}
 	f.log("DescribeImages " + strings.Join(in.ImageIds, ","))
 	im := types.Image{ImageId: aws.String(f.id), State: f.end, Tags: f.tags,
 		BlockDeviceMappings: []types.BlockDeviceMapping{{DeviceName: aws.String("/dev/xvda"),
@@ -77,7 +82,10 @@ func (f *copyFake) DeleteSnapshot(_ context.Context, in *ec2.DeleteSnapshotInput
 // TestFailedCopyIsUndone: one copy becomes available, the other fails;
 // the run fails, and both copies (deregistered, their snapshots deleted,
 // each in its own region) and the image are rolled back.
-func TestFailedCopyIsUndone(t *testing.T) {
+// copyRun runs the copy step (after verifyImage with verify) of an image
+// to us-west-2, whose copy becomes available, and eu-west-1, whose copy
+// fails, and returns the result and every call each region got.
+func copyRun(verify bool) (*Result, *[]string, map[string]*copyFake, error) {
 	var mu sync.Mutex
 	var calls []string
 	home := &copyFake{region: "us-east-1", end: types.ImageStateAvailable, mu: &mu, calls: &calls, id: "ami-00000000000000001"}
@@ -95,13 +103,24 @@ func TestFailedCopyIsUndone(t *testing.T) {
 		s.pushImageUndo(s.ImageID)
 		return nil
 	}
+	steps := []Step{{StepCreateImage, made}, {StepCopyImage, copyImages}}
+	if verify {
+		steps = []Step{steps[0], {StepVerifyImage, verifyImage}, steps[1]}
+	}
 	res, err := Run(context.Background(), Options{
 		Config: cfg, Password: config.NewSecret("hunter2-secret"), EC2: home, STS: fakeSTS{},
 		RegionEC2: func(r string) EC2API { return regions[r] },
-		Region:    "us-east-1", RunID: "20261201T120000Z-0c0c0c",
+		Region:    "us-east-1", RunID: "20261201T120000Z-0c0c0c", NoVerify: true,
 		Timeouts: Timeouts{Poll: 10 * time.Millisecond, Image: 5 * time.Second},
-		Steps:    []Step{{StepCreateImage, made}, {StepCopyImage, copyImages}},
+		Steps:    steps,
 	})
+	return res, &calls, regions, err
+}
+
+func TestFailedCopyIsUndone(t *testing.T) {
+	res, callp, regions, err := copyRun(false)
+	calls := *callp
+	home := &copyFake{id: "ami-00000000000000001"}
 	if !errors.Is(err, ErrCopy) || !strings.Contains(err.Error(), "eu-west-1") || !strings.Contains(err.Error(), "KMS key is disabled") {
 		t.Fatalf("Run = %v; want ErrCopy naming eu-west-1 and the reason", err)
 	}
@@ -156,5 +175,28 @@ func TestCopyChecks(t *testing.T) {
 	}
 	if err := checkCopy(im(false, "k", "v"), want, false); err != nil {
 		t.Errorf("unencrypted copy not asked encrypted: %v", err)
+	}
+}
+
+// TestFailedCopyKeepsVerifiedImage: once the image is verified, a copy
+// that fails removes only itself: the image and the copy that became
+// available stay, and the run says the image is kept for --resume.
+func TestFailedCopyKeepsVerifiedImage(t *testing.T) {
+	res, callp, _, err := copyRun(true)
+	calls := *callp
+	if !errors.Is(err, ErrCopy) || !res.State.ImageKept() || res.Completed {
+		t.Fatalf("Run = %v, kept %v; want ErrCopy and the image kept", err, res.State.ImageKept())
+	}
+	got := strings.Join(calls, "\n")
+	if !strings.Contains(got, "eu-west-1 DeregisterImage ami-00000000000000003") {
+		t.Errorf("the failed copy was not removed:\n%s", got)
+	}
+	for _, gone := range []string{"us-west-2 DeregisterImage", "us-east-1 DeregisterImage", "us-east-1 DeleteSnapshot", "us-west-2 DeleteSnapshot"} {
+		if strings.Contains(got, gone) {
+			t.Errorf("after the image was verified, undo made %q:\n%s", gone, got)
+		}
+	}
+	if len(res.Leftovers) != 0 {
+		t.Errorf("leftovers = %v; want none (the kept image and copy are the product)", res.Leftovers)
 	}
 }

@@ -192,6 +192,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	m := iam.NewManager(o.IAM)
+	m.Partition = iam.Partition(o.Region)
 	if o.RegionalUser {
 		m.UserSuffix = "-" + o.Region
 	}

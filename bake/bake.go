@@ -2,6 +2,8 @@ package bake
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,8 +72,8 @@ func (s *State) manifest() Manifest {
 	m := Manifest{
 		ImageID: s.ImageID, ImageName: s.ImageName, Region: s.Region, SnapshotIDs: s.SnapshotIDs,
 		SourceAMI: s.BaseAMI, SourceName: s.BaseName, FromPrevious: s.opts.FromPrevious, Replaces: s.Replaces,
-		Worker: s.opts.Config.Worker.Name, Master: s.opts.Config.Worker.Master, RunID: s.RunID,
-		Creator: s.CallerARN, Verified: !s.opts.NoVerify, Created: s.now().UTC(), Timings: s.Timings,
+		Worker: s.opts.Config.Worker.Name, Master: s.Master, RunID: s.RunID,
+		Creator: s.CallerARN, Verified: s.verifiedBoot, Created: s.now().UTC(), Timings: s.Timings,
 		WallTime: time.Since(s.started), RemoteTime: s.RemoteTime, WaitTime: s.WaitTime, Waits: s.Waits, RemoteCommands: s.RemoteCommands,
 	}
 	if !s.opts.TerminateBuilder {
@@ -173,13 +175,14 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	default:
 		steps = Steps()
 	}
-	s := &State{RunID: opts.RunID, Region: opts.Region, Platform: p, opts: opts, started: time.Now()}
+	s := &State{RunID: opts.RunID, Region: opts.Region, Platform: p, Master: opts.Config.Worker.Master, opts: opts, started: time.Now()}
 	s.undo.notify = s.emit
 	if s.RunID == "" {
 		s.RunID = fleet.NewRunID()
 	}
+	s.attempt = newAttempt()
 	s.labels = fleet.Labels{
-		RunID: s.RunID, Worker: opts.Config.Worker.Name,
+		RunID: s.RunID, Worker: opts.Config.Worker.Name, Master: s.Master,
 		Expires: opts.Now().Add(opts.Expiry), Extra: opts.Config.AWS.Tags,
 	}
 
@@ -202,6 +205,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			runErr = fmt.Errorf("step %s: %w", st.Name, err)
 			break
 		}
+		if s.Finished {
+			break // a resume of a completed run: nothing to do
+		}
 	}
 	// A cancel that came while the last step ran still cancels the run.
 	if cause := context.Cause(ctx); runErr == nil && cause != nil {
@@ -219,6 +225,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 
 	ok := runErr == nil
+	// An image that is available and verified is kept whatever happens
+	// (its undo was marked so, see verifyImage); a pending one is kept for
+	// --resume.
 	keep := func(k Kind) bool {
 		switch k {
 		case KindImage:
@@ -234,8 +243,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	left, undoErr := s.undo.unwind(ctx, opts.Timeouts.Unwind, keep)
 	res := &Result{Manifest: s.manifest(), State: s, Completed: ok}
 	for _, l := range left {
-		if ok && l.Kept && s.isProduct(l.ID) {
-			continue // the product
+		if (ok || s.ImageKept()) && l.Kept && s.isProduct(l.ID) {
+			continue // the product, or kept for --resume (the error says so)
 		}
 		res.Leftovers = append(res.Leftovers, l)
 		s.emit(Event{Type: EventLeftover, Leftover: &l})
@@ -281,6 +290,14 @@ func (s *State) authorizeDebugKey(ctx context.Context) {
 		return
 	}
 	s.DebugKeyAdded = true
+}
+
+// newAttempt returns six random hex digits that tell one attempt of a run
+// from another under the same run ID (--resume), for client tokens.
+func newAttempt() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail (Go 1.24+)
+	return hex.EncodeToString(b[:])
 }
 
 // isProduct reports whether id is the image or one of its copies.

@@ -69,38 +69,48 @@ func copyImages(ctx context.Context, s *State) error {
 	undo := map[*Copy]*undoItem{}
 	for _, r := range cfg.AWS.CopyToRegions {
 		api := s.opts.RegionEC2(r)
-		in := &ec2.CopyImageInput{
-			SourceImageId: aws.String(s.ImageID),
-			SourceRegion:  aws.String(s.Region),
-			Name:          aws.String(s.ImageName),
-			Description:   aws.String(fmt.Sprintf("buildbot latent worker %s (master %s), baked by latentworker run %s; copy of %s in %s", cfg.Worker.Name, cfg.Worker.Master, s.RunID, s.ImageID, s.Region)),
-			// The same token on the SDK's retries: a copy whose answer
-			// was lost is answered again, not made twice.
-			ClientToken: aws.String(s.RunID + "-copy-" + r),
-			TagSpecifications: []types.TagSpecification{
-				{ResourceType: types.ResourceTypeImage, Tags: fleet.TagList(tags)},
-				{ResourceType: types.ResourceTypeSnapshot, Tags: fleet.TagList(s.copySnapshotTags())},
-			},
-		}
-		if cfg.Image.IsEncrypted() {
-			in.Encrypted = aws.Bool(true)
-			in.KmsKeyId = copyKMSKey(cfg)
-		}
-		out, err := api.CopyImage(s.creating(ctx), in)
-		if err := context.Cause(ctx); err != nil {
-			return err
-		}
+		// An earlier attempt of the run (--resume) may have made it.
+		c, err := s.existingCopy(ctx, r)
 		if err != nil {
-			s.copyFailed(r, fmt.Errorf("%w %s to %s: %w", ErrCopy, s.ImageID, r, err))
-			continue
+			return fmt.Errorf("%w %s to %s: %w", ErrCopy, s.ImageID, r, err)
 		}
-		id := aws.ToString(out.ImageId)
-		c := &Copy{Region: r, ImageID: id}
+		if c != nil {
+			s.emit(Event{Type: EventProgress, Step: StepCopyImage, Message: fmt.Sprintf("copy of %s in %s: %s, made by an earlier attempt", s.ImageID, r, c.ImageID)})
+		} else {
+			in := &ec2.CopyImageInput{
+				SourceImageId: aws.String(s.ImageID),
+				SourceRegion:  aws.String(s.Region),
+				Name:          aws.String(s.ImageName),
+				Description:   aws.String(fmt.Sprintf("buildbot latent worker %s (master %s), baked by latentworker run %s; copy of %s in %s", cfg.Worker.Name, s.Master, s.RunID, s.ImageID, s.Region)),
+				// The same token on the SDK's retries: a copy whose answer
+				// was lost is answered again, not made twice. The attempt
+				// is part of it: a resume's copy is not an earlier one's.
+				ClientToken: aws.String(s.RunID + "-copy-" + r + "-" + s.attempt),
+				TagSpecifications: []types.TagSpecification{
+					{ResourceType: types.ResourceTypeImage, Tags: fleet.TagList(tags)},
+					{ResourceType: types.ResourceTypeSnapshot, Tags: fleet.TagList(s.copySnapshotTags())},
+				},
+			}
+			if cfg.Image.IsEncrypted() {
+				in.Encrypted = aws.Bool(true)
+				in.KmsKeyId = copyKMSKey(cfg)
+			}
+			out, err := api.CopyImage(s.creating(ctx), in)
+			if err := context.Cause(ctx); err != nil {
+				return err
+			}
+			if err != nil {
+				s.copyFailed(r, fmt.Errorf("%w %s to %s: %w", ErrCopy, s.ImageID, r, err))
+				continue
+			}
+			c = &Copy{Region: r, ImageID: aws.ToString(out.ImageId)}
+			s.emit(Event{Type: EventProgress, Step: StepCopyImage, Message: fmt.Sprintf("copying %s to %s as %s", s.ImageID, r, c.ImageID)})
+		}
 		s.Copies = append(s.Copies, c)
+		id := c.ImageID
 		undo[c] = s.undo.push(KindImage, "image copy", id, s.cmdIn(r, "deregister-image --image-id %s", id)+" (then delete its snapshots: "+s.cmdIn(r, "describe-snapshots --filters Name=tag:%s,Values=%s", fleet.TagRunID, s.RunID)+")", func(ctx context.Context) error {
 			return s.deleteImageIn(ctx, api, r, id, c.SnapshotIDs)
 		})
-		s.emit(Event{Type: EventProgress, Step: StepCopyImage, Message: fmt.Sprintf("copying %s to %s as %s", s.ImageID, r, id)})
 		if err := context.Cause(ctx); err != nil {
 			return err
 		}
@@ -113,6 +123,11 @@ func copyImages(ctx context.Context, s *State) error {
 		err := s.waitCopy(wctx, c, tags)
 		if err == nil {
 			ok = append(ok, c)
+			// Available and checked, of a verified image: like the
+			// image, never removed again.
+			if s.ImageVerified {
+				s.undo.keepID(c.ImageID)
+			}
 			continue
 		}
 		if err := context.Cause(ctx); err != nil {
@@ -134,6 +149,8 @@ func copyImages(ctx context.Context, s *State) error {
 
 // copyFailed records that the copy to region failed and says so.
 func (s *State) copyFailed(region string, err error) {
+	err = fmt.Errorf("%w; copy it once the cause is fixed: %s", err,
+		s.cmdIn(region, "copy-image --source-region %s --source-image-id %s --name %s", s.Region, s.ImageID, s.ImageName))
 	s.CopyFailures = append(s.CopyFailures, CopyFailure{Region: region, Err: err})
 	s.warn(StepCopyImage, err.Error()+"; the image is kept, the other copies go on")
 }
@@ -152,6 +169,26 @@ func (s *State) copyError() error {
 		errs = append(errs, f.Err)
 	}
 	return errors.Join(errs...)
+}
+
+// existingCopy returns the copy of the run's image in region r that is
+// pending or available (tagged fleet.TagCopyOf), or nil.
+func (s *State) existingCopy(ctx context.Context, r string) (*Copy, error) {
+	out, err := s.opts.RegionEC2(r).DescribeImages(ctx, &ec2.DescribeImagesInput{
+		Owners: []string{"self"},
+		Filters: []types.Filter{
+			{Name: aws.String("tag:" + fleet.TagCopyOf), Values: []string{s.ImageID}},
+			{Name: aws.String("state"), Values: []string{string(types.ImageStatePending), string(types.ImageStateAvailable)}},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("finding copies of %s in %s: %w", s.ImageID, r, err)
+	}
+	if len(out.Images) == 0 {
+		return nil, nil
+	}
+	im := newest(out.Images)
+	return &Copy{Region: r, ImageID: aws.ToString(im.ImageId), SnapshotIDs: imageSnapshots(*im), Encrypted: encrypted(*im)}, nil
 }
 
 // copyTags are the tags of a copy: the run's image tags (run ID, worker,
@@ -226,6 +263,9 @@ func checkCopy(im types.Image, want map[string]string, wantEncrypted bool) error
 		got[aws.ToString(t.Key)] = aws.ToString(t.Value)
 	}
 	for _, k := range slices.Sorted(maps.Keys(want)) {
+		if k == fleet.TagExpires || k == fleet.TagCreator {
+			continue // an earlier attempt's copy (--resume) has its own
+		}
 		if got[k] != want[k] {
 			return fmt.Errorf("its tag %s is %q; want %q", k, got[k], want[k])
 		}

@@ -50,6 +50,11 @@ func (f *copyFake) CopyImage(_ context.Context, in *ec2.CopyImageInput, _ ...fun
 }
 
 func (f *copyFake) DescribeImages(_ context.Context, in *ec2.DescribeImagesInput, _ ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error) {
+	if len(in.ImageIds) == 0 {
+		// Looking for a copy an earlier attempt made: none.
+		f.log("DescribeImages copies")
+		return &ec2.DescribeImagesOutput{}, nil
+	}
 	f.log("DescribeImages " + strings.Join(in.ImageIds, ","))
 	im := types.Image{ImageId: aws.String(f.id), State: f.end, Tags: f.tags,
 		BlockDeviceMappings: []types.BlockDeviceMapping{{DeviceName: aws.String("/dev/xvda"),
@@ -74,12 +79,10 @@ func (f *copyFake) DeleteSnapshot(_ context.Context, in *ec2.DeleteSnapshotInput
 	return &ec2.DeleteSnapshotOutput{}, nil
 }
 
-// TestFailedCopyKeepsTheImage: one copy becomes available, the other
-// fails. The verified image is not lost for it (before, the whole run was
-// rolled back): the run completes with the image and the good copy, the
-// failed copy is removed (deregistered, its snapshot deleted, in its
-// region), and the error (ErrCopy) names the region and AWS's reason.
-func TestFailedCopyKeepsTheImage(t *testing.T) {
+// copyRun runs the copy step (after verifyImage with verify) of an image
+// to us-west-2, whose copy becomes available, and eu-west-1, whose copy
+// fails, and returns the result and every call each region got.
+func copyRun(verify bool) (*Result, *[]string, map[string]*copyFake, error) {
 	var mu sync.Mutex
 	var calls []string
 	home := &copyFake{region: "us-east-1", end: types.ImageStateAvailable, mu: &mu, calls: &calls, id: "ami-00000000000000001"}
@@ -97,13 +100,30 @@ func TestFailedCopyKeepsTheImage(t *testing.T) {
 		s.pushImageUndo(s.ImageID)
 		return nil
 	}
+	steps := []Step{{StepCreateImage, made}, {StepCopyImage, copyImages}}
+	if verify {
+		steps = []Step{steps[0], {StepVerifyImage, verifyImage}, steps[1]}
+	}
 	res, err := Run(context.Background(), Options{
 		Config: cfg, Password: config.NewSecret("hunter2-secret"), EC2: home, STS: fakeSTS{},
 		RegionEC2: func(r string) EC2API { return regions[r] },
-		Region:    "us-east-1", RunID: "20261201T120000Z-0c0c0c",
+		Region:    "us-east-1", RunID: "20261201T120000Z-0c0c0c", NoVerify: true,
 		Timeouts: Timeouts{Poll: 10 * time.Millisecond, Image: 5 * time.Second},
-		Steps:    []Step{{StepCreateImage, made}, {StepCopyImage, copyImages}},
+		Steps:    steps,
 	})
+	return res, &calls, regions, err
+}
+
+// TestFailedCopyKeepsTheImage: once the image is verified, one copy
+// becomes available and the other fails. The verified image is not lost
+// for it (before, the whole run was rolled back): the run completes with
+// the image and the good copy (exit 4 on the command line), the failed
+// copy is removed (deregistered, its snapshot deleted, in its region), and
+// the error (ErrCopy) names the region and AWS's reason.
+func TestFailedCopyKeepsTheImage(t *testing.T) {
+	res, callp, regions, err := copyRun(true)
+	calls := *callp
+	home := &copyFake{id: "ami-00000000000000001"}
 	if !errors.Is(err, ErrCopy) || !strings.Contains(err.Error(), "eu-west-1") || !strings.Contains(err.Error(), "KMS key is disabled") {
 		t.Fatalf("Run = %v; want ErrCopy naming eu-west-1 and the reason", err)
 	}
@@ -124,9 +144,9 @@ func TestFailedCopyKeepsTheImage(t *testing.T) {
 			t.Errorf("calls lack %q:\n%s", want, got)
 		}
 	}
-	for _, kept := range []string{"us-west-2 DeregisterImage", "us-east-1 DeregisterImage"} {
-		if strings.Contains(got, kept) {
-			t.Errorf("calls have %q: the image and the good copy must be kept:\n%s", kept, got)
+	for _, gone := range []string{"us-west-2 DeregisterImage", "us-east-1 DeregisterImage", "us-east-1 DeleteSnapshot", "us-west-2 DeleteSnapshot"} {
+		if strings.Contains(got, gone) {
+			t.Errorf("undo made %q: the image and the good copy must be kept:\n%s", gone, got)
 		}
 	}
 	tags := map[string]string{}
@@ -161,3 +181,4 @@ func TestCopyChecks(t *testing.T) {
 		t.Errorf("unencrypted copy not asked encrypted: %v", err)
 	}
 }
+

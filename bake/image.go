@@ -22,7 +22,7 @@ import (
 func createImage(ctx context.Context, s *State) error {
 	cfg := s.opts.Config
 	s.ImageName = fleet.AMIName(cfg.Image.NamePrefix, cfg.Worker.Name, s.now())
-	desc := fmt.Sprintf("buildbot latent worker %s (master %s), baked by latentworker run %s from %s", cfg.Worker.Name, cfg.Worker.Master, s.RunID, s.BaseAMI)
+	desc := fmt.Sprintf("buildbot latent worker %s (master %s), baked by latentworker run %s from %s", cfg.Worker.Name, s.Master, s.RunID, s.BaseAMI)
 	out, err := s.opts.EC2.CreateImage(s.creating(ctx), &ec2.CreateImageInput{
 		InstanceId:  aws.String(s.InstanceID),
 		Name:        aws.String(s.ImageName),
@@ -172,11 +172,55 @@ func waitImage(ctx context.Context, s *State) error {
 	return err
 }
 
+// waitResumedImage is waitImage for a resumed run: an image the resume
+// found unverified is at stake from here on (rolled back if it fails).
+func waitResumedImage(ctx context.Context, s *State) error {
+	if s.resumedImage {
+		s.resumedImage = false
+		s.pushImageUndo(s.ImageID)
+	}
+	return waitImage(ctx, s)
+}
+
+// verifyImage boots a throwaway instance from the image and checks that its
+// worker starts on its own. Once it has (or NoVerify accepted the image
+// unbooted), the image is safe: its undo is marked kept, so a later
+// failure keeps it for --resume instead of removing it, and it is tagged
+// fleet.TagVerified so that a resume need not boot it again.
 func verifyImage(ctx context.Context, s *State) error {
-	if s.opts.NoVerify {
+	switch {
+	case s.ImageVerified:
+		s.emit(Event{Type: EventProgress, Step: StepVerifyImage, Percent: -1, Message: "image " + s.ImageID + " was verified by an earlier attempt of the run"})
+		return nil
+	case s.opts.NoVerify:
 		s.warn(StepVerifyImage, "skipped (--no-verify): the new image was not booted")
+		s.imageSafe()
 		return nil
 	}
+	if err := s.bootImage(ctx); err != nil {
+		return err
+	}
+	s.verifiedBoot = true
+	s.imageSafe()
+	if _, err := s.opts.EC2.CreateTags(ctx, &ec2.CreateTagsInput{
+		Resources: []string{s.ImageID},
+		Tags:      []types.Tag{{Key: aws.String(fleet.TagVerified), Value: aws.String(s.now().UTC().Format(time.RFC3339))}},
+	}); err != nil {
+		// Only a resume would miss it (it boots the image again).
+		s.warn(StepVerifyImage, fmt.Sprintf("could not tag image %s %s: %v", s.ImageID, fleet.TagVerified, err))
+	}
+	return nil
+}
+
+// imageSafe makes the image one that no undo removes.
+func (s *State) imageSafe() {
+	s.ImageVerified = true
+	s.undo.keepID(s.ImageID)
+}
+
+// bootImage launches a throwaway instance from the image, checks that its
+// worker comes up on its own and terminates it.
+func (s *State) bootImage(ctx context.Context) error {
 	id, it, err := s.runInstance(ctx, s.ImageID, fleet.RoleVerify, KindTemp)
 	if err != nil {
 		return err

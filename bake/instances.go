@@ -35,8 +35,10 @@ func (s *State) runInstance(ctx context.Context, ami string, role fleet.Role, ki
 		MinCount:     aws.Int32(1),
 		MaxCount:     aws.Int32(1),
 		// The same token on the SDK's retries: a launch whose answer was
-		// lost returns the same instance instead of a second one.
-		ClientToken: aws.String(s.RunID + "-" + string(role)),
+		// lost returns the same instance instead of a second one. The
+		// attempt is part of it: a resume's launch under the run's ID
+		// must not be answered with an earlier attempt's instance.
+		ClientToken: aws.String(s.RunID + "-" + string(role) + "-" + s.attempt),
 		MetadataOptions: &types.InstanceMetadataOptionsRequest{
 			HttpTokens:   types.HttpTokensStateRequired,
 			HttpEndpoint: types.InstanceMetadataEndpointStateEnabled,

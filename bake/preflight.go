@@ -3,12 +3,14 @@ package bake
 // Preflight: what is checked before anything costs money.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
 	"sort"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -249,8 +251,12 @@ func (s *State) newestOwn(ctx context.Context) (*types.Image, error) {
 
 // preflightResume checks the credentials and finds the image of the run
 // being resumed (Options.Resume): owned by this account, tagged with that
-// run's ID as its image. The image becomes this run's product again: rolled
-// back if verification fails, kept if it is still pending.
+// run's ID as its image, of this worker. None is ErrNothingToResume (bad
+// input). A released or handed-off image is a finished run: the resume
+// ends here having changed nothing (State.Finished). A verified one (an
+// earlier attempt booted it) is never at stake again. Any other image
+// becomes this run's product once its wait starts (waitResumedImage):
+// rolled back if it fails its verification, kept if still pending.
 func preflightResume(ctx context.Context, s *State) error {
 	id, err := s.opts.STS.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
 	if err != nil {
@@ -276,23 +282,85 @@ func preflightResume(ctx context.Context, s *State) error {
 	if err != nil {
 		return fmt.Errorf("finding the image of run %s: %w", s.RunID, err)
 	}
-	if len(out.Images) != 1 {
-		return fmt.Errorf("%w: run %s has %d images owned by this account (want 1; is the region right?)", ErrNoBaseImage, s.RunID, len(out.Images))
+	var imgs []types.Image
+	for _, im := range out.Images {
+		if tagValue(im.Tags, fleet.TagCopyOf) == "" && im.State != types.ImageStateDeregistered {
+			imgs = append(imgs, im)
+		}
 	}
-	im := out.Images[0]
+	switch len(imgs) {
+	case 0:
+		return fmt.Errorf("%w: run %s has no image owned by this account in %s (a run that failed before its image was made or verified removed it; is the region right?)", ErrNothingToResume, s.RunID, s.Region)
+	case 1:
+	default:
+		return fmt.Errorf("run %s has %d images in %s; want 1", s.RunID, len(imgs), s.Region)
+	}
+	im := imgs[0]
 	if w := tagValue(im.Tags, fleet.TagWorker); w != s.opts.Config.Worker.Name {
-		return fmt.Errorf("run %s baked worker %q, not %q (worker.name)", s.RunID, w, s.opts.Config.Worker.Name)
+		return fmt.Errorf("%w: run %s baked worker %q, not %q (worker.name)", ErrNothingToResume, s.RunID, w, s.opts.Config.Worker.Name)
 	}
 	s.ImageID, s.ImageName = aws.ToString(im.ImageId), aws.ToString(im.Name)
 	s.SnapshotIDs = imageSnapshots(im)
 	s.BaseAMI = tagValue(im.Tags, fleet.TagSourceAMI)
 	s.Replaces = tagValue(im.Tags, fleet.TagReplaces)
+	if m := ImageMaster(im); m != "" {
+		s.Master = m
+	}
 	s.RootDevice = aws.ToString(im.RootDeviceName)
 	if s.RootDevice == "" {
 		s.RootDevice = "/dev/xvda"
 	}
-	s.labels.SourceAMI, s.labels.Replaces = s.BaseAMI, s.Replaces
-	s.pushImageUndo(s.ImageID)
+	s.labels.SourceAMI, s.labels.Replaces, s.labels.Master = s.BaseAMI, s.Replaces, s.Master
+	s.verifiedBoot = tagValue(im.Tags, fleet.TagVerified) != ""
+	if ready, handed := tagValue(im.Tags, fleet.TagReady), tagValue(im.Tags, fleet.TagHandedOff); ready != "" || handed != "" {
+		// Completed before: change nothing, report it.
+		s.Finished, s.ImageVerified, s.ReadySince = true, true, cmp.Or(ready, handed)
+		s.emit(Event{Type: EventProgress, Step: StepPreflight, Percent: -1, Message: fmt.Sprintf("run %s finished already: image %s is released (%s); nothing to do", s.RunID, s.ImageID, s.ReadySince)})
+		return s.findCopies(ctx)
+	}
+	if s.verifiedBoot {
+		s.ImageVerified = true // an earlier attempt verified it: never at stake again
+		return nil
+	}
+	s.resumedImage = true
+	return nil
+}
+
+// ImageMaster returns the buildmaster host:port baked into im: its
+// fleet.TagMaster, or for an image baked before that tag, what its
+// description names ("... (master HOST:PORT), baked by ..."); "" if
+// neither says.
+func ImageMaster(im types.Image) string {
+	if m := tagValue(im.Tags, fleet.TagMaster); m != "" {
+		return m
+	}
+	d := aws.ToString(im.Description)
+	_, rest, ok := strings.Cut(d, " (master ")
+	if !ok {
+		return ""
+	}
+	m, _, ok := strings.Cut(rest, ")")
+	if !ok || strings.ContainsAny(m, " \t") {
+		return ""
+	}
+	return m
+}
+
+// findCopies finds the copies of the run's image in aws.copy_to_regions
+// (tagged fleet.TagCopyOf), for a finished run's report.
+func (s *State) findCopies(ctx context.Context) error {
+	if s.opts.RegionEC2 == nil {
+		return nil
+	}
+	for _, r := range s.opts.Config.AWS.CopyToRegions {
+		c, err := s.existingCopy(ctx, r)
+		if err != nil {
+			return err
+		}
+		if c != nil {
+			s.Copies = append(s.Copies, c)
+		}
+	}
 	return nil
 }
 

@@ -63,6 +63,19 @@ type State struct {
 	// ImagePending is set when the wait for the image ran out while AWS
 	// still reported it pending: the image is kept for --resume.
 	ImagePending bool
+	// ImageVerified is set once the image is available and verified (or
+	// accepted unverified with NoVerify): from then on no undo removes
+	// it, and a run that fails keeps it for --resume (ImageKept).
+	ImageVerified bool
+	// Master is the buildmaster host:port the image's worker connects
+	// to: the configuration's, or a resumed image's own (fleet.TagMaster).
+	Master string
+	// Finished is a resumed run (Options.Resume) that had completed
+	// before: its image is released, and the resume changed nothing.
+	Finished bool
+	// ReadySince is when a finished run's image was released (its
+	// fleet.TagReady value), or "".
+	ReadySince string
 	// Copies are the image's copies in aws.copy_to_regions, in order;
 	// CopyFailures those that did not succeed (removed).
 	Copies       []*Copy
@@ -93,7 +106,21 @@ type State struct {
 	hostKey         ssh.HostKeyCallback
 	builder         *undoItem
 	targetAlgos     []string
+	// attempt tells this run's create calls from an earlier attempt's
+	// under the same run ID (--resume): it is part of every client token.
+	attempt string
+	// resumedImage is the image a resume found, not yet at stake (its
+	// undo is pushed when the run starts judging it, in wait-image).
+	resumedImage bool
+	// verifiedBoot: the image was booted and its worker came up (this
+	// run, or an earlier attempt that tagged it fleet.TagVerified).
+	verifiedBoot bool
 }
+
+// ImageKept reports whether a failed run kept its image for --resume:
+// still pending when its wait ran out, or verified before a later step
+// failed.
+func (s *State) ImageKept() bool { return s.ImageID != "" && (s.ImagePending || s.ImageVerified) }
 
 // Timing is how long one step took.
 type Timing struct {

@@ -37,15 +37,17 @@ const (
 	StepManifest      = "manifest"
 )
 
-// ResumeSteps finishes a run whose image was still pending when its wait
-// ran out (Options.Resume): find that image, then the end of the pipeline
-// with temporaries of its own to verify it.
+// ResumeSteps finishes a run whose image was kept when it failed
+// (Options.Resume: still pending when its wait ran out, or verified before
+// a later step failed): find that image, then the end of the pipeline with
+// temporaries of its own. A run that had completed (its image released or
+// handed off) ends after preflight, having changed nothing (State.Finished).
 func ResumeSteps() []Step {
 	return []Step{
 		{StepPreflight, preflightResume},
 		{StepTempKey, tempKey},
 		{StepSecurityGroup, securityGroup},
-		{StepWaitImage, waitImage},
+		{StepWaitImage, waitResumedImage},
 		{StepVerifyImage, verifyImage},
 		{StepCopyImage, copyImages},
 		{StepRelease, release},
@@ -62,6 +64,10 @@ var (
 	ErrPublicImage   = errors.New("the new image is public")
 	ErrWorkerService = errors.New("worker service is not active")
 	ErrImagePending  = errors.New("the image is not available yet")
+	// ErrNothingToResume is a --resume of a run that has no image to
+	// finish (none was made, it was rolled back, or the region or worker
+	// is not the run's): bad input, found before anything is created.
+	ErrNothingToResume = errors.New("nothing to resume")
 )
 
 // Minimums of the buildbot worker guide.

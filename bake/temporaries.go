@@ -107,8 +107,13 @@ func securityGroup(ctx context.Context, s *State) error {
 	}
 	s.SecurityGroupID = id
 	// The group lives as long as the builder: AWS refuses to delete a
-	// group an instance (even a stopped one) still uses.
-	s.undo.push(KindBuilder, "security group", id, s.cmd("delete-security-group --group-id %s", id), func(ctx context.Context) error {
+	// group an instance (even a stopped one) still uses. A resume has no
+	// builder: its group is a temporary.
+	kind := KindBuilder
+	if s.opts.Resume != "" {
+		kind = KindTemp
+	}
+	s.undo.push(kind, "security group", id, s.cmd("delete-security-group --group-id %s", id), func(ctx context.Context) error {
 		// The group may still be attached to an instance shutting down.
 		return poll(ctx, s.opts.Timeouts.Poll, func() (bool, error) {
 			_, err := s.opts.EC2.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: aws.String(id)})

@@ -73,6 +73,9 @@ type undoItem struct {
 	command  string
 	fn       func(context.Context) error
 	done     bool
+	// kept: never undone, whatever the run's outcome (an image that is
+	// available and verified).
+	kept bool
 }
 
 // undoStack holds the undo of every resource a run created, newest last.
@@ -95,6 +98,16 @@ func (s *undoStack) push(kind Kind, resource, id, command string, fn func(contex
 	s.items = append(s.items, it)
 	s.tell(EventCreated, it)
 	return it
+}
+
+// keepID marks the items of resource id as never to be undone: unwind
+// reports them as kept.
+func (s *undoStack) keepID(id string) {
+	for _, it := range s.items {
+		if it.id == id {
+			it.kept = true
+		}
+	}
 }
 
 // runNow undoes it at once (a step removing what it no longer needs) and
@@ -124,7 +137,7 @@ func (s *undoStack) pending() []*undoItem {
 
 // unwind pops the stack in reverse, on a context detached from ctx's
 // cancellation and bounded by timeout. keep says which items to leave in
-// place (reported as kept). It continues past failures and returns every
+// place (reported as kept), besides those marked with keepID. It continues past failures and returns every
 // item it did not remove, failures first in undo order, and a
 // *LeftoverError when any undo failed. Each item is undone at most once.
 func (s *undoStack) unwind(ctx context.Context, timeout time.Duration, keep func(Kind) bool) ([]Leftover, error) {
@@ -133,7 +146,7 @@ func (s *undoStack) unwind(ctx context.Context, timeout time.Duration, keep func
 	var failed, kept []Leftover
 	for _, it := range s.pending() {
 		l := Leftover{Resource: it.resource, ID: it.id, Command: it.command}
-		if keep != nil && keep(it.kind) {
+		if it.kept || keep != nil && keep(it.kind) {
 			l.Kept = true
 			kept = append(kept, l)
 			continue

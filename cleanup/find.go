@@ -777,8 +777,8 @@ func (s *search) judgeImagesAndSnapshots(ctx context.Context) error {
 
 func (s *search) leftoverImage(im types.Image, tags map[string]string) (string, bool) {
 	id := aws.ToString(im.ImageId)
-	if s.protected(tags) || slices.Contains(s.opts.KeepImages, id) {
-		return "", false
+	if s.protected(tags) || slices.Contains(s.opts.KeepImages, id) || fleet.SafeImage(tags) {
+		return "", false // verified, released or handed off: never a leftover
 	}
 	rid := tags[fleet.TagRunID]
 	if rid == "" {

@@ -2,6 +2,7 @@ package cleanup
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -117,5 +118,47 @@ func TestCopyOfKilledRun(t *testing.T) {
 	}
 	if got := find(); len(got) != 0 {
 		t.Errorf("a copy of a completed run: found %q; want nothing (the product)", got)
+	}
+}
+
+// TestKilledRunKeepsSafeImage: a run killed after its image was verified
+// (or released, or handed off) leaves a key pair whose lease ends; sweep
+// then reports the run's temporaries but never that image, which only
+// retention judges. An unverified image of the same dead run is a leftover.
+func TestKilledRunKeepsSafeImage(t *testing.T) {
+	url := mototest.Start(t)
+	clients, get := motoClients(url)
+	c := get("us-east-1")
+	s := newSeeder(t, c)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	for i, tag := range []string{"", fleet.TagVerified, fleet.TagReady, fleet.TagHandedOff} {
+		runID, err := fleet.RunID(now.Add(-time.Hour), strings.NewReader(fmt.Sprintf("k%02d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		worker := "w-safe" + strings.ReplaceAll(tag, ":", "-")
+		l := s.labels(runID, worker, now.Add(24*time.Hour))
+		key := s.keyPair(l)
+		ami, _ := s.image(l, s.instance(s.base, "", nil), fleet.AMIName("lw", worker, now))
+		if tag != "" {
+			s.tag(ami, map[string]string{tag: now.Format(time.RFC3339)})
+		}
+		if _, err := c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{key},
+			Tags: []types.Tag{{Key: aws.String(fleet.TagLease), Value: aws.String(now.Add(-time.Minute).Format(time.RFC3339))}}}); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := Find(ctx, clients, Options{Regions: []string{"us-east-1"}, MaxAge: 12 * time.Hour, Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		foundKey, foundImage := false, false
+		for _, f := range rep.Findings {
+			foundKey = foundKey || f.ID == key
+			foundImage = foundImage || f.ID == ami
+		}
+		if !foundKey || foundImage != (tag == "") {
+			t.Errorf("a killed run's image tagged %q: key pair found %v, image found %v; want the key pair, and the image only when untagged", tag, foundKey, foundImage)
+		}
 	}
 }

@@ -51,7 +51,27 @@ const (
 	// and requires IMDSv2. A master that finds the worker's newest AMI by
 	// itself may launch only images with this tag (see iam.PolicyOptions).
 	TagReady = Prefix + "ready"
+	// TagVerified is set on an AMI once a throwaway instance booted from
+	// it ran the worker (RFC 3339 time): an unfinished run's resume need
+	// not boot it again, and nothing ever removes it as a leftover.
+	TagVerified = Prefix + "verified"
+	// TagMaster, on an AMI, is the buildmaster host:port its worker
+	// connects to, as baked in: what a handoff of that AMI reports.
+	TagMaster = Prefix + "master"
 )
+
+// SafeImage reports whether an AMI with tags is one that no undo and no
+// sweep ever removes as a run's leftover: verified (TagVerified), released
+// (TagReady) or handed off (TagHandedOff). Only image retention
+// (sweep --prune-images) removes such an AMI, and never the handed-off one.
+func SafeImage(tags map[string]string) bool {
+	for _, k := range []string{TagVerified, TagReady, TagHandedOff} {
+		if _, ok := tags[k]; ok {
+			return true
+		}
+	}
+	return false
+}
 
 // Role is the value of TagRole: what a resource is for.
 type Role string
@@ -145,6 +165,7 @@ type Labels struct {
 	Expires   time.Time // zero: no expiry tag
 	SourceAMI string    // "" for none
 	Replaces  string    // "" for none; set on images
+	Master    string    // "" for none; the master baked in, set on images
 	// Extra are the user's tags (config aws.tags); they never override
 	// latentworker's own.
 	Extra map[string]string
@@ -171,6 +192,9 @@ func (l Labels) Map(role Role, name string) map[string]string {
 	set(TagSourceAMI, l.SourceAMI)
 	if role == RoleImage || role == RoleSnapshot {
 		set(TagReplaces, l.Replaces)
+	}
+	if role == RoleImage {
+		set(TagMaster, l.Master)
 	}
 	return m
 }

@@ -93,7 +93,7 @@ per line on stdout, ending with a "result" object.
 	f.BoolVar(&o.noVerify, "no-verify", false, "do not boot a throwaway instance from the new AMI to verify it")
 	f.StringVar(&o.manifest, "manifest", "", "where to write the manifest JSON (default WORKER-RUNID.manifest.json)")
 	f.StringArrayVar(&o.fleet, "fleet", nil, "bake several workers at once, one configuration `FILE` each (repeat the flag); each run is independent: one failing stops none of the others")
-	f.StringVar(&o.resume, "resume", "", "finish run `RUN_ID`, whose image was still pending when its wait ran out (exit 5): wait for it, verify it, write the manifest")
+	f.StringVar(&o.resume, "resume", "", "finish run `RUN_ID`, whose image was kept when it failed (exit 5: still pending, or verified before a later step failed): wait for it, verify it, copy and release it, write the manifest; a run that finished already is left as it is (exit 0)")
 	f.DurationVar(&o.imageTimeout, "image-timeout", 0, "how long to wait for the new image to become available (default: the platform's, 60m for Linux); a pending image is then kept for --resume")
 	return cmd
 }
@@ -190,6 +190,9 @@ func prepareBake(ctx context.Context, o *bakeOptions, cfg *config.Config) (*bake
 	if j.manifest == "" {
 		j.manifest = fmt.Sprintf("%s-%s.manifest.json", cfg.Worker.Name, j.runID)
 	}
+	if err := checkOutputPath("--manifest", j.manifest); err != nil {
+		return nil, badInput{err}
+	}
 	return j, nil
 }
 
@@ -216,12 +219,23 @@ func (j *bakeJob) run(ctx context.Context, o *bakeOptions, p printer, stdout io.
 	opts.Timeouts.Image = o.imageTimeout
 	res, err := bake.Run(ctx, opts)
 	err = fieldError(err)
-	if errors.Is(err, bake.ErrNoBaseImage) || errors.Is(err, bake.ErrUnfitInstance) || errors.Is(err, bake.ErrNoSSHCIDR) {
+	if errors.Is(err, bake.ErrNoBaseImage) || errors.Is(err, bake.ErrUnfitInstance) || errors.Is(err, bake.ErrNoSSHCIDR) || errors.Is(err, bake.ErrNothingToResume) {
 		// Found in preflight, before anything was created: the input is
 		// what must change.
 		err = badInput{err}
 	}
 	worker := cfg.Worker.Name
+	if err == nil && res.State.Finished {
+		// A resume of a run that had completed: nothing was changed.
+		if _, ok := p.(*jsonPrinter); !ok {
+			fmt.Fprintf(o.stderr, "latentworker: run %s finished already: image %s is released (%s); nothing was changed\n", runID, res.Manifest.ImageID, res.State.ReadySince)
+		}
+		if _, serr := os.Stat(manifest); serr != nil {
+			manifest = "" // written where that run ran, if anywhere
+		}
+		printResult(stdout, p, res, manifest, runID)
+		return nil
+	}
 	if err != nil && res != nil && res.Completed {
 		// The image is the product and it is done: never lose it because
 		// cleanup failed. The leftovers were printed as they were found.
@@ -232,10 +246,19 @@ func (j *bakeJob) run(ctx context.Context, o *bakeOptions, p printer, stdout io.
 		}
 		return exitCode{code: exitBakedWithLeftovers, err: fmt.Errorf("baked %s, but %s: %w", res.Manifest.ImageID, what, err)}
 	}
-	if err != nil && res != nil && res.State != nil && res.State.ImagePending {
+	if err != nil && res != nil && res.State != nil && res.State.ImageKept() {
+		st := res.State
+		why := "it is verified"
+		if st.ImagePending {
+			why = "it is still pending"
+		}
+		resume := "latentworker bake --resume " + runID
 		if jp, ok := p.(*jsonPrinter); ok {
-			jp.emit(map[string]any{"type": "error", "worker": worker, "error": err.Error(), "run_id": runID, "image_id": res.State.ImageID,
-				"image_pending": true, "resume": "latentworker bake --resume " + runID, "leftovers": resLeftovers(res)})
+			jp.emit(map[string]any{"type": "error", "worker": worker, "error": err.Error(), "run_id": runID, "image_id": st.ImageID,
+				"image_pending": st.ImagePending, "image_kept": true, "resume": resume, "leftovers": resLeftovers(res)})
+		}
+		if !st.ImagePending { // the pending error names the resume already
+			err = fmt.Errorf("%w\nthe image %s is kept (%s); to finish the run: %s", err, st.ImageID, why, resume)
 		}
 		return exitCode{code: exitImagePending, err: err}
 	}
@@ -262,10 +285,16 @@ func (j *bakeJob) run(ctx context.Context, o *bakeOptions, p printer, stdout io.
 // stdout.
 func printResult(stdout io.Writer, p printer, res *bake.Result, manifest, runID string) {
 	m := res.Manifest
-	abs, _ := filepath.Abs(manifest)
+	abs := ""
+	if manifest != "" {
+		abs, _ = filepath.Abs(manifest)
+	}
 	if jp, ok := p.(*jsonPrinter); ok {
 		ev := map[string]any{"type": "result", "worker": m.Worker, "image_id": m.ImageID, "image_name": m.ImageName, "region": m.Region,
 			"replaces": m.Replaces, "manifest": abs, "run_id": runID, "leftovers": resLeftovers(res)}
+		if res.State != nil && res.State.Finished {
+			ev["already_finished"] = true
+		}
 		if len(m.Copies) > 0 {
 			ev["copies"] = m.Copies
 		}
@@ -289,7 +318,9 @@ func printResult(stdout io.Writer, p printer, res *bake.Result, manifest, runID 
 	if m.Replaces != "" {
 		fmt.Fprintf(&b, "replaces: %s\n", m.Replaces)
 	}
-	fmt.Fprintf(&b, "manifest: %s\n", abs)
+	if abs != "" {
+		fmt.Fprintf(&b, "manifest: %s\n", abs)
+	}
 	_, _ = io.WriteString(stdout, b.String())
 }
 
@@ -305,6 +336,21 @@ func checkBakeFlags(o *bakeOptions) error {
 		if o.fromPrevious {
 			return badInput{errors.New("--resume: not with --from-previous (it finishes an earlier run)")}
 		}
+	}
+	return nil
+}
+
+// checkOutputPath checks, before anything is created, that a file can be
+// written at path: its directory exists, and path is not a directory.
+func checkOutputPath(flag, path string) error {
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("%s %s: its directory: %w", flag, path, err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("%s %s: %s is not a directory", flag, path, dir)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("%s %s: is a directory; give a file name", flag, path)
 	}
 	return nil
 }

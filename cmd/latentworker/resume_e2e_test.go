@@ -7,13 +7,19 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/latentworker/latentworker/lab/labtest"
 )
 
 // TestBakeImagePendingThenResume: the image wait runs out while the lab
 // still reports the image pending (image_pending 20s, --image-timeout 2s):
 // bake keeps the image, removes everything else, exits 5 naming the image
 // and the resume command; bake --resume RUN_ID then waits for it, verifies
-// it by booting it and writes the manifest; the AMI works on a master.
+// it by booting it (a launch of its own, not the first attempt's) and
+// writes the manifest, leaving no temporary behind; the AMI works on a
+// master. The same resume again (case 1 of issue 21: it deleted the AMI)
+// changes nothing, says so and exits 0; a run with nothing to resume is
+// bad input (exit 2).
 func TestBakeImagePendingThenResume(t *testing.T) {
 	e := newCLIEnvWith(t, "image_pending = \"20s\"\n", "")
 	ctx := context.Background()
@@ -54,5 +60,49 @@ func TestBakeImagePendingThenResume(t *testing.T) {
 		t.Errorf("manifest %s: %v\n%s", filepath.Base(manifest), err, b)
 	}
 	e.noSecret(t, "resume's output", append(out, stderr.Bytes()...))
+	onlyImage := func(when string) {
+		t.Helper()
+		left := labtest.RunResources(t, e.lab.EC2(""), runID)
+		found := false
+		for _, l := range left {
+			found = found || l == "image "+image
+			if !strings.HasPrefix(l, "image "+image) && !strings.HasPrefix(l, "snapshot ") {
+				t.Errorf("%s, run %s has %s; want only its image and snapshot", when, runID, l)
+			}
+		}
+		if !found {
+			t.Errorf("%s, run %s has %v; want its image %s", when, runID, left, image)
+		}
+	}
+	onlyImage("after the resume")
 	e.launchWithAWSCLI(t, image)
+
+	before, _ := os.ReadFile(manifest)
+	for _, args := range [][]string{{"bake", "--resume", runID}, {"bake", "--json", "--resume", runID}} {
+		cmd = e.command(ctx, args...)
+		stderr.Reset()
+		cmd.Stderr = &stderr
+		out, err = cmd.Output()
+		if err != nil || !strings.Contains(string(out), image) {
+			t.Fatalf("%v of a finished run: %v; want exit 0 and its image %s\n%s\n%s", args, err, image, out, stderr.String())
+		}
+		if args[1] != "--json" && !strings.Contains(stderr.String(), "finished already") {
+			t.Errorf("%v of a finished run does not say it finished already:\n%s", args, stderr.String())
+		}
+		if args[1] == "--json" {
+			if evs := events(t, out); evs[len(evs)-1]["already_finished"] != true {
+				t.Errorf("the result of %v: %v; want already_finished", args, evs[len(evs)-1])
+			}
+		}
+	}
+	onlyImage("after resuming the finished run")
+	if after, _ := os.ReadFile(manifest); !bytes.Equal(before, after) {
+		t.Errorf("resuming the finished run rewrote its manifest")
+	}
+
+	cmd = e.command(ctx, "bake", "--resume", "20200101T000000Z-abcdef")
+	combined, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != exitBadInput || !strings.Contains(string(combined), "nothing to resume") {
+		t.Errorf("bake --resume of a run that made nothing = exit %d; want %d saying nothing to resume\n%s", code, exitBadInput, combined)
+	}
 }

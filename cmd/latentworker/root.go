@@ -23,8 +23,9 @@ const (
 	// printed), but cleanup left resources behind (printed, with the
 	// commands that remove them).
 	exitBakedWithLeftovers = 4
-	// bake: the image was still pending when the wait ran out; it is kept,
-	// everything else is removed; bake --resume RUN_ID finishes the run.
+	// bake: the run failed but kept its image (still pending when the wait
+	// ran out, or verified before a later step failed); everything else
+	// is removed; bake --resume RUN_ID finishes the run.
 	exitImagePending = 5
 	exitInterrupted  = 130
 )
@@ -34,7 +35,8 @@ const exitCodesHelp = `Exit codes:
   1    failure (what was left behind, if anything, is printed with the command that removes it)
   2    bad input: a flag, the config file, or a value in it (the message names the field)
   4    bake: the image is baked and verified (result printed) but cleanup left resources (printed with the commands that remove them) or a copy to another region failed (named; the image and the other copies are kept)
-  5    bake: the image was still pending when the wait ran out: kept for bake --resume RUN_ID, the rest removed
+  5    bake: the run failed but kept its image (still pending when the wait ran out, or verified
+       before a later step failed) for bake --resume RUN_ID; the rest removed
   130  interrupted (Ctrl-C or SIGTERM), after cleaning up`
 
 // errBadInput marks errors the user fixes by changing input.

@@ -115,7 +115,7 @@ func TestValidate(t *testing.T) {
 		{"base name long", func(c *Config) { c.Image.BaseName = long(129) }, []string{"image.base_name"}, ""},
 		{"root 29", func(c *Config) { c.Image.RootVolumeGiB = 29 }, []string{"image.root_volume_gib"}, "30 to 16384"},
 		{"root too big", func(c *Config) { c.Image.RootVolumeGiB = MaxRootVolumeGiB + 1 }, []string{"image.root_volume_gib"}, ""},
-		{"ssh user", func(c *Config) { c.Image.SSHUser = "Admin" }, []string{"image.ssh_user"}, "Linux user name"},
+		{"ssh user", func(c *Config) { c.Image.SSHUser = "Admin" }, []string{"image.ssh_user"}, "login name"},
 		{"extra script missing", func(c *Config) { c.Image.ExtraScripts = []string{script, filepath.Join(dir, "x.sh")} }, []string{"image.extra_scripts[1]"}, "does not exist"},
 		{"extra script dir", func(c *Config) { c.Image.ExtraScripts = []string{dir} }, []string{"image.extra_scripts[0]"}, "regular file"},
 		{"extra package option", func(c *Config) { c.Image.ExtraPackages = []string{"cmake", "-o"} }, []string{"image.extra_packages[1]"}, "package name"},

@@ -206,7 +206,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch v := c.Image.Install; v {
-	case "", string(platform.Pip):
+	case "":
+	case string(platform.Pip):
+		if base, err := platform.Lookup(c.Image.Platform); err == nil && base.Install == platform.NixOSModule {
+			bad("image.install", v, p.Title+" runs the worker from its services.buildbot-worker module: must be empty", nil)
+		}
 	case string(platform.Package):
 		if perr == nil && p.Install != platform.Package {
 			bad("image.install", v, p.Title+" has no buildbot-worker package: must be empty or pip", nil)

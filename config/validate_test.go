@@ -104,6 +104,8 @@ func TestValidate(t *testing.T) {
 		{"platform", func(c *Config) { c.Image.Platform = "fedora-41" }, []string{"image.platform"}, "debian-12, debian, debian-13"},
 		{"install", func(c *Config) { c.Image.Install = "apt" }, []string{"image.install"}, "package or pip"},
 		{"install package without one", func(c *Config) { c.Image.Platform = "amazonlinux-2023"; c.Image.Install = "package" }, []string{"image.install"}, "no buildbot-worker package"},
+		{"install pip on NixOS", func(c *Config) { c.Image.Platform = "nixos"; c.Image.Install = "pip" }, []string{"image.install"}, "services.buildbot-worker module"},
+		{"arch without a base image", func(c *Config) { c.Image.Platform = "arch" }, []string{"image.base_ami", "image.ssh_user"}, "no official AMI"},
 		{"worker version", func(c *Config) { c.Image.Install = "pip"; c.Image.WorkerVersion = "4.3; reboot" }, []string{"image.worker_version"}, "4.3.0"},
 		{"worker version with a package", func(c *Config) { c.Image.WorkerVersion = "4.3.0" }, []string{"image.worker_version"}, "image.install = \"pip\""},
 		{"ami", func(c *Config) { c.Image.BaseAMI = "ami-123456789" }, []string{"image.base_ami"}, "8 or 17 hex"},

@@ -87,7 +87,7 @@ insufficient_capacity = ["t3.micro"]
 		}
 	}
 	t.Run("refused in preflight, nothing created", func(t *testing.T) {
-		check(t, func(c *config.Config) {}, bake.ErrNetwork, "aws.subnet_id", "no default VPC", subnet)
+		check(t, func(c *config.Config) {}, bake.ErrNetwork, "aws.subnet_id", "no default VPC", "this region has subnet-")
 		check(t, func(c *config.Config) { c.AWS.SubnetID = subnet }, bake.ErrNetwork, "no public IP", "aws.associate_public_ip", `aws.ssh_address = "private"`)
 		check(t, func(c *config.Config) { c.AWS.SubnetID, c.AWS.SSHCIDR = subnet, "2001:db8::/48" }, bake.ErrNetwork, "aws.ssh_cidr", "no IPv6 CIDR block")
 		check(t, func(c *config.Config) { c.AWS.SubnetID, c.AWS.SSHAddress = subnet, config.SSHPrivate }, nil)

@@ -390,8 +390,8 @@ func TestValidateAgainstLab(t *testing.T) {
 		cmd.Env = append(cmd.Env, "AWS_ACCESS_KEY_ID="+aws.ToString(k.AccessKey.AccessKeyId), "AWS_SECRET_ACCESS_KEY="+aws.ToString(k.AccessKey.SecretAccessKey))
 		out, err := cmd.CombinedOutput()
 		if code := cmd.ProcessState.ExitCode(); code != exitBadInput || !strings.Contains(string(out), "ec2:RunInstances") ||
-			!strings.Contains(string(out), "explicitDeny by policy baker (the statement at line 3") || strings.Contains(string(out), "ec2:DescribeImages") {
-			t.Errorf("validate as a user denied RunInstances = exit %d (%v):\n%s\nwant exit %d naming ec2:RunInstances and the statement (policy baker, line 3), and no other action", code, err, out, exitBadInput)
+			!strings.Contains(string(out), "explicitDeny by policy user/baker (the statement at line 3") || strings.Contains(string(out), "ec2:DescribeImages") {
+			t.Errorf("validate as a user denied RunInstances = exit %d (%v):\n%s\nwant exit %d naming ec2:RunInstances and the statement (policy user/baker, line 3), and no other action", code, err, out, exitBadInput)
 		}
 	})
 	// The instance type is offered in some zones only: a subnet in

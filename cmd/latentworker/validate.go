@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -117,11 +118,21 @@ func checkPermissions(ctx context.Context, stdout io.Writer, st *bake.State, aws
 		fmt.Fprintln(stdout, "permissions: not checked")
 		return nil
 	case len(denied) > 0:
+		// One line per action and reason, its resources together.
 		var lines []string
-		for _, d := range denied {
+		actions := map[string]bool{}
+		for i := 0; i < len(denied); {
+			d, j := denied[i], i+1
+			res := []string{d.Resource}
+			for ; j < len(denied) && denied[j].Action == d.Action && denied[j].Decision == d.Decision && slices.Equal(denied[j].Statements, d.Statements); j++ {
+				res = append(res, denied[j].Resource)
+			}
+			d.Resource = strings.Join(res, ", ")
 			lines = append(lines, "  "+d.String())
+			actions[d.Action] = true
+			i = j
 		}
-		return badInput{fmt.Errorf("the caller %s may not take %d of the actions bake takes (IAM's simulation of its policies):\n%s", st.CallerARN, len(denied), strings.Join(lines, "\n"))}
+		return badInput{fmt.Errorf("the caller %s may not take %d of the actions bake takes (IAM's simulation of its policies):\n%s", st.CallerARN, len(actions), strings.Join(lines, "\n"))}
 	}
 	fmt.Fprintf(stdout, "permissions: the %d actions bake takes are allowed to %s\n", len(perms), source)
 	return nil

@@ -97,6 +97,9 @@ func setupWith(t testing.TB, labFile string) *env {
 	cfg.Worker.PasswordFile = pwFile
 	cfg.AWS.Region = lab.DefaultRegion
 	cfg.AWS.InstanceType = "t3.small"
+	// A bare worker: only TestBakeE2E bakes with the default, CPython's
+	// build dependencies, and builds CPython on the result (minutes each).
+	cfg.Image.CPythonBuildDeps = false
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}

@@ -61,10 +61,9 @@ func provisionWorker(ctx context.Context, s *State) error {
 	if err := d.Setup(ctx, s.client, s.Worker, s.opts.Password.Reveal()); err != nil {
 		return fmt.Errorf("setting up worker %s on instance %s: %w", s.Worker.Name, s.InstanceID, err)
 	}
-	if s.opts.Config.Image.CPythonBuildDeps {
-		if err := d.BuildDeps(ctx, s.client); err != nil {
-			return fmt.Errorf("installing CPython build dependencies on instance %s: %w", s.InstanceID, err)
-		}
+	img := s.opts.Config.Image
+	if err := d.BuildDeps(ctx, s.client, img.CPythonBuildDeps, img.ExtraPackages); err != nil {
+		return fmt.Errorf("installing CPython build dependencies and packages on instance %s: %w", s.InstanceID, err)
 	}
 	for _, path := range s.opts.Config.Image.ExtraScripts {
 		content, err := os.ReadFile(path)

@@ -121,8 +121,14 @@ type Image struct {
 	Install string `toml:"install"`
 	// WorkerVersion pins the buildbot-worker pip installs; "" is the newest.
 	WorkerVersion string `toml:"worker_version"`
-	// CPythonBuildDeps installs the packages CPython's build needs.
+	// CPythonBuildDeps installs what CPython's build and test suite need
+	// (the platform's platform.BuildDeps); true by default, false keeps a
+	// bare worker for other masters.
 	CPythonBuildDeps bool `toml:"cpython_build_deps"`
+	// ExtraPackages are installed with the platform's package manager
+	// after the worker is set up, with the build dependencies; each must
+	// exist in the release.
+	ExtraPackages []string `toml:"extra_packages"`
 	// ExtraScripts run as root, in order, after the worker is set up;
 	// relative to the config file.
 	ExtraScripts []string `toml:"extra_scripts"`
@@ -156,9 +162,10 @@ func Default() *Config {
 			Tags:         map[string]string{},
 		},
 		Image: Image{
-			Platform:      DefaultPlatform,
-			RootVolumeGiB: MinRootVolumeGiB,
-			NamePrefix:    DefaultNamePrefix,
+			Platform:         DefaultPlatform,
+			RootVolumeGiB:    MinRootVolumeGiB,
+			NamePrefix:       DefaultNamePrefix,
+			CPythonBuildDeps: true,
 		},
 		origins: map[string]origin{},
 	}
@@ -213,6 +220,9 @@ func Load(path string) (*Config, error) {
 	}
 	if len(c.Image.ExtraScripts) == 0 {
 		c.Image.ExtraScripts = nil
+	}
+	if len(c.Image.ExtraPackages) == 0 {
+		c.Image.ExtraPackages = nil
 	}
 	dir, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {

@@ -18,7 +18,6 @@ import (
 
 	"github.com/latentworker/latentworker/field"
 	"github.com/latentworker/latentworker/platform"
-
 	"github.com/latentworker/latentworker/scripts"
 )
 
@@ -241,6 +240,17 @@ func (c *Config) Validate() error {
 		if err := checkReadableFile(p); err != nil {
 			bad(fmt.Sprintf("image.extra_scripts[%d]", i), p, fileRule(err), err)
 		}
+	}
+	for i, n := range c.Image.ExtraPackages {
+		if err := scripts.ValidPackageName(n); err != nil {
+			bad(fmt.Sprintf("image.extra_packages[%d]", i), n, "must be a package name: letters, digits and + . _ - : @ % /, starting with a letter or digit", nil)
+		}
+	}
+	if p, err := platform.Lookup(c.Image.Platform); err == nil && p.BuildDeps == nil && c.Image.CPythonBuildDeps {
+		bad("image.cpython_build_deps", "true", "must be false on "+p.Name+": it has no list of CPython's build dependencies", nil)
+	}
+	if p, err := platform.Lookup(c.Image.Platform); err == nil && p.Family == platform.Windows && len(c.Image.ExtraPackages) > 0 {
+		bad("image.extra_packages", strings.Join(c.Image.ExtraPackages, ","), "must be empty on "+p.Name+": Windows has no package manager here (use image.extra_scripts)", nil)
 	}
 	if v := c.Image.KMSKeyID; v != "" && !kmsKeyRE.MatchString(v) {
 		bad("image.kms_key_id", v, "must be empty (the region's default EBS key) or a KMS key ID (a UUID or mrk- and 32 hex digits), key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), alias/NAME or alias ARN", nil)

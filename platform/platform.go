@@ -186,6 +186,11 @@ type Platform struct {
 	// no Python of its own (Windows); nil elsewhere.
 	Python *PythonInstaller
 
+	// BuildDeps is what a CPython build needs on it (the devguide's list
+	// for its package manager), installed unless image.cpython_build_deps
+	// is false; nil when there is none.
+	BuildDeps *BuildDeps
+
 	ProvedBy Proof
 	// Proof says in one sentence what proves it here and what is left to
 	// prove on AWS.

@@ -64,7 +64,8 @@ func rpmProof(repos string) string {
 	return "static: no RPM repository or image is reachable here, so the install half (dnf" + repos + ", the buildbot-worker package) is only golden-tested and shellchecked, " +
 		"while the configure half (user buildbot-worker, /var/lib/buildbot/worker, create-worker, info, buildbot.tac, the templated unit, SELinux contexts) " +
 		"runs in the lab in a Debian guest laid out as the RPM lays it out, with buildbot-worker from pip, whose worker connects to a real master after a reboot; " +
-		"left to prove on AWS: dnf, the repositories, SELinux enforcing and the real AMI"
+		"left to prove on AWS: dnf, the repositories, SELinux enforcing and the real AMI, and that dnf builddep python3 " +
+		"and every name of the build dependencies' list (platform.BuildDeps, scripts/testdata/*-builddeps.sh.golden) install there"
 }
 
 // rpmPackage completes an entry of the RPM family that installs the
@@ -85,23 +86,27 @@ var registry = []*Platform{
 	debianPackage(Platform{
 		Name: "debian-12", Aliases: []string{"debian"}, Title: "Debian 12 (bookworm)",
 		BaseOwner: "136693071363", BaseName: "debian-12-amd64-*", SSHUser: "admin",
-		ProvedBy: ProvedByLab, Proof: labProof("Debian 12", "3.7") +
+		BuildDeps: aptBuildDeps("libmpdec-dev"),
+		ProvedBy:  ProvedByLab, Proof: labProof("Debian 12", "3.7") +
 			"; with image.install = \"pip\" it is baked the same way with buildbot-worker from PyPI in a venv, the guide's user, directory and unit, and refreshed (Setup a second time)",
 	}),
 	debianPackage(Platform{
 		Name: "debian-13", Title: "Debian 13 (trixie)",
 		BaseOwner: "136693071363", BaseName: "debian-13-amd64-*", SSHUser: "admin",
-		ProvedBy: ProvedByLab, Proof: labProof("Debian 13", "4.2"),
+		BuildDeps: aptBuildDeps("lzma-dev"),
+		ProvedBy:  ProvedByLab, Proof: labProof("Debian 13", "4.2"),
 	}),
 	debianPackage(Platform{
 		Name: "ubuntu-22.04", Title: "Ubuntu 22.04 LTS (jammy)", Repos: []string{"universe"},
 		BaseOwner: "099720109477", BaseName: "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-*", SSHUser: "ubuntu",
-		ProvedBy: ProvedByLab, Proof: labProof("Ubuntu 22.04", "3.4 (universe)"),
+		BuildDeps: aptBuildDeps(),
+		ProvedBy:  ProvedByLab, Proof: labProof("Ubuntu 22.04", "3.4 (universe)"),
 	}),
 	debianPackage(Platform{
 		Name: "ubuntu-24.04", Aliases: []string{"ubuntu"}, Title: "Ubuntu 24.04 LTS (noble)", Repos: []string{"universe"},
 		BaseOwner: "099720109477", BaseName: "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*", SSHUser: "ubuntu",
-		ProvedBy: ProvedByLab, Proof: labProof("Ubuntu 24.04", "3.10 (universe)"),
+		BuildDeps: aptBuildDeps("libmpdec-dev"),
+		ProvedBy:  ProvedByLab, Proof: labProof("Ubuntu 24.04", "3.10 (universe)"),
 	}),
 	// The RPM family and Amazon Linux (issue 10): AWS owners and name
 	// patterns as the publishers document them (fedoraproject.org/cloud,
@@ -113,48 +118,57 @@ var registry = []*Platform{
 		// (44_Beta): the newest stable release wins.
 		Name: "fedora", Title: "Fedora (current release)",
 		BaseOwner: "125523088429", BaseName: "Fedora-Cloud-Base-AmazonEC2.x86_64-4?-*", SSHUser: "fedora",
-		Proof: rpmProof(""),
+		BuildDeps: dnfBuildDeps("lcov", "mpdecimal-devel", "libb2-devel"),
+		Proof:     rpmProof(""),
 	}),
 	rpmPackage(Platform{
 		Name: "rhel-8", Title: "Red Hat Enterprise Linux 8", Repos: []string{"codeready-builder-for-rhel-8-rhui-rpms", "epel"},
 		BaseOwner: "309956199498", BaseName: "RHEL-8.*_HVM-*-x86_64-*-Hourly2-GP3", SSHUser: "ec2-user",
-		Proof: rpmProof(", CodeReady Linux Builder from RHUI, EPEL"),
+		BuildDeps: dnfBuildDeps("lcov"),
+		Proof:     rpmProof(", CodeReady Linux Builder from RHUI, EPEL"),
 	}),
 	rpmPackage(Platform{
 		Name: "rhel-9", Title: "Red Hat Enterprise Linux 9", Repos: []string{"codeready-builder-for-rhel-9-rhui-rpms", "epel"},
 		BaseOwner: "309956199498", BaseName: "RHEL-9.*_HVM-*-x86_64-*-Hourly2-GP3", SSHUser: "ec2-user",
-		Proof: rpmProof(", CodeReady Linux Builder from RHUI, EPEL"),
+		BuildDeps: dnfBuildDeps("lcov"),
+		Proof:     rpmProof(", CodeReady Linux Builder from RHUI, EPEL"),
 	}),
 	rpmPackage(Platform{
 		Name: "centos-stream-9", Title: "CentOS Stream 9", Repos: []string{"crb", "epel", "epel-next"},
 		BaseOwner: "125523088429", BaseName: "CentOS Stream 9 x86_64 *", SSHUser: "ec2-user",
-		Proof: rpmProof(", CRB, EPEL, EPEL Next"),
+		BuildDeps: dnfBuildDeps("lcov"),
+		Proof:     rpmProof(", CRB, EPEL, EPEL Next"),
 	}),
 	rpmPackage(Platform{
 		// EPEL 10 has no EPEL Next: its minor releases follow Stream.
 		Name: "centos-stream-10", Title: "CentOS Stream 10", Repos: []string{"crb", "epel"},
 		BaseOwner: "125523088429", BaseName: "CentOS Stream 10 x86_64 *", SSHUser: "ec2-user",
-		Proof: rpmProof(", CRB, EPEL"),
+		BuildDeps: dnfBuildDeps("lcov"),
+		Proof:     rpmProof(", CRB, EPEL"),
 	}),
 	rpmPackage(Platform{
 		Name: "almalinux-9", Title: "AlmaLinux OS 9", Repos: []string{"crb", "epel"},
 		BaseOwner: "764336703387", BaseName: "AlmaLinux OS 9.* x86_64", SSHUser: "ec2-user",
-		Proof: rpmProof(", CRB, EPEL"),
+		BuildDeps: dnfBuildDeps("lcov"),
+		Proof:     rpmProof(", CRB, EPEL"),
 	}),
 	rpmPackage(Platform{
 		Name: "rocky-9", Title: "Rocky Linux 9", Repos: []string{"crb", "epel"},
 		BaseOwner: "792107900819", BaseName: "Rocky-9-EC2-Base-9.*.x86_64", SSHUser: "rocky",
-		Proof: rpmProof(", CRB, EPEL"),
+		BuildDeps: dnfBuildDeps("lcov"),
+		Proof:     rpmProof(", CRB, EPEL"),
 	}),
 	func() *Platform {
 		// No buildbot-worker package (and no EPEL): the guide's pip path.
 		p := rpmPackage(Platform{
 			Name: "amazonlinux-2023", Aliases: []string{"al2023"}, Title: "Amazon Linux 2023",
 			BaseOwner: "amazon", BaseName: "al2023-ami-2023.*-x86_64", SSHUser: "ec2-user",
+			BuildDeps: dnfBuildDeps(),
 			Proof: "static: no Amazon Linux repository or image is reachable here, so its dnf half (python3-pip, dnf upgrade, needs-restarting) is only golden-tested and shellchecked, " +
 				"while its pip half (a venv in /opt/buildbot-worker, pip install buildbot-worker, the system user, /var/lib/buildbot/worker, the guide's unit) " +
 				"is the same script the lab bakes for real on Debian 12 with image.install = \"pip\": PyPI, a reboot, a worker that connects to a real master from the new image; " +
-				"left to prove on AWS: AL2023's dnf and Python with the newest buildbot-worker",
+				"left to prove on AWS: AL2023's dnf and Python with the newest buildbot-worker, and every name of the build " +
+				"dependencies' list (dnf builddep python3 may find no source repository: a warning)",
 		}).WithPip()
 		return p
 	}(),
@@ -200,7 +214,7 @@ func serviceVerify(service string) []string {
 func windows(p Platform) *Platform {
 	p.Family, p.Shell = Windows, PowerShell
 	p.BaseOwner, p.SSHUser, p.SSHPort, p.KeyType, p.Root, p.HostKeys = "amazon", "Administrator", 22, RSA, Elevated, UserDataConsole
-	p.Install, p.Python = Pip, python312
+	p.Install, p.Python, p.BuildDeps = Pip, python312, windowsBuildDeps
 	p.WorkerUser, p.WorkersDir = "buildbot", `C:\buildbot`
 	p.Service, p.ServiceName = ScheduledTask, "buildbot-worker-%s"
 	// A Windows image of its 30 GiB and more takes longer than Linux's.
@@ -210,8 +224,9 @@ func windows(p Platform) *Platform {
 	p.ProvedBy = ProvedByStatic
 	p.Proof = staticProof("that the user data enables OpenSSH and prints its host keys, that EC2 " +
 		"launches the image with an RSA key pair, that python.org's installer and pip succeed, that " +
-		"Windows Update ends with none pending, and that the task starts the worker after a reboot " +
-		"and on an instance of the new image")
+		"Windows Update ends with none pending, that the task starts the worker after a reboot " +
+		"and on an instance of the new image, and that the Build Tools bootstrapper (signed by Microsoft) " +
+		"and Git for Windows install unattended, so that PCbuild\\build.bat builds CPython")
 	return &p
 }
 
@@ -231,22 +246,23 @@ var beyondLinux = []*Platform{
 		// (its cloud-init flavour prints host keys another way).
 		BaseOwner: "782442783595", BaseName: "FreeBSD 14.*-RELEASE-amd64* base UFS",
 		SSHUser: "ec2-user", SSHPort: 22, KeyType: Ed25519, Root: SuRoot, HostKeys: FreeBSDConsole,
-		Install: Package, Package: "devel/py-buildbot-worker",
+		Install: Package, Package: "devel/py-buildbot-worker", BuildDeps: freebsdBuildDeps,
 		WorkerUser: "buildbot", WorkersDir: "/var/db/buildbot/workers",
 		Service: RCd, ServiceName: "buildbot-worker", ImageWait: linuxImageWait,
 		RebootCheck: "freebsd-version -k (the installed kernel) against uname -r (the running one)",
 		Verify:      serviceVerify("buildbot_worker_enable and the worker's profile enabled in rc.conf"),
 		ProvedBy:    ProvedByStatic,
 		Proof: staticProof("the su login to root, the ec2 rc scripts' console format, the package's " +
-			"rc.d profile variables, and that freebsd-update and pkg upgrade end with the worker " +
-			"running after a reboot"),
+			"rc.d profile variables, that freebsd-update and pkg upgrade end with the worker " +
+			"running after a reboot, and that every name of the build dependencies' list is a package " +
+			"of the release's pkg repository"),
 	},
 	{
 		Name: "openbsd", Title: "OpenBSD",
 		Family: OpenBSD, Shell: POSIX, PackageManager: "pkg_add",
 		// No official AMI: the user names the base image and its login user.
 		SSHPort: 22, KeyType: Ed25519, Root: Doas, HostKeys: NoConsole,
-		Install: Package, Package: "buildbot-worker",
+		Install: Package, Package: "buildbot-worker", BuildDeps: openbsdBuildDeps,
 		WorkerUser: "_buildslave", WorkersDir: "/var/buildslave",
 		Service: RCd, ServiceName: "buildbot_worker", ImageWait: linuxImageWait,
 		RebootCheck: "syspatch installed patches in this boot (recorded with the boot time by the updates script)",
@@ -254,7 +270,8 @@ var beyondLinux = []*Platform{
 		ProvedBy:    ProvedByStatic,
 		Proof: staticProof("everything about the image the user names (its login user, doas " +
 			"without a password, how its console shows host keys, which are trusted on first use " +
-			"here), and that syspatch and pkg_add -u end with the worker running after a reboot"),
+			"here), that syspatch and pkg_add -u end with the worker running after a reboot, and that " +
+			"every name of the build dependencies' list is a package of the release"),
 	},
 	{
 		Name: "macos", Title: "macOS (EC2 Mac)",
@@ -262,7 +279,8 @@ var beyondLinux = []*Platform{
 		BaseOwner: "amazon", BaseName: "amzn-ec2-macos-*",
 		SSHUser: "ec2-user", SSHPort: 22, KeyType: Ed25519, Root: Sudo, HostKeys: NoConsole,
 		Install: Pip, WorkerUser: "buildbot", WorkerGroup: "staff", WorkersDir: "/Users/buildbot/buildarea",
-		Service: Launchd, ServiceName: "net.buildbot.worker",
+		BuildDeps: macosBuildDeps,
+		Service:   Launchd, ServiceName: "net.buildbot.worker",
 		// A mac's root volume is 100 GiB or more.
 		ImageWait:   2 * time.Hour,
 		RebootCheck: "softwareupdate --list naming an update that requires a restart",
@@ -271,7 +289,8 @@ var beyondLinux = []*Platform{
 		ProvedBy:    ProvedByStatic,
 		Proof: staticProof("launching on the named dedicated host, that AMI names match " +
 			"amzn-ec2-macos-* for the host's architecture, pip's buildbot-worker under the " +
-			"LaunchDaemon, and softwareupdate's restart"),
+			"LaunchDaemon, softwareupdate's restart, and that the AMI's command line tools and " +
+			"Homebrew (as ec2-user) install the Brewfile's formulas"),
 	},
 }
 

@@ -146,10 +146,21 @@ func (d *Driver) Generalize(ctx context.Context, c *Client, tempPublicKey string
 	return d.run(ctx, c, "generalize", script, "", nil)
 }
 
-// BuildDeps runs the platform's BuildDeps script (CPython's build
-// dependencies).
-func (d *Driver) BuildDeps(ctx context.Context, c *Client) error {
-	script, err := scripts.BuildDeps(d.Platform)
+// BuildDeps runs the platform's BuildDeps script: CPython's build
+// dependencies when cpython is true, and the packages extra. It does
+// nothing when there is neither. A name the release lacks fails the
+// script, naming it, before anything is installed.
+func (d *Driver) BuildDeps(ctx context.Context, c *Client, cpython bool, extra []string) error {
+	var script []byte
+	var err error
+	switch {
+	case cpython:
+		script, err = scripts.BuildDeps(d.Platform, extra...)
+	case len(extra) > 0:
+		script, err = scripts.Packages(d.Platform, extra)
+	default:
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -27,9 +27,11 @@ type HostOptions struct {
 	// (conventional worker)".
 	Worker   scripts.Worker
 	Password string
-	// BuildDeps installs CPython's build dependencies; Extra are scripts
-	// run as root after the worker is set up, in order.
+	// BuildDeps installs CPython's build dependencies and Packages more
+	// packages; Extra are scripts run as root after the worker is set up,
+	// in order.
 	BuildDeps bool
+	Packages  []string
 	Extra     []Script
 	// Updates applies every pending update, then reboots until the OS asks
 	// for no more (at least once); Reboot reboots once without updates.
@@ -104,10 +106,8 @@ func Host(ctx context.Context, o HostOptions) (*HostResult, error) {
 	if err := d.Setup(ctx, c, w, o.Password); err != nil {
 		return res, fmt.Errorf("setting up worker %s on %s: %w", w.Name, c.Addr(), err)
 	}
-	if o.BuildDeps {
-		if err := d.BuildDeps(ctx, c); err != nil {
-			return res, fmt.Errorf("installing CPython build dependencies on %s: %w", c.Addr(), err)
-		}
+	if err := d.BuildDeps(ctx, c, o.BuildDeps, o.Packages); err != nil {
+		return res, fmt.Errorf("installing CPython build dependencies and packages on %s: %w", c.Addr(), err)
 	}
 	for _, s := range o.Extra {
 		if err := d.RunScript(ctx, c, s.Name, s.Content); err != nil {

@@ -191,9 +191,14 @@ func TestUnixScripts(t *testing.T) {
 			t.Errorf("%s updates lacks %q (%v)", name, want, err)
 		}
 	}
-	for _, name := range []string{"freebsd-14", "openbsd", "macos"} {
-		if _, err := BuildDeps(platform.MustLookup(name)); !errors.Is(err, ErrUnsupported) {
-			t.Errorf("BuildDeps(%s) error = %v; want ErrUnsupported (no package list)", name, err)
+	for name, want := range map[string]string{
+		"freebsd-14": "pkg install -y",
+		"openbsd":    "pkg_add -I",
+		"macos":      "softwareupdate --install \"$lw_label\"",
+	} {
+		body, err := BuildDeps(platform.MustLookup(name))
+		if err != nil || !strings.Contains(string(body), want) {
+			t.Errorf("%s builddeps lacks %q (%v)", name, want, err)
 		}
 	}
 }

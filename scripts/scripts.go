@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,41 +28,10 @@ var ErrUnsupported = errors.New("no such script for this platform")
 // not a single OpenSSH public key line.
 var ErrInvalidKey = errors.New("invalid SSH public key")
 
-// buildDeps is the CPython devguide's list of build dependencies for
-// Debian/Ubuntu ("Install dependencies" in the setup guide), with the
-// current names: libncurses-dev replaces libncurses5-dev, libreadline-dev
-// replaces libreadline6-dev. BuildDeps skips a name the release lacks
-// (libmpdec-dev is absent from Debian 12).
-var buildDeps = []string{
-	"build-essential", "gdb", "lcov", "pkg-config",
-	"libbz2-dev", "libffi-dev", "libgdbm-dev", "libgdbm-compat-dev", "liblzma-dev",
-	"libncurses-dev", "libreadline-dev", "libsqlite3-dev", "libssl-dev",
-	"lzma", "lzma-dev", "tk-dev", "uuid-dev", "zlib1g-dev", "libmpdec-dev", "libzstd-dev",
-}
-
-// dnfBuildDeps completes `dnf builddep python3` (pm_builddep) with the
-// devguide's extras for the dnf family (git, pkg-config, gdb, lcov) and the
-// -devel packages of every optional module, so that a release whose python3
-// source package is not reachable (Amazon Linux has no source repository
-// enabled) still gets them. BuildDeps skips names a release lacks
-// (mpdecimal-devel and lcov outside Fedora and EPEL).
-var dnfBuildDeps = []string{
-	"gcc", "gcc-c++", "make", "git", "pkgconf-pkg-config", "gdb", "lcov",
-	"bzip2-devel", "libffi-devel", "gdbm-devel", "xz-devel", "ncurses-devel",
-	"readline-devel", "sqlite-devel", "openssl-devel", "tk-devel", "libuuid-devel",
-	"zlib-devel", "expat-devel", "libzstd-devel", "mpdecimal-devel", "libb2-devel",
-}
-
-// buildDepsByPM are the CPython build dependencies per package manager.
-var buildDepsByPM = map[string][]string{
-	"apt": buildDeps,
-	"dnf": dnfBuildDeps,
-}
-
-// BuildDepsPackages returns the package names BuildDeps tries to install on
-// p, or nil when there is no list for its package manager.
+// BuildDepsPackages returns the package names of p's CPython build
+// dependencies (platform.BuildDeps), or nil when p has none.
 func BuildDepsPackages(p *platform.Platform) []string {
-	return slices.Clone(buildDepsByPM[p.PackageManager])
+	return p.BuildDepsPackages()
 }
 
 // Setup renders the script that installs buildbot-worker (the install
@@ -209,15 +179,69 @@ func Generalize(p *platform.Platform, sshUser, tempPublicKey string) ([]byte, er
 	})
 }
 
-// BuildDeps renders the opt-in script that installs the packages CPython's
-// build needs (BuildDepsPackages), skipping those the release does not have.
-func BuildDeps(p *platform.Platform) ([]byte, error) {
-	pkgs := BuildDepsPackages(p)
-	if len(pkgs) == 0 {
+// BuildDeps renders the script that installs p's CPython build
+// dependencies (platform.BuildDeps) and the packages extra (the
+// configuration's image.extra_packages). Every name must exist in the
+// release: the script checks them all before it installs anything and
+// fails naming each one that is missing. Extra package names are
+// validated (ValidPackageName). It returns an error wrapping
+// ErrUnsupported for a platform without build dependencies.
+func BuildDeps(p *platform.Platform, extra ...string) ([]byte, error) {
+	if p.BuildDeps == nil {
 		return nil, fmt.Errorf("builddeps for %s: %w", p.Name, ErrUnsupported)
 	}
+	return renderPackages(p, p.BuildDeps, extra)
+}
+
+// Packages renders the BuildDeps script with the packages names alone
+// (image.extra_packages without the build dependencies). It returns an
+// error wrapping ErrUnsupported for a platform whose packages are not
+// installed by a package manager (Windows).
+func Packages(p *platform.Platform, names []string) ([]byte, error) {
+	return renderPackages(p, &platform.BuildDeps{Source: "the configuration's image.extra_packages"}, names)
+}
+
+// ErrPackageName is returned (wrapped) for an extra package name that
+// ValidPackageName refuses.
+var ErrPackageName = errors.New("invalid package name")
+
+// packageNameRE is what a package name may look like on every package
+// manager latentworker drives: letters, digits and + . _ - : @ % / (a
+// FreeBSD origin, an OpenBSD flavour, a Homebrew tap), starting with a
+// letter or digit.
+var packageNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9+._:@%/-]*$`)
+
+// ValidPackageName checks an extra package's name: a package manager's
+// name, never an option (no leading "-") or anything a shell would read.
+func ValidPackageName(name string) error {
+	if len(name) > 200 || !packageNameRE.MatchString(name) {
+		return fmt.Errorf("%w %q: letters, digits and + . _ - : @ %% /, starting with a letter or digit", ErrPackageName, name)
+	}
+	return nil
+}
+
+func renderPackages(p *platform.Platform, deps *platform.BuildDeps, extra []string) ([]byte, error) {
+	for _, n := range extra {
+		if err := ValidPackageName(n); err != nil {
+			return nil, fmt.Errorf("builddeps for %s: %w", p.Name, err)
+		}
+	}
+	if len(extra) > 0 && p.Family == platform.Windows {
+		return nil, fmt.Errorf("extra packages for %s: %w (Windows has no package manager here)", p.Name, ErrUnsupported)
+	}
+	pkgs := append(slices.Clone(deps.Packages), extra...)
+	if len(pkgs) == 0 && len(deps.Installers) == 0 {
+		return nil, fmt.Errorf("builddeps for %s: %w (nothing to install)", p.Name, ErrUnsupported)
+	}
+	if strings.ContainsAny(deps.Source, "\r\n") {
+		return nil, fmt.Errorf("builddeps for %s: the list's source spans lines", p.Name)
+	}
 	return render(p, "builddeps", map[string]any{
-		"Packages": pkgs,
+		"Source":     deps.Source,
+		"BuildDepOf": deps.BuildDepOf,
+		"Packages":   pkgs,
+		"Extra":      extra,
+		"Installers": deps.Installers,
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"text/template"
@@ -86,7 +87,7 @@ func renderAll(t *testing.T, p *platform.Platform, w Worker) []rendered {
 	} {
 		b, err := s.fn()
 		// Configure (latentworker provision HOST) exists for Linux only.
-		if errors.Is(err, ErrUnsupported) && (s.name == "builddeps" && len(BuildDepsPackages(p)) == 0 ||
+		if errors.Is(err, ErrUnsupported) && (s.name == "builddeps" && p.BuildDeps == nil ||
 			s.name == "userdata" && p.HostKeys != platform.UserDataConsole ||
 			s.name == "configure" && p.Family != platform.Linux) {
 			continue
@@ -533,14 +534,82 @@ func TestGeneralizeKey(t *testing.T) {
 func TestBuildDepsPackages(t *testing.T) {
 	deb := platform.MustLookup("debian-12")
 	got := BuildDepsPackages(deb)
-	for _, want := range []string{"build-essential", "libssl-dev", "libmpdec-dev", "libzstd-dev", "tk-dev"} {
-		if !strings.Contains(" "+strings.Join(got, " ")+" ", " "+want+" ") {
-			t.Errorf("BuildDepsPackages() lacks %s", want)
+	for _, want := range []string{"git", "build-essential", "pkg-config", "libssl-dev", "libzstd-dev", "tk-dev", "netbase"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("BuildDepsPackages(debian-12) lacks %s", want)
 		}
+	}
+	// Debian 12 has no libmpdec-dev: a name the release lacks would fail
+	// the bake, so its list leaves it out.
+	if slices.Contains(got, "libmpdec-dev") {
+		t.Errorf("BuildDepsPackages(debian-12) has libmpdec-dev, which bookworm lacks")
 	}
 	got[0] = "changed"
 	if BuildDepsPackages(deb)[0] == "changed" {
 		t.Errorf("BuildDepsPackages returns the package's own slice")
+	}
+	// Every platform but those with nothing to install has a list, with
+	// git (a checkout starts every build) where a package manager installs
+	// it, and the source of the list.
+	for _, p := range platform.All() {
+		if p.BuildDeps == nil {
+			t.Errorf("%s: no CPython build dependencies", p.Name)
+			continue
+		}
+		if p.BuildDeps.Source == "" || strings.ContainsAny(p.BuildDeps.Source, "\r\n") {
+			t.Errorf("%s: build dependencies' source %q; want one line", p.Name, p.BuildDeps.Source)
+		}
+		names := BuildDepsPackages(p)
+		switch p.Family {
+		case platform.Linux, platform.FreeBSD, platform.OpenBSD:
+			if !slices.Contains(names, "git") {
+				t.Errorf("%s: build dependencies %v lack git", p.Name, names)
+			}
+		case platform.Windows:
+			if len(p.BuildDeps.Installers) == 0 {
+				t.Errorf("%s: no installers (Git for Windows, the Build Tools)", p.Name)
+			}
+		}
+		for _, n := range names {
+			if err := ValidPackageName(n); err != nil {
+				t.Errorf("%s: %v", p.Name, err)
+			}
+		}
+	}
+}
+
+// TestBuildDepsFailNamingMissing: the script checks every name before it
+// installs anything and dies naming the missing ones; extra packages join
+// the list, and a name that is not a package's is refused before
+// rendering.
+func TestBuildDepsFailNamingMissing(t *testing.T) {
+	for _, name := range []string{"debian-12", "fedora", "freebsd-14", "openbsd", "macos"} {
+		p := platform.MustLookup(name)
+		body, err := BuildDeps(p, "lw-extra-pkg")
+		if err != nil {
+			t.Fatalf("BuildDeps(%s): %v", name, err)
+		}
+		s := string(body)
+		check := strings.Index(s, `if [ -z "$(pm_candidate "$lw_pkg")" ]`)
+		install := strings.LastIndex(s, "pm_install")
+		if check < 0 || install < check || !strings.Contains(s, "die \"no such package") {
+			t.Errorf("%s: the script does not check every name before installing and die naming the missing ones", name)
+		}
+		if !strings.Contains(s, " 'lw-extra-pkg'; do") {
+			t.Errorf("%s: the extra package is not in the checked list", name)
+		}
+	}
+	for _, bad := range []string{"", "-o", "a b", "x;reboot", "$(id)", "pkg\n", "a'b"} {
+		if _, err := BuildDeps(platform.MustLookup("debian-12"), bad); !errors.Is(err, ErrPackageName) {
+			t.Errorf("BuildDeps(debian-12, %q) error = %v; want ErrPackageName", bad, err)
+		}
+	}
+	if _, err := Packages(platform.MustLookup("windows-2025"), []string{"git"}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("Packages(windows-2025, git) error = %v; want ErrUnsupported", err)
+	}
+	body, err := Packages(platform.MustLookup("ubuntu-24.04"), []string{"cmake"})
+	if err != nil || !strings.Contains(string(body), "for lw_pkg in 'cmake'; do") || strings.Contains(string(body), "'git'") {
+		t.Errorf("Packages(ubuntu-24.04, cmake) = %v; want a script installing cmake alone\n%s", err, body)
 	}
 }
 

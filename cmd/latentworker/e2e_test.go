@@ -102,6 +102,10 @@ password_file = %q
 
 [aws]
 instance_type = "t3.small"
+
+[image]
+# A bare worker: these tests build no CPython (bake's TestBakeE2E does).
+cpython_build_deps = false
 `, cliWorker, masterAddr, pw)
 	if err := os.WriteFile(e.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

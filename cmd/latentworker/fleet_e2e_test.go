@@ -35,9 +35,9 @@ func TestBakeFleet(t *testing.T) {
 	bin := latentworkerBin(t)
 	args := []string{"bake", "--json", "--terminate-builder", "--no-verify"}
 	for i, w := range workers {
-		extra := ""
+		extra := "[image]\ncpython_build_deps = false\n"
 		if i == 2 {
-			extra = "[image]\nbase_ami = \"ami-0123456789abcdef0\"\n" // no such image
+			extra += "base_ami = \"ami-0123456789abcdef0\"\n" // no such image
 		}
 		cfg := filepath.Join(dir, w+".toml")
 		body := fmt.Sprintf("[worker]\nname = %q\nmaster = %q\nadmin_name = \"Fleet\"\nadmin_email = \"fleet@example.org\"\npassword_file = %q\n[aws]\ninstance_type = \"t3.small\"\n%s", w, l.State.MasterPB, pw, extra)

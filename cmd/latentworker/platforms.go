@@ -42,26 +42,57 @@ to prove on AWS.
 
 // platformJSON is a platform as `platforms --json` prints it.
 type platformJSON struct {
-	Name        string   `json:"name"`
-	Aliases     []string `json:"aliases"`
-	Title       string   `json:"title"`
-	Family      string   `json:"family"`
-	BaseOwner   string   `json:"base_owner"`
-	BaseName    string   `json:"base_name"`
-	SSHUser     string   `json:"ssh_user"`
-	SSHPort     int      `json:"ssh_port"`
-	KeyType     string   `json:"key_type"`
-	Install     string   `json:"install"`
-	Package     string   `json:"package,omitempty"`
-	WorkerUser  string   `json:"worker_user"`
-	WorkersDir  string   `json:"workers_dir"`
-	Service     string   `json:"service"`
-	HostKeys    string   `json:"host_keys"`
-	RebootCheck string   `json:"reboot_check"`
-	Verify      []string `json:"verify"`
-	NeedsHost   bool     `json:"needs_dedicated_host"`
-	ProvedBy    string   `json:"proved_by"`
-	Proof       string   `json:"proof"`
+	Name        string         `json:"name"`
+	Aliases     []string       `json:"aliases"`
+	Title       string         `json:"title"`
+	Family      string         `json:"family"`
+	BaseOwner   string         `json:"base_owner"`
+	BaseName    string         `json:"base_name"`
+	SSHUser     string         `json:"ssh_user"`
+	SSHPort     int            `json:"ssh_port"`
+	KeyType     string         `json:"key_type"`
+	Install     string         `json:"install"`
+	Package     string         `json:"package,omitempty"`
+	WorkerUser  string         `json:"worker_user"`
+	WorkersDir  string         `json:"workers_dir"`
+	Service     string         `json:"service"`
+	HostKeys    string         `json:"host_keys"`
+	RebootCheck string         `json:"reboot_check"`
+	Verify      []string       `json:"verify"`
+	NeedsHost   bool           `json:"needs_dedicated_host"`
+	BuildDeps   *buildDepsJSON `json:"build_deps"`
+	ProvedBy    string         `json:"proved_by"`
+	Proof       string         `json:"proof"`
+}
+
+// buildDepsJSON is a platform's CPython build dependencies as `platforms
+// --json` prints them.
+type buildDepsJSON struct {
+	Source     string          `json:"source"`
+	BuildDepOf string          `json:"build_dep_of,omitempty"`
+	Packages   []string        `json:"packages"`
+	Installers []installerJSON `json:"installers,omitempty"`
+}
+
+type installerJSON struct {
+	Name   string `json:"name"`
+	URL    string `json:"url"`
+	SHA256 string `json:"sha256,omitempty"`
+	Signer string `json:"signer"`
+}
+
+func buildDepsToJSON(b *platform.BuildDeps) *buildDepsJSON {
+	if b == nil {
+		return nil
+	}
+	out := &buildDepsJSON{Source: b.Source, BuildDepOf: b.BuildDepOf, Packages: b.Packages}
+	if out.Packages == nil {
+		out.Packages = []string{}
+	}
+	for _, i := range b.Installers {
+		out.Installers = append(out.Installers, installerJSON{Name: i.Name, URL: i.URL, SHA256: i.SHA256, Signer: i.Signer})
+	}
+	return out
 }
 
 func toJSON(p *platform.Platform) platformJSON {
@@ -75,7 +106,7 @@ func toJSON(p *platform.Platform) platformJSON {
 		KeyType: string(p.KeyType), Install: string(p.Install), Package: p.Package,
 		WorkerUser: p.WorkerUser, WorkersDir: p.WorkersDir, Service: string(p.Service),
 		HostKeys: string(p.HostKeys), RebootCheck: p.RebootCheck, Verify: p.Verify,
-		NeedsHost: p.NeedsHost, ProvedBy: string(p.ProvedBy), Proof: p.Proof,
+		NeedsHost: p.NeedsHost, BuildDeps: buildDepsToJSON(p.BuildDeps), ProvedBy: string(p.ProvedBy), Proof: p.Proof,
 	}
 }
 

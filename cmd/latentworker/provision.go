@@ -146,7 +146,7 @@ func runProvision(ctx context.Context, o *provisionOptions, hostArg string) erro
 	fmt.Fprintf(o.stderr, "latentworker: setting up worker %s on %s@%s (%s)\n", w.Name, user, addr, p.Name)
 	res, err := provision.Host(ctx, provision.HostOptions{
 		Target: t, Platform: p, Worker: w, Password: password.Reveal(),
-		BuildDeps: cfg.Image.CPythonBuildDeps, Extra: extra, Updates: o.updates, Reboot: o.reboot,
+		BuildDeps: cfg.Image.CPythonBuildDeps, Packages: cfg.Image.ExtraPackages, Extra: extra, Updates: o.updates, Reboot: o.reboot,
 		Progress: o.stderr,
 	})
 	if err != nil {

@@ -78,7 +78,7 @@ func TestProvisionHost(t *testing.T) {
 	provisionWith := func(m *master.Master, pw string) {
 		t.Helper()
 		cfg := filepath.Join(dir, "lw.toml")
-		if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[worker]\nname = %q\nmaster = %q\nadmin_name = \"Host Admin\"\nadmin_email = \"host@example.org\"\n", worker, m.PBAddr())), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[worker]\nname = %q\nmaster = %q\nadmin_name = \"Host Admin\"\nadmin_email = \"host@example.org\"\n[image]\ncpython_build_deps = false\n", worker, m.PBAddr())), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		stop := labtest.ScanArgv(t, pw)

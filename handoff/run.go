@@ -36,6 +36,7 @@ const RoleMaster fleet.Role = "master"
 type EC2API interface {
 	DescribeImages(context.Context, *ec2.DescribeImagesInput, ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
 	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
+	DescribeInstanceTypeOfferings(context.Context, *ec2.DescribeInstanceTypeOfferingsInput, ...func(*ec2.Options)) (*ec2.DescribeInstanceTypeOfferingsOutput, error)
 	DescribeKeyPairs(context.Context, *ec2.DescribeKeyPairsInput, ...func(*ec2.Options)) (*ec2.DescribeKeyPairsOutput, error)
 	ImportKeyPair(context.Context, *ec2.ImportKeyPairInput, ...func(*ec2.Options)) (*ec2.ImportKeyPairOutput, error)
 	DescribeSecurityGroups(context.Context, *ec2.DescribeSecurityGroupsInput, ...func(*ec2.Options)) (*ec2.DescribeSecurityGroupsOutput, error)
@@ -183,6 +184,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	m := iam.NewManager(o.IAM)
+	m.Partition = iam.Partition(o.Region)
 	if o.RegionalUser {
 		m.UserSuffix = "-" + o.Region
 	}
@@ -378,7 +380,9 @@ func (o Options) kmsKeys(ctx context.Context, img types.Image) ([]string, error)
 }
 
 // subnet returns the configured subnet, or the default VPC's first default
-// subnet, and its VPC.
+// subnet (by availability zone) in a zone that offers every instance type
+// handed off, and its VPC. A configured subnet in a zone that does not
+// offer one is an error naming the zones that do.
 func (o Options) subnet(ctx context.Context) (string, string, error) {
 	in := &ec2.DescribeSubnetsInput{}
 	if o.SubnetID != "" {
@@ -392,12 +396,59 @@ func (o Options) subnet(ctx context.Context) (string, string, error) {
 	}
 	subs := out.Subnets
 	if len(subs) == 0 {
-		return "", "", errors.New("aws.subnet_id: not set, and the region has no default VPC subnet")
+		return "", "", errors.New("aws.subnet_id: not set, and the region has no default VPC subnet (accounts of an organisation often have none): set it to a subnet of your VPC")
 	}
 	sort.Slice(subs, func(i, j int) bool {
 		return aws.ToString(subs[i].AvailabilityZone) < aws.ToString(subs[j].AvailabilityZone)
 	})
-	return aws.ToString(subs[0].SubnetId), aws.ToString(subs[0].VpcId), nil
+	zones, err := o.offeredZones(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	for _, sn := range subs {
+		if zones == nil || zones[aws.ToString(sn.AvailabilityZone)] {
+			return aws.ToString(sn.SubnetId), aws.ToString(sn.VpcId), nil
+		}
+	}
+	var offered []string
+	for z := range zones {
+		offered = append(offered, z)
+	}
+	sort.Strings(offered)
+	if o.SubnetID != "" {
+		return "", "", fmt.Errorf("aws.subnet_id %s is in %s, which does not offer %s (offered in %s): the master's launches would fail there",
+			o.SubnetID, aws.ToString(subs[0].AvailabilityZone), strings.Join(o.InstanceTypes, ", "), strings.Join(offered, ", "))
+	}
+	return "", "", fmt.Errorf("no default subnet is in a zone that offers %s (offered in %s): set aws.subnet_id", strings.Join(o.InstanceTypes, ", "), strings.Join(offered, ", "))
+}
+
+// offeredZones returns the zones that offer every instance type handed
+// off, or nil when the caller may not ask (DescribeInstanceTypeOfferings).
+func (o Options) offeredZones(ctx context.Context) (map[string]bool, error) {
+	var zones map[string]bool
+	for _, t := range o.InstanceTypes {
+		these := map[string]bool{}
+		p := ec2.NewDescribeInstanceTypeOfferingsPaginator(o.EC2, &ec2.DescribeInstanceTypeOfferingsInput{
+			LocationType: types.LocationTypeAvailabilityZone,
+			Filters:      []types.Filter{{Name: aws.String("instance-type"), Values: []string{t}}},
+		})
+		for p.HasMorePages() {
+			out, err := p.NextPage(ctx)
+			if awserr.Denied(err) {
+				return nil, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("finding the zones that offer %s: %w", t, err)
+			}
+			for _, of := range out.InstanceTypeOfferings {
+				if z := aws.ToString(of.Location); zones == nil || zones[z] {
+					these[z] = true
+				}
+			}
+		}
+		zones = these
+	}
+	return zones, nil
 }
 
 func (o Options) labels() fleet.Labels { return fleet.Labels{Worker: o.Worker} }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 )
 
 // ErrNoSecret is returned (wrapped) by WriteSecretFile for a bundle
@@ -180,9 +179,11 @@ func CheckOutputDir(path string) error {
 
 // writeNew creates path with mode 0600, failing if it exists or is a
 // symbolic link, and writes data to it; on error it removes what it
-// created.
+// created. O_CREATE|O_EXCL is enough for the link: open fails on a path
+// that exists, a symbolic link included, and never follows one (POSIX;
+// CreateFile's CREATE_NEW likewise on Windows).
 func writeNew(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("secret file: %w", err)
 	}

@@ -140,8 +140,13 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 		if err != nil {
 			return badInput{fmt.Errorf("--public-key: %w", err)}
 		}
-		if _, _, _, _, err := ssh.ParseAuthorizedKey(b); err != nil {
+		k, _, _, _, err := ssh.ParseAuthorizedKey(b)
+		if err != nil {
 			return badInput{fmt.Errorf("--public-key %s: not an SSH public key (%v)", o.publicKey, err)}
+		}
+		p, _ := cfg.Image.PlatformInfo()
+		if err := handoff.CheckImportable(k, p); err != nil {
+			return badInput{fmt.Errorf("--public-key %s: %w", o.publicKey, err)}
 		}
 		pub = string(b)
 	}

@@ -76,8 +76,9 @@ func runValidate(ctx context.Context, o *validateOptions) error {
 	if err != nil {
 		return fieldError(err)
 	}
-	fmt.Fprintf(o.stdout, "caller: %s\nregion: %s\nbase_image: %s (%s)\ninstance_type: %s\nssh_cidr: %s\n",
-		st.CallerARN, awsCfg.Region, st.BaseAMI, st.BaseName, cfg.AWS.InstanceType, st.SSHCIDR)
+	fmt.Fprintf(o.stdout, "caller: %s\nregion: %s\nbase_image: %s (%s)\ninstance_type: %s\nsubnet: %s (%s, %s)\nssh: %s, from %s\n",
+		st.CallerARN, awsCfg.Region, st.BaseAMI, st.BaseName, cfg.AWS.InstanceType,
+		st.Network.SubnetID, st.Network.VpcID, st.Network.AvailabilityZone, st.Network.Address(), st.SSHCIDR)
 	if st.Replaces != "" {
 		fmt.Fprintf(o.stdout, "replaces: %s\n", st.Replaces)
 	}
@@ -115,6 +116,9 @@ func fieldError(err error) error {
 		return badInput{fmt.Errorf("aws.ssh_cidr: %w", err)}
 	case errors.Is(err, bake.ErrBadKMSKey):
 		return badInput{fmt.Errorf("image.kms_key_id: %w", err)}
+	case errors.Is(err, bake.ErrNetwork), errors.Is(err, bake.ErrRootVolume), errors.Is(err, bake.ErrCopyRegion):
+		// The message names the key.
+		return badInput{err}
 	}
 	return err
 }

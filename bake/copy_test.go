@@ -181,4 +181,3 @@ func TestCopyChecks(t *testing.T) {
 		t.Errorf("unencrypted copy not asked encrypted: %v", err)
 	}
 }
-

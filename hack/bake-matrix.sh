@@ -74,10 +74,10 @@ for p in "${platforms[@]}"; do
 	start=$SECONDS
 	if bake_one "$p" >"$work/$p.log" 2>&1; then
 		passed=$((passed + 1))
-		printf '%-16s ok    %4ds\n' "$p" $((SECONDS - start))
+		printf '%-20s ok    %4ds\n' "$p" $((SECONDS - start))
 	else
 		failed=$((failed + 1))
-		printf '%-16s FAIL  %4ds (last lines of its log:)\n' "$p" $((SECONDS - start))
+		printf '%-20s FAIL  %4ds (last lines of its log:)\n' "$p" $((SECONDS - start))
 		tail -n 15 "$work/$p.log" | sed 's/^/    /'
 	fi
 done

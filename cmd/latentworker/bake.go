@@ -257,7 +257,11 @@ func (j *bakeJob) run(ctx context.Context, o *bakeOptions, p printer, stdout io.
 			jp.emit(map[string]any{"type": "error", "worker": worker, "error": err.Error(), "run_id": runID, "image_id": st.ImageID,
 				"image_pending": st.ImagePending, "image_kept": true, "resume": resume, "leftovers": resLeftovers(res)})
 		}
-		if !st.ImagePending { // the pending error names the resume already
+		if errors.Is(err, context.Canceled) {
+			// Interrupted (exit 130, "interrupted"): say what is kept, as
+			// the interrupt's own message does not.
+			fmt.Fprintf(o.stderr, "latentworker: the image %s is kept (%s); to finish the run: %s\n", st.ImageID, why, resume)
+		} else if !st.ImagePending { // the pending error names the resume already
 			err = fmt.Errorf("%w\nthe image %s is kept (%s); to finish the run: %s", err, st.ImageID, why, resume)
 		}
 		return exitCode{code: exitImagePending, err: err}

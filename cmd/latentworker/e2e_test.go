@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -271,11 +272,19 @@ func TestBakeCLI(t *testing.T) {
 
 // TestBakeInterrupted sends SIGINT, and separately SIGTERM, to bake as each
 // step starts, and checks that the run exits 130 and leaves nothing tagged
-// with its run ID: no instance, key pair, security group, image or snapshot.
+// with its run ID: no instance, key pair, security group, image or snapshot;
+// but for an image already verified (a step after verify-image), which is
+// kept with its snapshots, and the message names the resume that finishes
+// the run.
 func TestBakeInterrupted(t *testing.T) {
 	e := newCLIEnv(t)
 	c := e.lab.EC2("")
+	verified := false // the step runs after verify-image
 	for _, step := range bake.Steps() {
+		afterVerify := verified
+		if step.Name == bake.StepVerifyImage {
+			verified = true
+		}
 		for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 			t.Run(step.Name+"/"+sig.String(), func(t *testing.T) {
 				t.Parallel()
@@ -344,7 +353,30 @@ func TestBakeInterrupted(t *testing.T) {
 				if last["type"] != "error" || run == "" {
 					t.Fatalf("last event = %v; want an error naming the run", last)
 				}
-				if left := labtest.RunResources(t, c, run); len(left) > 0 {
+				left := labtest.RunResources(t, c, run)
+				if afterVerify {
+					images := 0
+					var other []string
+					for _, l := range left {
+						switch {
+						case strings.HasPrefix(l, "image "):
+							images++
+						case !strings.HasPrefix(l, "snapshot "):
+							other = append(other, l)
+						}
+					}
+					if images != 1 || len(other) > 0 {
+						t.Errorf("interrupted at %s with %v (after verify-image), run %s left %v; want the verified image and its snapshots only\n%s", step.Name, sig, run, left, stderr.String())
+					}
+					if resume := "latentworker bake --resume " + run; !strings.Contains(stderr.String(), resume) {
+						t.Errorf("interrupted at %s with %v: stderr does not name %q\n%s", step.Name, sig, resume, stderr.String())
+					}
+					if last["image_kept"] != true || last["resume"] == nil {
+						t.Errorf("interrupted at %s with %v: last event = %v; want image_kept and resume", step.Name, sig, last)
+					}
+					return
+				}
+				if len(left) > 0 {
 					t.Errorf("interrupted at %s with %v, run %s left %v\n%s", step.Name, sig, run, left, stderr.String())
 				}
 			})
@@ -629,7 +661,12 @@ func TestSweepAfterKilledBake(t *testing.T) {
 	sweep := func(args ...string) (string, string, int) {
 		return e.sweep(ctx, append([]string{"--max-age", "1s"}, args...)...)
 	}
+	verified := false                       // the step runs after verify-image
 	for _, step := range bake.Steps()[1:] { // preflight creates nothing
+		afterVerify := verified
+		if step.Name == bake.StepVerifyImage {
+			verified = true
+		}
 		t.Run(step.Name, func(t *testing.T) {
 			args := []string{"bake", "--json"}
 			if step.Name == bake.StepManifest {
@@ -690,17 +727,31 @@ func TestSweepAfterKilledBake(t *testing.T) {
 			if code != 1 {
 				t.Fatalf("sweep after a bake killed at %s = exit %d; want 1\n%s\n%s", step.Name, code, out, stderr)
 			}
+			// A verified image (killed after verify-image) is never a
+			// leftover: bake --resume finishes its run, and only image
+			// retention (--prune-images) removes it.
+			var kept []string
 			for _, l := range left {
 				id := strings.Fields(l)[1]
+				if afterVerify && (strings.HasPrefix(l, "image ") || strings.HasPrefix(l, "snapshot ")) {
+					kept = append(kept, l)
+					if strings.Contains(out, id) {
+						t.Errorf("sweep report names the verified run's %s (%s):\n%s", id, l, out)
+					}
+					continue
+				}
 				if !strings.Contains(out, id) {
 					t.Errorf("sweep report lacks %s (%s):\n%s", id, l, out)
 				}
 			}
+			if afterVerify && len(kept) == 0 {
+				t.Errorf("killed at %s (after verify-image): run %s left no image: %v", step.Name, run, left)
+			}
 			if _, stderr, code := sweep("--terminate", "--yes"); code != 3 {
 				t.Fatalf("sweep --terminate --yes = exit %d; want 3\n%s", code, stderr)
 			}
-			if left := labtest.RunResources(t, c, run); len(left) > 0 {
-				t.Errorf("after sweep --terminate, run %s still has %v", run, left)
+			if left := labtest.RunResources(t, c, run); !slices.Equal(left, kept) {
+				t.Errorf("after sweep --terminate, run %s has %v; want %v", run, left, kept)
 			}
 			if out, stderr, code := sweep(); code != 0 || out != "" || stderr != "" {
 				t.Errorf("a second sweep = exit %d, stdout %q, stderr %q; want 0 and silence", code, out, stderr)

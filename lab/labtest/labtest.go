@@ -133,7 +133,8 @@ func Start(t testing.TB, extra string) *Lab {
 	port := freePort(t)
 	addresses := fmt.Sprintf("127.%d.%d.0/24", 20+rand.IntN(200), rand.IntN(256))
 	cfgPath := filepath.Join(stateDir, "lab.toml")
-	cfg := fmt.Sprintf("listen = \"127.0.0.1:%d\"\naddresses = %q\napt_cache = \"127.0.0.1:%d\"\npypi_cache = \"127.0.0.1:%d\"\n%s\n", port, addresses, freePort(t), freePort(t), extra)
+	cfg := fmt.Sprintf("listen = \"127.0.0.1:%d\"\naddresses = %q\napt_cache = \"127.0.0.1:%d\"\npypi_cache = \"127.0.0.1:%d\"\ncpython_git = \"127.0.0.1:%d\"\n%s\n",
+		port, addresses, freePort(t), freePort(t), freePort(t), extra)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

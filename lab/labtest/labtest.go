@@ -28,7 +28,9 @@ import (
 )
 
 // Tools the lab needs on the host.
-var tools = []string{"systemd-nspawn", "debootstrap", "moto_server", "ssh-keygen", "/usr/bin/buildbot", "/usr/bin/buildbot-worker"}
+var tools = []string{"systemd-nspawn", "debootstrap", "moto_server", "ssh-keygen", "/usr/bin/buildbot", "/usr/bin/buildbot-worker",
+	// The lab's CPython repository (lab/cpythonsrc).
+	"apt-get", "gpg", "gpgv", "git"}
 
 // Require skips the test under -short (the fast tier starts no lab), and
 // when the lab cannot run here (not root, a tool missing), except that it

@@ -423,7 +423,7 @@ func TestBakeKeepOnFailure(t *testing.T) {
 	ctx := context.Background()
 	t.Run("a package the release lacks", func(t *testing.T) {
 		const missing = "latentworker-no-such-package"
-		cmd := e.command(ctx, "bake", "--json", "--cpython-build-deps", "--extra-package", missing)
+		cmd := e.command(ctx, "bake", "--json", "--cpython-build-deps=true", "--extra-package", missing)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()

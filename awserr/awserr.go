@@ -34,6 +34,16 @@ func NotFound(err error) bool {
 	return strings.HasSuffix(c, ".NotFound") || c == "NoSuchEntity" || c == "InvalidAMIID.Unavailable"
 }
 
+// Denied reports whether err is AWS refusing the call for lack of a
+// permission (an IAM policy, a service control policy).
+func Denied(err error) bool {
+	switch Code(err) {
+	case "UnauthorizedOperation", "AccessDenied", "AccessDeniedException":
+		return true
+	}
+	return false
+}
+
 // Throttled reports whether err is AWS asking the caller to slow down.
 func Throttled(err error) bool {
 	switch Code(err) {
@@ -56,6 +66,15 @@ func NewRetryer() aws.Retryer {
 		o.MaxAttempts = 12
 		o.MaxBackoff = 20 * time.Second
 		o.RateLimiter = ratelimit.None
+		// A name that does not resolve (a region that does not exist)
+		// does not resolve a moment later either.
+		o.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+			var dnsErr *net.DNSError
+			if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+				return aws.FalseTernary
+			}
+			return aws.UnknownTernary
+		})}, o.Retryables...)
 	})
 }
 

@@ -29,8 +29,11 @@ type Manifest struct {
 	Creator      string   `json:"creator"`
 	Builder      string   `json:"builder_instance,omitempty"` // "" when terminated
 	Verified     bool     `json:"verified"`
-	// Copies are the image's copies in other regions: region -> AMI ID.
-	Copies map[string]string `json:"copies,omitempty"`
+	// Copies are the image's copies in other regions: region -> AMI ID;
+	// CopyFailures the copies that failed: region -> why (the image and
+	// the other copies are kept).
+	Copies       map[string]string `json:"copies,omitempty"`
+	CopyFailures map[string]string `json:"copy_failures,omitempty"`
 	// Encrypted: the image's snapshots (and its copies') are encrypted;
 	// KMSKeyID the key asked for in Region ("" its default EBS key).
 	Encrypted bool      `json:"encrypted,omitempty"`
@@ -61,7 +64,7 @@ type Result struct {
 	State *State
 	// Completed: every step succeeded, so the image is the product,
 	// available and verified, even when the error reports leftovers that
-	// cleanup could not remove.
+	// cleanup could not remove or copies that failed (ErrCopy).
 	Completed bool
 }
 
@@ -81,6 +84,12 @@ func (s *State) manifest() Manifest {
 			m.Copies = map[string]string{}
 		}
 		m.Copies[c.Region] = c.ImageID
+	}
+	for _, f := range s.CopyFailures {
+		if m.CopyFailures == nil {
+			m.CopyFailures = map[string]string{}
+		}
+		m.CopyFailures[f.Region] = f.Err.Error()
 	}
 	m.Encrypted, m.KMSKeyID = s.opts.Config.Image.IsEncrypted(), s.opts.Config.Image.KMSKeyID
 	return m
@@ -240,7 +249,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		res.Leftovers = append(res.Leftovers, l)
 		s.emit(Event{Type: EventLeftover, Leftover: &l})
 	}
-	return res, errors.Join(runErr, undoErr)
+	var copyErr error
+	if ok {
+		// The image is the product; a copy that failed is reported with it.
+		copyErr = s.copyError()
+	}
+	return res, errors.Join(runErr, copyErr, undoErr)
 }
 
 // Check runs the preflight step alone — credentials, the base image, its

@@ -46,6 +46,12 @@ func copyKMSKey(cfg *config.Config) *string {
 // comes from, each copy's undo pushed as its call returns; then waits for
 // every copy to be available and checks it: its tags, and its snapshots
 // encrypted when image.encrypted.
+//
+// A copy that fails (refused, failed, still pending at the end of the
+// wait) is removed and recorded in CopyFailures; the others and the
+// verified image go on: the run completes, and its error (ErrCopy) names
+// each failure. Preflight has checked what it can of each region
+// (checkCopyRegions); what is left is AWS's to say.
 func copyImages(ctx context.Context, s *State) error {
 	cfg := s.opts.Config
 	if len(cfg.AWS.CopyToRegions) == 0 {
@@ -60,6 +66,7 @@ func copyImages(ctx context.Context, s *State) error {
 		}
 	}
 	tags := s.copyTags()
+	undo := map[*Copy]*undoItem{}
 	for _, r := range cfg.AWS.CopyToRegions {
 		api := s.opts.RegionEC2(r)
 		// An earlier attempt of the run (--resume) may have made it.
@@ -89,15 +96,19 @@ func copyImages(ctx context.Context, s *State) error {
 				in.KmsKeyId = copyKMSKey(cfg)
 			}
 			out, err := api.CopyImage(s.creating(ctx), in)
+			if err := context.Cause(ctx); err != nil {
+				return err
+			}
 			if err != nil {
-				return fmt.Errorf("%w %s to %s: %w", ErrCopy, s.ImageID, r, err)
+				s.copyFailed(r, fmt.Errorf("%w %s to %s: %w", ErrCopy, s.ImageID, r, err))
+				continue
 			}
 			c = &Copy{Region: r, ImageID: aws.ToString(out.ImageId)}
 			s.emit(Event{Type: EventProgress, Step: StepCopyImage, Message: fmt.Sprintf("copying %s to %s as %s", s.ImageID, r, c.ImageID)})
 		}
 		s.Copies = append(s.Copies, c)
 		id := c.ImageID
-		s.undo.push(KindImage, "image copy", id, s.cmdIn(r, "deregister-image --image-id %s", id)+" (then delete its snapshots: "+s.cmdIn(r, "describe-snapshots --filters Name=tag:%s,Values=%s", fleet.TagRunID, s.RunID)+")", func(ctx context.Context) error {
+		undo[c] = s.undo.push(KindImage, "image copy", id, s.cmdIn(r, "deregister-image --image-id %s", id)+" (then delete its snapshots: "+s.cmdIn(r, "describe-snapshots --filters Name=tag:%s,Values=%s", fleet.TagRunID, s.RunID)+")", func(ctx context.Context) error {
 			return s.deleteImageIn(ctx, api, r, id, c.SnapshotIDs)
 		})
 		if err := context.Cause(ctx); err != nil {
@@ -107,20 +118,57 @@ func copyImages(ctx context.Context, s *State) error {
 	defer s.waiting()()
 	wctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Image)
 	defer cancel()
+	var ok []*Copy
 	for _, c := range s.Copies {
-		if err := s.waitCopy(wctx, c, tags); err != nil {
-			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-				err = fmt.Errorf("still pending after %s: %w", s.opts.Timeouts.Image, err)
+		err := s.waitCopy(wctx, c, tags)
+		if err == nil {
+			ok = append(ok, c)
+			// Available and checked, of a verified image: like the
+			// image, never removed again.
+			if s.ImageVerified {
+				s.undo.keepID(c.ImageID)
 			}
-			return fmt.Errorf("%w %s to %s (%s): %w", ErrCopy, s.ImageID, c.Region, c.ImageID, err)
+			continue
 		}
-		// Available and checked, of a verified image: like the image,
-		// never removed again.
-		if s.ImageVerified {
-			s.undo.keepID(c.ImageID)
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("still pending after %s: %w", s.opts.Timeouts.Image, err)
+		}
+		s.copyFailed(c.Region, fmt.Errorf("%w %s to %s (%s): %w", ErrCopy, s.ImageID, c.Region, c.ImageID, err))
+		// A copy that is not the product is removed now; its undo stays
+		// on the stack, to be tried again, if that fails.
+		if rerr := s.undo.runNow(context.WithoutCancel(ctx), undo[c]); rerr != nil {
+			s.warn(StepCopyImage, fmt.Sprintf("removing the failed copy %s in %s: %v (tried again at the end)", c.ImageID, c.Region, rerr))
 		}
 	}
+	s.Copies = ok
 	return nil
+}
+
+// copyFailed records that the copy to region failed and says so.
+func (s *State) copyFailed(region string, err error) {
+	err = fmt.Errorf("%w; copy it once the cause is fixed: %s", err,
+		s.cmdIn(region, "copy-image --source-region %s --source-image-id %s --name %s", s.Region, s.ImageID, s.ImageName))
+	s.CopyFailures = append(s.CopyFailures, CopyFailure{Region: region, Err: err})
+	s.warn(StepCopyImage, err.Error()+"; the image is kept, the other copies go on")
+}
+
+// CopyFailure is a copy of the verified image that did not succeed: the
+// run still completes with the image (and its other copies).
+type CopyFailure struct {
+	Region string
+	Err    error
+}
+
+// copyError joins the copy failures (nil: none).
+func (s *State) copyError() error {
+	var errs []error
+	for _, f := range s.CopyFailures {
+		errs = append(errs, f.Err)
+	}
+	return errors.Join(errs...)
 }
 
 // existingCopy returns the copy of the run's image in region r that is
@@ -241,4 +289,59 @@ func encrypted(im types.Image) bool {
 		n++
 	}
 	return n > 0
+}
+
+// ErrCopyRegion is a region of aws.copy_to_regions the image cannot be
+// copied to: not enabled for the account, or denied to the caller.
+var ErrCopyRegion = errors.New("the image cannot be copied there")
+
+// checkCopyRegions checks, before anything is created, each region of
+// aws.copy_to_regions: enabled for the account (an opt-in region must be
+// turned on: EC2's DescribeRegions says) and a copy into it allowed (a
+// CopyImage of the base image with DryRun, which an IAM policy or an
+// organisation's SCP may deny). An answer that says neither (a caller
+// that may not ask) is a warning: the copy step will tell.
+func (s *State) checkCopyRegions(ctx context.Context) error {
+	cfg := s.opts.Config
+	if len(cfg.AWS.CopyToRegions) == 0 || s.opts.RegionEC2 == nil {
+		return nil
+	}
+	out, err := s.opts.EC2.DescribeRegions(ctx, &ec2.DescribeRegionsInput{AllRegions: aws.Bool(true), RegionNames: cfg.AWS.CopyToRegions})
+	status := map[string]string{}
+	switch {
+	case err == nil:
+		for _, r := range out.Regions {
+			status[aws.ToString(r.RegionName)] = aws.ToString(r.OptInStatus)
+		}
+	case awserr.Denied(err):
+		s.warn(StepPreflight, "not checking that the copy regions are enabled: this caller may not ask (ec2:DescribeRegions)")
+	default:
+		return fmt.Errorf("checking the copy regions (DescribeRegions): %w", err)
+	}
+	for i, r := range cfg.AWS.CopyToRegions {
+		field := fmt.Sprintf("aws.copy_to_regions[%d] %s", i, r)
+		if err == nil {
+			st, listed := status[r]
+			switch {
+			case !listed:
+				return fmt.Errorf("%w: %s is not a region of this account's partition", ErrCopyRegion, field)
+			case st == "not-opted-in":
+				return fmt.Errorf("%w: %s is an opt-in region that is not enabled for this account: enable it (aws account enable-region --region-name %s; it takes minutes to hours) or remove it", ErrCopyRegion, field, r)
+			}
+		}
+		_, derr := s.opts.RegionEC2(r).CopyImage(ctx, &ec2.CopyImageInput{
+			DryRun: aws.Bool(true), SourceImageId: aws.String(s.BaseAMI), SourceRegion: aws.String(s.Region),
+			Name: aws.String("latentworker-preflight"), ClientToken: aws.String(s.RunID + "-preflight-" + r),
+		})
+		switch c := awserr.Code(derr); {
+		case c == "DryRunOperation":
+		case awserr.Denied(derr):
+			return fmt.Errorf("%w: %s: this caller may not copy images there (%s; an IAM policy or the organisation's service control policy denies ec2:CopyImage in %s): remove it or ask for the permission", ErrCopyRegion, field, c, r)
+		case c == "AuthFailure", c == "OptInRequired", c == "UnrecognizedClientException", c == "InvalidClientTokenId":
+			return fmt.Errorf("%w: %s does not accept this account's requests (%s): an opt-in region not enabled (aws account enable-region --region-name %s) or not yet ready", ErrCopyRegion, field, c, r)
+		default:
+			s.warn(StepPreflight, fmt.Sprintf("could not check that %s takes a copy (CopyImage with DryRun: %v): the copy step will tell", r, derr))
+		}
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -28,12 +29,11 @@ func (s *State) runInstance(ctx context.Context, ami string, role fleet.Role, ki
 	cfg := s.opts.Config
 	name := fleet.AMIName(cfg.Image.NamePrefix, cfg.Worker.Name, s.now()) + "-" + string(role)
 	in := &ec2.RunInstancesInput{
-		ImageId:          aws.String(ami),
-		InstanceType:     types.InstanceType(cfg.AWS.InstanceType),
-		KeyName:          aws.String(s.KeyName),
-		SecurityGroupIds: []string{s.SecurityGroupID},
-		MinCount:         aws.Int32(1),
-		MaxCount:         aws.Int32(1),
+		ImageId:      aws.String(ami),
+		InstanceType: types.InstanceType(cfg.AWS.InstanceType),
+		KeyName:      aws.String(s.KeyName),
+		MinCount:     aws.Int32(1),
+		MaxCount:     aws.Int32(1),
 		// The same token on the SDK's retries: a launch whose answer was
 		// lost returns the same instance instead of a second one. The
 		// attempt is part of it: a resume's launch under the run's ID
@@ -65,9 +65,7 @@ func (s *State) runInstance(ctx context.Context, ami string, role fleet.Role, ki
 			ebs.KmsKeyId = aws.String(cfg.Image.KMSKeyID)
 		}
 	}
-	if cfg.AWS.SubnetID != "" {
-		in.SubnetId = aws.String(cfg.AWS.SubnetID)
-	}
+	s.Network.launchNetwork(in, s.SecurityGroupID)
 	if cfg.AWS.HostID != "" {
 		in.Placement = &types.Placement{Tenancy: types.TenancyHost, HostId: aws.String(cfg.AWS.HostID)}
 	}
@@ -134,6 +132,9 @@ func (s *State) terminate(ctx context.Context, id string) error {
 type instanceView struct {
 	state types.InstanceStateName
 	addr  string
+	// reason is why it changed state ("Server.InsufficientInstanceCapacity:
+	// ..."), when EC2 says.
+	reason string
 }
 
 // instanceState describes instance id; a missing instance is NotFound.
@@ -147,7 +148,14 @@ func (s *State) instanceState(ctx context.Context, id string) (instanceView, err
 			if aws.ToString(in.InstanceId) != id || in.State == nil {
 				continue
 			}
-			return instanceView{state: in.State.Name, addr: aws.ToString(in.PublicIpAddress)}, nil
+			v := instanceView{state: in.State.Name, addr: s.Network.addressOf(in)}
+			if r := in.StateReason; r != nil && aws.ToString(r.Message) != "" {
+				v.reason = aws.ToString(r.Message)
+				if c := aws.ToString(r.Code); c != "" && !strings.HasPrefix(v.reason, c) {
+					v.reason = c + ": " + v.reason
+				}
+			}
+			return v, nil
 		}
 	}
 	return instanceView{}, &notFoundError{id}
@@ -199,13 +207,16 @@ func (s *State) waitInstance(ctx context.Context, id string) (string, error) {
 		case types.InstanceStateNamePending:
 			return false, nil
 		}
+		if v.reason != "" {
+			return false, fmt.Errorf("instance is %s (%s)", v.state, v.reason)
+		}
 		return false, fmt.Errorf("instance is %s", v.state)
 	})
 	if err != nil {
 		return "", fmt.Errorf("waiting for instance %s to run: %w", id, err)
 	}
 	if addr == "" {
-		return "", fmt.Errorf("instance %s runs but has no public IP address (is the subnet's auto-assign public IP off?)", id)
+		return "", fmt.Errorf("instance %s runs but has no %s in %s (aws.subnet_id, aws.associate_public_ip, aws.ssh_address)", id, s.Network.Address(), s.Network.SubnetID)
 	}
 	return addr, nil
 }
@@ -268,8 +279,10 @@ func (s *State) consoleHostKeys(ctx context.Context, id string) (provision.HostK
 	pctx, cancel := context.WithTimeout(ctx, s.opts.Timeouts.Console)
 	defer cancel()
 	// Latest (the console up to now, not only the boot's first 64 KiB) is
-	// for Nitro instances only; Xen types answer UnsupportedOperation.
-	latest := true
+	// for Nitro instances only (preflight read the type's hypervisor); a
+	// type of unknown hypervisor that answers UnsupportedOperation is
+	// asked without.
+	latest := s.ConsoleLatest
 	err := s.pollSchedule(pctx, TransHostKeys, id, func() (bool, error) {
 		in := &ec2.GetConsoleOutputInput{InstanceId: aws.String(id)}
 		if latest {

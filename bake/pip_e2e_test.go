@@ -85,22 +85,6 @@ func TestRPMConfigureHalf(t *testing.T) {
 	fedora := platform.MustLookup("fedora")
 	deb := platform.MustLookup("debian-12")
 
-	// A key pair and an instance of the newest Debian 12 image.
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.ec2.ImportKeyPair(ctx, &ec2.ImportKeyPairInput{KeyName: aws.String("rpm-layout"), PublicKeyMaterial: ssh.MarshalAuthorizedKey(sshPub)}); err != nil {
-		t.Fatal(err)
-	}
 	imgs, err := e.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{deb.BaseOwner}, Filters: []types.Filter{
 		{Name: aws.String("name"), Values: []string{deb.BaseName}}, {Name: aws.String("architecture"), Values: []string{"x86_64"}},
 	}})
@@ -110,49 +94,7 @@ func TestRPMConfigureHalf(t *testing.T) {
 	sort.Slice(imgs.Images, func(i, j int) bool {
 		return aws.ToString(imgs.Images[i].CreationDate) > aws.ToString(imgs.Images[j].CreationDate)
 	})
-	run, err := e.ec2.RunInstances(ctx, &ec2.RunInstancesInput{
-		ImageId: imgs.Images[0].ImageId, InstanceType: types.InstanceTypeT3Small, KeyName: aws.String("rpm-layout"),
-		MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := aws.ToString(run.Instances[0].InstanceId)
-	t.Cleanup(func() {
-		_, _ = e.ec2.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
-		_ = ec2.NewInstanceTerminatedWaiter(e.ec2).Wait(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, 2*time.Minute)
-	})
-	out, err := ec2.NewInstanceRunningWaiter(e.ec2).WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, 3*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := aws.ToString(out.Reservations[0].Instances[0].PublicIpAddress)
-	var keys provision.HostKeys
-	deadline := time.Now().Add(time.Minute)
-	for {
-		co, err := e.ec2.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(id), Latest: aws.Bool(true)})
-		if err == nil {
-			text, _ := base64.StdEncoding.DecodeString(aws.ToString(co.Output))
-			if keys, err = provision.ParseHostKeys(deb.HostKeys, text); err == nil {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("host keys of %s: %v", id, err)
-		}
-		time.Sleep(time.Second)
-	}
-	target := provision.Target{Addr: net.JoinHostPort(addr, "22"), User: deb.SSHUser, Signer: signer,
-		HostKey: keys.Check, HostKeyAlgorithms: keys.Algorithms()}
-	dial := func(ctx context.Context) (*provision.Client, error) {
-		dctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
-		return provision.Dial(dctx, target)
-	}
-	c, err := dial(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, dial, _ := e.sshInstance(t, aws.ToString(imgs.Images[0].ImageId), deb, "rpm-layout")
 	defer func() { c.Close() }()
 
 	progress := lineLogger{t}
@@ -215,6 +157,74 @@ func TestRPMConfigureHalf(t *testing.T) {
 		t.Fatalf("worker after the reboot: %v (facts %+v)", err, facts)
 	}
 	t.Logf("reboot to connected worker took %s; facts %+v", time.Since(start), facts)
+}
+
+// sshInstance launches an instance of ami with a new key pair called
+// keyName, waits for it and connects to it as p's login user, its host key
+// pinned from the console; dial connects again (after a reboot). The
+// instance is terminated when the test ends.
+func (e *env) sshInstance(t *testing.T, ami string, p *platform.Platform, keyName string) (*provision.Client, func(context.Context) (*provision.Client, error), string) {
+	t.Helper()
+	ctx := context.Background()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ec2.ImportKeyPair(ctx, &ec2.ImportKeyPairInput{KeyName: aws.String(keyName), PublicKeyMaterial: ssh.MarshalAuthorizedKey(sshPub)}); err != nil {
+		t.Fatal(err)
+	}
+	run, err := e.ec2.RunInstances(ctx, &ec2.RunInstancesInput{
+		ImageId: aws.String(ami), InstanceType: types.InstanceTypeT3Small, KeyName: aws.String(keyName),
+		MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := aws.ToString(run.Instances[0].InstanceId)
+	t.Cleanup(func() {
+		_, _ = e.ec2.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+		_ = ec2.NewInstanceTerminatedWaiter(e.ec2).Wait(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, 2*time.Minute)
+	})
+	out, err := ec2.NewInstanceRunningWaiter(e.ec2).WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, 3*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := aws.ToString(out.Reservations[0].Instances[0].PublicIpAddress)
+	var keys provision.HostKeys
+	deadline := time.Now().Add(time.Minute)
+	for {
+		co, err := e.ec2.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(id), Latest: aws.Bool(true)})
+		if err == nil {
+			text, _ := base64.StdEncoding.DecodeString(aws.ToString(co.Output))
+			if keys, err = provision.ParseHostKeys(p.HostKeys, text); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host keys of %s: %v", id, err)
+		}
+		time.Sleep(time.Second)
+	}
+	target := provision.Target{Addr: net.JoinHostPort(addr, "22"), User: p.SSHUser, Signer: signer,
+		HostKey: keys.Check, HostKeyAlgorithms: keys.Algorithms()}
+	dial := func(ctx context.Context) (*provision.Client, error) {
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		return provision.Dial(dctx, target)
+	}
+	c, err := dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, dial, id
 }
 
 type lineLogger struct{ t *testing.T }

@@ -5,6 +5,7 @@ package bake
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -120,7 +121,38 @@ func preflight(ctx context.Context, s *State) error {
 	if ti.MemoryInfo == nil || aws.ToInt64(ti.MemoryInfo.SizeInMiB) < minMemMiB {
 		return fmt.Errorf("%w: %s has less than %d MiB of memory", ErrUnfitInstance, cfg.AWS.InstanceType, minMemMiB)
 	}
-	return s.checkKMSKeys(ctx)
+	// Only Nitro instances give the latest console output; unknown: ask,
+	// and do without it when refused.
+	s.ConsoleLatest = ti.Hypervisor != types.InstanceTypeHypervisorXen
+	if err := checkRootVolume(base, s.RootDevice, cfg.Image.RootVolumeGiB); err != nil {
+		return err
+	}
+	if err := s.network(ctx); err != nil {
+		return err
+	}
+	if err := s.checkKMSKeys(ctx); err != nil {
+		return err
+	}
+	return s.checkCopyRegions(ctx)
+}
+
+// ErrRootVolume is an image.root_volume_gib smaller than the base image's
+// root snapshot, which EC2 refuses at launch.
+var ErrRootVolume = errors.New("the root volume is smaller than the base image's")
+
+// checkRootVolume refuses a root volume smaller than the base image's root
+// snapshot.
+func checkRootVolume(base *types.Image, device string, gib int) error {
+	for _, bd := range base.BlockDeviceMappings {
+		if aws.ToString(bd.DeviceName) != device || bd.Ebs == nil {
+			continue
+		}
+		if size := int(aws.ToInt32(bd.Ebs.VolumeSize)); size > gib {
+			return fmt.Errorf("%w: image.root_volume_gib is %d, but the root snapshot of %s is %d GiB: set image.root_volume_gib to %d or more",
+				ErrRootVolume, gib, aws.ToString(base.ImageId), size, size)
+		}
+	}
+	return nil
 }
 
 // checkKMSKeys checks image.kms_key_id where it is used: in the run's region
@@ -235,6 +267,11 @@ func preflightResume(ctx context.Context, s *State) error {
 	if s.SSHCIDR, err = sshCIDR(s.opts.Config.AWS.SSHCIDR, s.opts.Endpoint); err != nil {
 		return err
 	}
+	// The verify instance runs where the builder did.
+	if err := s.network(ctx); err != nil {
+		return err
+	}
+	s.ConsoleLatest = true
 	out, err := s.opts.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{
 		Owners: []string{"self"},
 		Filters: []types.Filter{

@@ -3,6 +3,7 @@ package bake
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,29 +57,10 @@ func (m *motoBake) options(runID string) Options {
 // with extra tags, from an instance of a moto AMI, as bake tags its own.
 func (m *motoBake) image(t *testing.T, runID, worker string, extra map[string]string) string {
 	t.Helper()
-	ctx := context.Background()
-	base, err := m.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"amazon"},
-		Filters: []types.Filter{{Name: aws.String("architecture"), Values: []string{"x86_64"}}}, MaxResults: aws.Int32(5)})
-	if err != nil || len(base.Images) == 0 {
-		t.Fatalf("a moto AMI: %v", err)
-	}
-	in, err := m.ec2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: base.Images[0].ImageId, InstanceType: types.InstanceTypeT3Small,
-		MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	name := fleet.AMIName("latentworker", worker, time.Now())
-	l := fleet.Labels{RunID: runID, Worker: worker, Master: "baked.example.org:9020"}
-	tags := l.Map(fleet.RoleImage, name)
-	for k, v := range extra {
-		tags[k] = v
-	}
-	out, err := m.ec2.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: in.Instances[0].InstanceId, Name: aws.String(name),
-		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeImage, Tags: fleet.TagList(tags)}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return aws.ToString(out.ImageId)
+	tags := fleet.Labels{RunID: runID, Worker: worker, Master: "baked.example.org:9020"}.Map(fleet.RoleImage, name)
+	maps.Copy(tags, extra)
+	return mototest.Image(t, m.ec2, name, tags)
 }
 
 // created lists the key pairs and security groups of run runID: what a

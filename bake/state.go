@@ -30,6 +30,11 @@ type State struct {
 	Replaces string
 	// RootDevice is the base image's root device name.
 	RootDevice string
+	// Network is where the builder runs and the address bake connects to.
+	Network Network
+	// ConsoleLatest: the instance type runs on the Nitro system, whose
+	// GetConsoleOutput gives the latest output (Xen's refuses Latest).
+	ConsoleLatest bool
 	// OSName is the PRETTY_NAME of the base image's /etc/os-release.
 	OSName string
 	// Worker is what the scripts render and check.
@@ -44,7 +49,7 @@ type State struct {
 	SecurityGroupID string
 
 	InstanceID   string
-	InstanceAddr string // public IP
+	InstanceAddr string // the address bake connects to (Network)
 	HostKeys     provision.HostKeys
 	// TOFU is set when the console showed no host keys.
 	TOFU bool
@@ -71,8 +76,10 @@ type State struct {
 	// ReadySince is when a finished run's image was released (its
 	// fleet.TagReady value), or "".
 	ReadySince string
-	// Copies are the image's copies in aws.copy_to_regions, in order.
-	Copies []*Copy
+	// Copies are the image's copies in aws.copy_to_regions, in order;
+	// CopyFailures those that did not succeed (removed).
+	Copies       []*Copy
+	CopyFailures []CopyFailure
 
 	// Timings holds each finished step's duration, in order.
 	Timings []Timing

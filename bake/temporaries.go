@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -87,15 +88,10 @@ func securityGroup(ctx context.Context, s *State) error {
 		Description:       aws.String("latentworker bake " + s.RunID + ": SSH from " + s.SSHCIDR),
 		TagSpecifications: []types.TagSpecification{s.labels.Spec(types.ResourceTypeSecurityGroup, fleet.RoleTempSG, name)},
 	}
-	if subnet := s.opts.Config.AWS.SubnetID; subnet != "" {
-		out, err := s.opts.EC2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{subnet}})
-		if err != nil {
-			return fmt.Errorf("describing subnet %s: %w", subnet, err)
-		}
-		if len(out.Subnets) == 0 {
-			return fmt.Errorf("subnet %s not found", subnet)
-		}
-		in.VpcId = out.Subnets[0].VpcId
+	// Outside a default VPC a group must name its VPC; the builder's
+	// subnet's is the one (preflight found it).
+	if s.Network.VpcID != "" {
+		in.VpcId = aws.String(s.Network.VpcID)
 	}
 	out, err := s.opts.EC2.CreateSecurityGroup(s.creating(ctx), in)
 	var id string
@@ -134,11 +130,8 @@ func securityGroup(ctx context.Context, s *State) error {
 	// rule that exists already (a retry after a lost answer) is fine.
 	err = s.whileNotFound(ctx, func() error {
 		_, err := s.opts.EC2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
-			GroupId: aws.String(id),
-			IpPermissions: []types.IpPermission{{
-				IpProtocol: aws.String("tcp"), FromPort: aws.Int32(int32(s.Platform.SSHPort)), ToPort: aws.Int32(int32(s.Platform.SSHPort)),
-				IpRanges: []types.IpRange{{CidrIp: aws.String(s.SSHCIDR), Description: aws.String("latentworker SSH")}},
-			}},
+			GroupId:       aws.String(id),
+			IpPermissions: []types.IpPermission{sshPermission(s.SSHCIDR, s.Platform.SSHPort)},
 		})
 		return err
 	})
@@ -146,6 +139,18 @@ func securityGroup(ctx context.Context, s *State) error {
 		return fmt.Errorf("allowing SSH from %s in security group %s: %w", s.SSHCIDR, id, err)
 	}
 	return nil
+}
+
+// sshPermission allows SSH from cidr: an IPv4 prefix in IpRanges, an IPv6
+// one in Ipv6Ranges (EC2 refuses it in CidrIp).
+func sshPermission(cidr string, port int) types.IpPermission {
+	p := types.IpPermission{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(int32(port)), ToPort: aws.Int32(int32(port))}
+	if pfx, err := netip.ParsePrefix(cidr); err == nil && pfx.Addr().Is6() {
+		p.Ipv6Ranges = []types.Ipv6Range{{CidrIpv6: aws.String(cidr), Description: aws.String("latentworker SSH")}}
+	} else {
+		p.IpRanges = []types.IpRange{{CidrIp: aws.String(cidr), Description: aws.String("latentworker SSH")}}
+	}
+	return p
 }
 
 // The run's lease, on its temporary key pair (fleet.TagLease): renewed every

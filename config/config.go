@@ -32,6 +32,12 @@ const (
 	DefaultNamePrefix   = "latentworker"
 )
 
+// The values of aws.ssh_address.
+const (
+	SSHPublic  = "public"
+	SSHPrivate = "private"
+)
+
 // Root volume limits, in GiB: the buildbot guide asks for 30 GB of free disk;
 // 16384 is the gp3 maximum.
 const (
@@ -82,8 +88,19 @@ type AWS struct {
 	// InstanceType is the builder's type, family.size (default
 	// DefaultInstanceType). Tell the buildmaster admins the type to run.
 	InstanceType string `toml:"instance_type"`
-	// SubnetID is the subnet to launch in; "" is the default VPC.
+	// SubnetID is the subnet to launch in; "" is the default VPC (a
+	// default subnet in a zone that offers the instance type). Required
+	// where the region has no default VPC.
 	SubnetID string `toml:"subnet_id"`
+	// AssociatePublicIP asks for a public IPv4 address on the builder
+	// whatever the subnet maps (a subnet that is not a default VPC's gives
+	// none by default).
+	AssociatePublicIP bool `toml:"associate_public_ip"`
+	// SSHAddress is the builder's address bake connects to: "public" (the
+	// default: its public IPv4, or its IPv6 address when SSHCIDR is IPv6)
+	// or "private" (its private IPv4: a runner inside the VPC, a VPN, a
+	// bastion).
+	SSHAddress string `toml:"ssh_address"`
 	// HostID is the dedicated host to launch on (h- and 17 hex digits);
 	// required by platforms whose instances run only on one (mac).
 	HostID string `toml:"host_id"`
@@ -159,6 +176,7 @@ func Default() *Config {
 		},
 		AWS: AWS{
 			InstanceType: DefaultInstanceType,
+			SSHAddress:   SSHPublic,
 			Tags:         map[string]string{},
 		},
 		Image: Image{

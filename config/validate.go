@@ -49,7 +49,9 @@ var (
 	ownerRE        = regexp.MustCompile(`^([0-9]{12}|amazon|aws-marketplace|self)$`)
 	envNameRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	userRE         = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
-	namePrefixRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
+	// A Windows local user: up to 20 characters, case-insensitive.
+	windowsUserRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,19}$`)
+	namePrefixRE  = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
 	// A KMS key: ID (a UUID, or mrk- and 32 hex digits for a multi-Region
 	// key), key ARN, alias/NAME, or alias ARN.
 	kmsKeyRE = regexp.MustCompile(`^(` + kmsID + `|arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key/` + kmsID + `|alias/[A-Za-z0-9/_-]{1,250})|alias/[A-Za-z0-9/_-]{1,250})$`)
@@ -140,14 +142,17 @@ func (c *Config) Validate() error {
 	}
 
 	// [aws]
-	if v := c.AWS.Region; v != "" && !regionRE.MatchString(v) {
-		bad("aws.region", v, "must be empty (the SDK's region) or a region name such as us-east-1 or eu-west-3", nil)
+	if v := c.AWS.Region; v != "" && (!regionRE.MatchString(v) || !KnownRegion(v)) {
+		bad("aws.region", v, "must be empty (the SDK's region) or an AWS region name such as us-east-1 or eu-west-3 (one of "+strings.Join(Regions, ", ")+")", nil)
 	}
 	if v := c.AWS.InstanceType; !instanceTypeRE.MatchString(v) {
 		bad("aws.instance_type", v, "must be an instance type, family.size, such as t3.large or m7i-flex.xlarge", nil)
 	}
 	if v := c.AWS.SubnetID; v != "" && !subnetRE.MatchString(v) {
 		bad("aws.subnet_id", v, "must be empty (the default VPC) or a subnet ID: subnet- and 8 or 17 hex digits", nil)
+	}
+	if v := c.AWS.SSHAddress; v != "" && v != SSHPublic && v != SSHPrivate {
+		bad("aws.ssh_address", v, "must be public (the builder's public IPv4, or IPv6 with an IPv6 aws.ssh_cidr) or private (its private IPv4, from inside the VPC, a VPN or a bastion)", nil)
 	}
 	if v := c.AWS.HostID; v != "" && !hostIDRE.MatchString(v) {
 		bad("aws.host_id", v, "must be empty or a dedicated host ID: h- and 17 hex digits", nil)
@@ -201,7 +206,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch v := c.Image.Install; v {
-	case "", string(platform.Pip):
+	case "":
+	case string(platform.Pip):
+		if base, err := platform.Lookup(c.Image.Platform); err == nil && base.Install == platform.NixOSModule {
+			bad("image.install", v, p.Title+" runs the worker from its services.buildbot-worker module: must be empty", nil)
+		}
 	case string(platform.Package):
 		if perr == nil && p.Install != platform.Package {
 			bad("image.install", v, p.Title+" has no buildbot-worker package: must be empty or pip", nil)
@@ -233,8 +242,10 @@ func (c *Config) Validate() error {
 	if v := c.Image.RootVolumeGiB; v < MinRootVolumeGiB || v > MaxRootVolumeGiB {
 		bad("image.root_volume_gib", strconv.Itoa(v), fmt.Sprintf("must be %d to %d (GiB; the buildbot guide asks for 30 GB of free disk)", MinRootVolumeGiB, MaxRootVolumeGiB), nil)
 	}
-	if v := c.Image.SSHUser; v != "" && !userRE.MatchString(v) {
-		bad("image.ssh_user", v, "must be empty (the platform's default user) or a Linux user name: lower-case letters, digits, '_' and '-', up to 32", nil)
+	if v := c.Image.SSHUser; v != "" && perr == nil {
+		if rule := CheckLoginUser(p, v); rule != "" {
+			bad("image.ssh_user", v, "must be empty (the platform's default user) or "+rule, nil)
+		}
 	}
 	for i, p := range c.Image.ExtraScripts {
 		if err := checkReadableFile(p); err != nil {
@@ -261,6 +272,23 @@ func (c *Config) Validate() error {
 		bad("image.name_prefix", v, fmt.Sprintf("must be 1-%d letters, digits, '.', '_' or '-', starting and ending with a letter or digit", maxNamePrefixLen), nil)
 	}
 	return errors.Join(errs...)
+}
+
+// CheckLoginUser returns "" or what a login user name of platform p must
+// be: a Windows user name (Administrator, up to 20 letters, digits, '.',
+// '_' and '-') on Windows, else a Unix one (lower-case letters, digits,
+// '_' and '-', up to 32).
+func CheckLoginUser(p *platform.Platform, user string) string {
+	if p != nil && p.Family == platform.Windows {
+		if !windowsUserRE.MatchString(user) {
+			return "a Windows user name such as Administrator: up to 20 letters, digits, '.', '_' and '-'"
+		}
+		return ""
+	}
+	if !userRE.MatchString(user) {
+		return "a login name: lower-case letters, digits, '_' and '-', up to 32, not starting with a digit or '-'"
+	}
+	return ""
 }
 
 // unjoin returns the errors an errors.Join combined, or err alone.

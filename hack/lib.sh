@@ -11,10 +11,12 @@ json() { python3 -c "import json, sys; d = json.load(sys.stdin); sys.exit(0 if (
 master_api() { printf '%s/api/v2' "${LATENTLAB_MASTER_URL%/}"; }
 
 # boot_ami AMI: runs an instance of AMI with the AWS CLI, as the master's
-# EC2LatentWorker would, waits until it runs and prints its ID.
+# EC2LatentWorker would (BOOT_ARGS: more arguments, e.g. --subnet-id),
+# waits until it runs and prints its ID.
 boot_ami() {
 	local id
-	id=$(aws ec2 run-instances --image-id "$1" --instance-type t3.large --query 'Instances[0].InstanceId' --output text)
+	# shellcheck disable=SC2086 # BOOT_ARGS are words
+	id=$(aws ec2 run-instances --image-id "$1" --instance-type t3.large ${BOOT_ARGS:-} --query 'Instances[0].InstanceId' --output text)
 	aws ec2 wait instance-running --instance-ids "$id"
 	printf '%s\n' "$id"
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	awsiam "github.com/aws/aws-sdk-go-v2/service/iam"
 	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/latentworker/latentworker/awserr"
 	"github.com/latentworker/latentworker/iam"
@@ -168,7 +169,8 @@ func checkLaunch(ctx context.Context, o CheckOptions) string {
 		case ctx.Err() != nil:
 			return "ec2:RunInstances (the master's launch, with DryRun): " + ctx.Err().Error()
 		}
-		retry := c == "AuthFailure" || c == "InvalidClientTokenId" || c == "UnrecognizedClientException" || c == "UnauthorizedOperation"
+		retry := c == "AuthFailure" || c == "InvalidClientTokenId" || c == "UnrecognizedClientException" || c == "UnauthorizedOperation" ||
+			profilePropagating(err)
 		if !retry || time.Now().After(deadline) {
 			msg := err.Error()
 			var ue interface{ ErrorMessage() string }
@@ -179,4 +181,14 @@ func checkLaunch(ctx context.Context, o CheckOptions) string {
 		}
 		o.Sleep(2 * time.Second)
 	}
+}
+
+// profilePropagating reports whether err is EC2 not knowing an instance
+// profile yet: IAM takes seconds to tell EC2 of a new one, and EC2 answers
+// InvalidParameterValue "... Invalid IAM Instance Profile name" (or
+// "... ARN") meanwhile. Only the message tells it from another bad value.
+func profilePropagating(err error) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && ae.ErrorCode() == "InvalidParameterValue" &&
+		strings.Contains(ae.ErrorMessage(), "Invalid IAM Instance Profile")
 }

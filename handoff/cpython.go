@@ -78,7 +78,7 @@ func SettingsFragment(b Bundle) (string, error) {
 	p("      region: %s", yamlString(b.Region))
 	if b.FindNewest {
 		p("      # ami: none; the master finds the worker's newest AMI (today %s).", b.AMI)
-		p("      valid_ami_owners: [%s]", b.AMIOwner)
+		p("      valid_ami_owners: [%s]", yamlString(b.AMIOwner))
 		p("      valid_ami_location_regex: %s", yamlString(b.AMILocationRegex))
 	} else {
 		p("      ami: %s", yamlString(b.AMI))
@@ -150,7 +150,8 @@ func WorkerClassChange(b Bundle) (string, error) {
 	p("    if \"ami\" in ec2:")
 	p("        kwargs[\"ami\"] = str(ec2[\"ami\"])")
 	p("    else:  # the newest of the worker's AMIs, found by the master at each launch")
-	p("        kwargs[\"valid_ami_owners\"] = [int(o) for o in ec2[\"valid_ami_owners\"]]")
+	pyAccountClass(p, "        ")
+	p("        kwargs[\"valid_ami_owners\"] = [_AccountID(str(o)) for o in ec2[\"valid_ami_owners\"]]")
 	p("        kwargs[\"valid_ami_location_regex\"] = str(ec2[\"valid_ami_location_regex\"])")
 	p("    return _bb_worker.EC2LatentWorker(")
 	p("        name,")

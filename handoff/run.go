@@ -36,6 +36,7 @@ const RoleMaster fleet.Role = "master"
 type EC2API interface {
 	DescribeImages(context.Context, *ec2.DescribeImagesInput, ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
 	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
+	DescribeInstanceTypeOfferings(context.Context, *ec2.DescribeInstanceTypeOfferingsInput, ...func(*ec2.Options)) (*ec2.DescribeInstanceTypeOfferingsOutput, error)
 	DescribeKeyPairs(context.Context, *ec2.DescribeKeyPairsInput, ...func(*ec2.Options)) (*ec2.DescribeKeyPairsOutput, error)
 	ImportKeyPair(context.Context, *ec2.ImportKeyPairInput, ...func(*ec2.Options)) (*ec2.ImportKeyPairOutput, error)
 	DescribeSecurityGroups(context.Context, *ec2.DescribeSecurityGroupsInput, ...func(*ec2.Options)) (*ec2.DescribeSecurityGroupsOutput, error)
@@ -94,6 +95,17 @@ type Options struct {
 	// Check. (The instance profile's role is still put right when it
 	// drifted, as a handoff does.)
 	CheckOnly bool
+	// WantNewSecret: the caller shows or encrypts a new secret access key
+	// (--show-secret, --encrypt-to). A handoff that would make none (the
+	// user has a key and Rotate is not asked) fails with ErrNoNewSecret
+	// before it creates or changes anything: AWS shows a secret only once.
+	WantNewSecret bool
+	// StoreSecret stores the bundle of a new access key, secret included,
+	// the moment the key exists (AWS never shows the secret again). When it
+	// fails, Run deletes the key again and fails with ErrSecretNotStored:
+	// no key is left whose secret nobody has. Nil: the caller takes the
+	// secret from the Result.
+	StoreSecret func(Bundle) error
 	// RegionalUser hands off with an IAM user of the region,
 	// latentworker-WORKER-REGION: for a copy region (aws.copy_to_regions),
 	// whose master gets a key of its own with a policy scoped to that
@@ -140,6 +152,15 @@ var ErrPublicImage = errors.New("the AMI is public, and it holds the worker pass
 // ErrNoImage is returned when the worker has no AMI to hand off.
 var ErrNoImage = errors.New("no AMI to hand off")
 
+// ErrNoNewSecret is a handoff asked to show or encrypt a secret
+// (Options.WantNewSecret) that would make no new access key: found before
+// anything is created or changed.
+var ErrNoNewSecret = errors.New("no new secret access key")
+
+// ErrSecretNotStored is a new access key whose secret Options.StoreSecret
+// could not store: the key was deleted again.
+var ErrSecretNotStored = errors.New("the new secret access key could not be stored")
+
 // Run prepares what the master needs — the key pair, a security group
 // without inbound rules, the worker's instance profile, its IAM user with
 // the least-privilege policy and an access key — and returns the bundle.
@@ -162,6 +183,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	img, prevHandedOff, err := o.image(ctx)
 	if err != nil {
 		return nil, err
+	}
+	m := iam.NewManager(o.IAM)
+	m.Partition = iam.Partition(o.Region)
+	if o.RegionalUser {
+		m.UserSuffix = "-" + o.Region
+	}
+	if !o.CheckOnly {
+		if err := o.checkKeys(ctx, m); err != nil {
+			return nil, err
+		}
 	}
 	ami := aws.ToString(img.ImageId)
 	// Instances launched from the AMI require IMDSv2: EC2LatentWorker (3.7
@@ -191,10 +222,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	keys, err := o.kmsKeys(ctx, img)
 	if err != nil {
 		return nil, err
-	}
-	m := iam.NewManager(o.IAM)
-	if o.RegionalUser {
-		m.UserSuffix = "-" + o.Region
 	}
 	if o.CheckOnly {
 		if _, err := o.IAM.GetInstanceProfile(ctx, &awsiam.GetInstanceProfileInput{InstanceProfileName: aws.String(iam.Name(o.Worker))}); err != nil {
@@ -355,7 +382,9 @@ func (o Options) kmsKeys(ctx context.Context, img types.Image) ([]string, error)
 }
 
 // subnet returns the configured subnet, or the default VPC's first default
-// subnet, and its VPC.
+// subnet (by availability zone) in a zone that offers every instance type
+// handed off, and its VPC. A configured subnet in a zone that does not
+// offer one is an error naming the zones that do.
 func (o Options) subnet(ctx context.Context) (string, string, error) {
 	in := &ec2.DescribeSubnetsInput{}
 	if o.SubnetID != "" {
@@ -369,12 +398,59 @@ func (o Options) subnet(ctx context.Context) (string, string, error) {
 	}
 	subs := out.Subnets
 	if len(subs) == 0 {
-		return "", "", errors.New("aws.subnet_id: not set, and the region has no default VPC subnet")
+		return "", "", errors.New("aws.subnet_id: not set, and the region has no default VPC subnet (accounts of an organisation often have none): set it to a subnet of your VPC")
 	}
 	sort.Slice(subs, func(i, j int) bool {
 		return aws.ToString(subs[i].AvailabilityZone) < aws.ToString(subs[j].AvailabilityZone)
 	})
-	return aws.ToString(subs[0].SubnetId), aws.ToString(subs[0].VpcId), nil
+	zones, err := o.offeredZones(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	for _, sn := range subs {
+		if zones == nil || zones[aws.ToString(sn.AvailabilityZone)] {
+			return aws.ToString(sn.SubnetId), aws.ToString(sn.VpcId), nil
+		}
+	}
+	var offered []string
+	for z := range zones {
+		offered = append(offered, z)
+	}
+	sort.Strings(offered)
+	if o.SubnetID != "" {
+		return "", "", fmt.Errorf("aws.subnet_id %s is in %s, which does not offer %s (offered in %s): the master's launches would fail there",
+			o.SubnetID, aws.ToString(subs[0].AvailabilityZone), strings.Join(o.InstanceTypes, ", "), strings.Join(offered, ", "))
+	}
+	return "", "", fmt.Errorf("no default subnet is in a zone that offers %s (offered in %s): set aws.subnet_id", strings.Join(o.InstanceTypes, ", "), strings.Join(offered, ", "))
+}
+
+// offeredZones returns the zones that offer every instance type handed
+// off, or nil when the caller may not ask (DescribeInstanceTypeOfferings).
+func (o Options) offeredZones(ctx context.Context) (map[string]bool, error) {
+	var zones map[string]bool
+	for _, t := range o.InstanceTypes {
+		these := map[string]bool{}
+		p := ec2.NewDescribeInstanceTypeOfferingsPaginator(o.EC2, &ec2.DescribeInstanceTypeOfferingsInput{
+			LocationType: types.LocationTypeAvailabilityZone,
+			Filters:      []types.Filter{{Name: aws.String("instance-type"), Values: []string{t}}},
+		})
+		for p.HasMorePages() {
+			out, err := p.NextPage(ctx)
+			if awserr.Denied(err) {
+				return nil, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("finding the zones that offer %s: %w", t, err)
+			}
+			for _, of := range out.InstanceTypeOfferings {
+				if z := aws.ToString(of.Location); zones == nil || zones[z] {
+					these[z] = true
+				}
+			}
+		}
+		zones = these
+	}
+	return zones, nil
 }
 
 func (o Options) labels() fleet.Labels { return fleet.Labels{Worker: o.Worker} }
@@ -462,6 +538,7 @@ func (o Options) keys(ctx context.Context, m *iam.Manager, u iam.User, b *Bundle
 		}
 		b.AccessKeyID, b.SecretAccessKey = r.New.ID, r.New.Secret
 		b.Changes.OldAccessKeyID = r.Old.ID
+		return o.storeSecret(ctx, u, *b)
 	case len(have) == 0 && o.CheckOnly:
 		return fmt.Errorf("the access keys of %s: %w: it has none", u.Name, ErrNotHandedOff)
 	case len(have) == 0:
@@ -470,6 +547,7 @@ func (o Options) keys(ctx context.Context, m *iam.Manager, u iam.User, b *Bundle
 			return err
 		}
 		b.AccessKeyID, b.SecretAccessKey = k.ID, k.Secret
+		return o.storeSecret(ctx, u, *b)
 	default:
 		// The admins have the secret already; AWS never shows it again.
 		newest := have[0]
@@ -481,6 +559,59 @@ func (o Options) keys(ctx context.Context, m *iam.Manager, u iam.User, b *Bundle
 		b.AccessKeyID = newest.ID
 	}
 	return nil
+}
+
+// checkKeys finds, before anything is created or changed, what the keys
+// step would refuse: a secret asked for (WantNewSecret) when no new key
+// would be made, a rotation without a key to rotate or without a free
+// slot.
+func (o Options) checkKeys(ctx context.Context, m *iam.Manager) error {
+	name := iam.Name(o.Worker) + m.UserSuffix
+	if _, err := o.IAM.GetUser(ctx, &awsiam.GetUserInput{UserName: aws.String(name)}); awserr.Code(err) == "NoSuchEntity" {
+		if o.Rotate {
+			return fmt.Errorf("--rotate: IAM user %s does not exist yet: %w to rotate (a first handoff makes one)", name, iam.ErrNoKey)
+		}
+		return nil // a first handoff: a new key, a new secret
+	} else if err != nil {
+		return fmt.Errorf("getting IAM user %s: %w", name, err)
+	}
+	have, err := m.Keys(ctx, iam.User{Name: name})
+	if err != nil {
+		return err
+	}
+	left := len(have)
+	if o.RetireOld && left > 1 {
+		left = 1
+	}
+	switch {
+	case o.RetireOld && len(have) < 2:
+		return fmt.Errorf("--retire-old: IAM user %s has %d access key(s), %w to retire", name, len(have), iam.ErrNoKey)
+	case o.Rotate && left == 0:
+		return fmt.Errorf("--rotate: IAM user %s has %w to rotate (a handoff without --rotate makes one)", name, iam.ErrNoKey)
+	case o.Rotate && left >= iam.MaxKeys:
+		return &iam.KeySlotsFullError{User: name, Keys: have}
+	case o.WantNewSecret && !o.Rotate && left > 0:
+		return fmt.Errorf("%w: IAM user %s has the access key %s, and AWS shows a secret only once, so there is none to show or encrypt (the admins keep the one they have); --rotate makes a new key and secret (the old key stays active until --retire-old)", ErrNoNewSecret, name, have[len(have)-1].ID)
+	}
+	return nil
+}
+
+// storeSecret hands the bundle of a new key to StoreSecret; when that
+// fails, the key is deleted again.
+func (o Options) storeSecret(ctx context.Context, u iam.User, b Bundle) error {
+	if o.StoreSecret == nil {
+		return nil
+	}
+	serr := o.StoreSecret(b)
+	if serr == nil {
+		return nil
+	}
+	_, err := o.IAM.DeleteAccessKey(context.WithoutCancel(ctx), &awsiam.DeleteAccessKeyInput{UserName: aws.String(u.Name), AccessKeyId: aws.String(b.AccessKeyID)})
+	if err != nil {
+		return fmt.Errorf("%w: %w; deleting the new access key %s failed too (%v): delete it with: aws iam delete-access-key --user-name %s --access-key-id %s",
+			ErrSecretNotStored, serr, b.AccessKeyID, err, u.Name, b.AccessKeyID)
+	}
+	return fmt.Errorf("%w: %w; the new access key %s was deleted again: nobody would have had its secret", ErrSecretNotStored, serr, b.AccessKeyID)
 }
 
 func tagValue(tags []types.Tag, key string) string {

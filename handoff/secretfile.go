@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 )
 
 // ErrNoSecret is returned (wrapped) by WriteSecretFile for a bundle
@@ -137,11 +136,54 @@ func WriteSecretFile(path string, b Bundle, overwrite bool) error {
 	return nil
 }
 
+// CheckSecretFile checks, before anything is created, that
+// WriteSecretFile(path, _, overwrite) can write path: its directory exists
+// and takes a new file, and path does not exist or, with overwrite, is a
+// regular file neither group nor others may read or write. The errors
+// name the path.
+func CheckSecretFile(path string, overwrite bool) error {
+	if err := CheckOutputDir(path); err != nil {
+		return err
+	}
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("secret file %s: %w", path, err)
+	case !overwrite:
+		return fmt.Errorf("secret file %s: it exists", path)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("secret file %s: %w: not a regular file (%s)", path, ErrUnsafeFile, fi.Mode().Type())
+	case fi.Mode().Perm()&0o077 != 0:
+		return fmt.Errorf("secret file %s: %w: mode %04o lets others read or write it; "+
+			"treat the key in it as exposed (rotate it) and remove the file", path, ErrUnsafeFile, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// CheckOutputDir checks that a file can be created beside path: path's
+// directory exists and takes a new file (one is created and removed), and
+// path itself is not a directory.
+func CheckOutputDir(path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("%s: is a directory; give a file name", path)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".latentworker-check-*")
+	if err != nil {
+		return fmt.Errorf("%s: cannot create a file in its directory: %w", path, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
 // writeNew creates path with mode 0600, failing if it exists or is a
 // symbolic link, and writes data to it; on error it removes what it
-// created.
+// created. O_CREATE|O_EXCL is enough for the link: open fails on a path
+// that exists, a symbolic link included, and never follows one (POSIX;
+// CreateFile's CREATE_NEW likewise on Windows).
 func writeNew(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("secret file: %w", err)
 	}

@@ -133,6 +133,9 @@ func MasterCfgSnippet(b Bundle) (string, error) {
 	p("    identifier, secret_identifier = [")
 	p("        open(f, encoding=\"utf-8\").read().rstrip(\"\\r\\n\") for f in key_files")
 	p("    ]")
+	if b.FindNewest {
+		pyAccountClass(p, "    ")
+	}
 	p("    return worker.EC2LatentWorker(")
 	p("        name=LATENTWORKER_WORKER_NAME,")
 	p("        password=password,")
@@ -148,7 +151,7 @@ func MasterCfgSnippet(b Bundle) (string, error) {
 		p("        # The newest of the worker's AMIs, found at each launch (today %s):", b.AMI)
 		p("        # a refresh needs no change here. The key may launch only images of")
 		p("        # this account tagged as the worker's completed bakes.")
-		p("        valid_ami_owners=[%s],", b.AMIOwner)
+		p("        valid_ami_owners=[_AccountID(%s)],", pyString(b.AMIOwner))
 		p("        valid_ami_location_regex=%s,", pyString(b.AMILocationRegex))
 	} else {
 		p("        ami=%s,  # after a refresh, only this value changes", pyString(b.AMI))
@@ -191,4 +194,20 @@ func MasterCfgSnippet(b Bundle) (string, error) {
 	p("c.setdefault(\"workers\", []).append(_latentworker_worker())")
 	p("# --- end of latentworker handoff: %s ---", w)
 	return sb.String(), nil
+}
+
+// pyAccountClass writes, at indent, the class that gives EC2LatentWorker an
+// account ID as it wants one: an int (its constructor refuses anything
+// else), whose str() (what it hands boto3's Owners filter) keeps all 12
+// digits. An account ID may start with 0, which an int literal would drop
+// (and a Python one refuse: 0123... is a syntax error).
+func pyAccountClass(p func(string, ...any), indent string) {
+	p(indent + "class _AccountID(int):")
+	p(indent + "    \"\"\"An AWS account ID: an int whose str() keeps its 12 digits.\"\"\"")
+	p("")
+	p(indent + "    def __str__(self):")
+	p(indent + "        return \"%%012d\" %% int(self)")
+	p("")
+	p(indent + "    __repr__ = __str__")
+	p("")
 }

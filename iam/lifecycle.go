@@ -50,6 +50,10 @@ var _ API = (*awsiam.Client)(nil)
 // DefaultPath is the IAM path of everything latentworker creates in IAM.
 const DefaultPath = "/latentworker/"
 
+// PropagationWait bounds the wait for an IAM entity just created to be
+// visible (IAM is eventually consistent: seconds, rarely more).
+const PropagationWait = 2 * time.Minute
+
 // MaxKeys is how many access keys AWS allows an IAM user.
 const MaxKeys = 2
 
@@ -82,6 +86,17 @@ type Manager struct {
 	// UserSuffix): "-REGION" for the key of a master in a copy region
 	// (handoff --region), whose policy is scoped to that region.
 	UserSuffix string
+	// Partition is the partition of the region the worker runs in ("":
+	// aws): EC2's service principal in the role's trust policy is that
+	// partition's.
+	Partition string
+}
+
+func (m *Manager) partition() string {
+	if m.Partition == "" {
+		return "aws"
+	}
+	return m.Partition
 }
 
 // NewManager returns a Manager using api with DefaultPath.
@@ -173,7 +188,9 @@ func (m *Manager) EnsureUser(ctx context.Context, worker string) (User, error) {
 		if err != nil && !isExists(err) {
 			return User{}, fmt.Errorf("creating IAM user %s: %w", name, err)
 		}
-		out, err = m.API.GetUser(ctx, &awsiam.GetUserInput{UserName: aws.String(name)})
+		// IAM is eventually consistent: a Get right after the Create may
+		// answer NoSuchEntity.
+		out, err = awsiam.NewUserExistsWaiter(m.API).WaitForOutput(ctx, &awsiam.GetUserInput{UserName: aws.String(name)}, PropagationWait)
 	}
 	if err != nil {
 		return User{}, fmt.Errorf("getting IAM user %s: %w", name, err)
@@ -489,7 +506,7 @@ func (m *Manager) EnsureInstanceProfile(ctx context.Context, worker string) (Ins
 		return InstanceProfile{}, err
 	}
 	name := Name(worker)
-	trust, err := EC2TrustPolicy().JSON()
+	trust, err := EC2TrustPolicy(m.partition()).JSON()
 	if err != nil {
 		return InstanceProfile{}, err
 	}
@@ -506,7 +523,7 @@ func (m *Manager) EnsureInstanceProfile(ctx context.Context, worker string) (Ins
 		if err != nil && !isExists(err) {
 			return InstanceProfile{}, fmt.Errorf("creating IAM role %s: %w", name, err)
 		}
-		role, err = m.API.GetRole(ctx, &awsiam.GetRoleInput{RoleName: aws.String(name)})
+		role, err = awsiam.NewRoleExistsWaiter(m.API).WaitForOutput(ctx, &awsiam.GetRoleInput{RoleName: aws.String(name)}, PropagationWait)
 	}
 	if err != nil {
 		return InstanceProfile{}, fmt.Errorf("getting IAM role %s: %w", name, err)
@@ -531,7 +548,7 @@ func (m *Manager) EnsureInstanceProfile(ctx context.Context, worker string) (Ins
 		if err != nil && !isExists(err) {
 			return InstanceProfile{}, fmt.Errorf("creating IAM instance profile %s: %w", name, err)
 		}
-		prof, err = m.API.GetInstanceProfile(ctx, &awsiam.GetInstanceProfileInput{InstanceProfileName: aws.String(name)})
+		prof, err = awsiam.NewInstanceProfileExistsWaiter(m.API).WaitForOutput(ctx, &awsiam.GetInstanceProfileInput{InstanceProfileName: aws.String(name)}, PropagationWait)
 	}
 	if err != nil {
 		return InstanceProfile{}, fmt.Errorf("getting IAM instance profile %s: %w", name, err)

@@ -134,7 +134,7 @@ func TestLifecycleMoto(t *testing.T) {
 	}
 
 	// A profile of the worker's name holding another role is refused.
-	trust, _ := EC2TrustPolicy().JSON()
+	trust, _ := EC2TrustPolicy("aws").JSON()
 	if _, err := api.CreateRole(ctx, &awsiam.CreateRoleInput{RoleName: aws.String("someone-else"), AssumeRolePolicyDocument: aws.String(string(trust))}); err != nil {
 		t.Fatal(err)
 	}

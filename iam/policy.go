@@ -196,6 +196,21 @@ func Partition(region string) string {
 	return "aws"
 }
 
+// DNSSuffix is the domain of partition's service endpoints:
+// amazonaws.com.cn in China, amazonaws.com elsewhere. kms:ViaService names
+// an endpoint (ec2.cn-north-1.amazonaws.com.cn).
+func DNSSuffix(partition string) string {
+	if partition == "aws-cn" {
+		return "amazonaws.com.cn"
+	}
+	return "amazonaws.com"
+}
+
+// EC2Principal is EC2's service principal in partition, for a trust policy
+// and iam:PassedToService: ec2.amazonaws.com.cn in China (EC2 kept the
+// endpoint domain there, where later services use amazonaws.com).
+func EC2Principal(partition string) string { return "ec2." + DNSSuffix(partition) }
+
 // Validate checks o and returns every problem at once, each a *FieldError
 // naming the field, joined with errors.Join.
 func (o PolicyOptions) Validate() error {
@@ -349,7 +364,7 @@ func WorkerPolicy(o PolicyOptions) (Document, error) {
 			Action:   []string{"iam:PassRole"},
 			Resource: []string{o.RoleARN},
 			Condition: Condition{}.
-				with("StringEquals", "iam:PassedToService", "ec2.amazonaws.com").
+				with("StringEquals", "iam:PassedToService", EC2Principal(p)).
 				with("ArnLike", "iam:AssociatedResourceARN", arn("instance/*")),
 		},
 	}
@@ -461,7 +476,7 @@ func KMSStatements(region string, keys []string) []Statement {
 	if len(keys) == 0 {
 		return nil
 	}
-	via := Condition{}.with("StringEquals", "kms:ViaService", "ec2."+region+".amazonaws.com")
+	via := Condition{}.with("StringEquals", "kms:ViaService", "ec2."+region+"."+DNSSuffix(Partition(region)))
 	return []Statement{
 		{
 			Sid:       "UseTheImageKeyThroughEC2Only",
@@ -480,13 +495,14 @@ func KMSStatements(region string, keys []string) []Statement {
 	}
 }
 
-// EC2TrustPolicy is the trust (assume-role) policy of the worker's role:
-// only EC2 may assume it, for the instances it launches with the profile.
-func EC2TrustPolicy() Document {
+// EC2TrustPolicy is the trust (assume-role) policy of the worker's role in
+// partition: only EC2 may assume it, for the instances it launches with
+// the profile.
+func EC2TrustPolicy(partition string) Document {
 	return Document{Version: PolicyVersion, Statement: []Statement{{
 		Sid:       "EC2AssumesTheWorkerRole",
 		Effect:    "Allow",
-		Principal: map[string][]string{"Service": {"ec2.amazonaws.com"}},
+		Principal: map[string][]string{"Service": {EC2Principal(partition)}},
 		Action:    []string{"sts:AssumeRole"},
 	}}}
 }

@@ -91,7 +91,7 @@ func TestWorkerPolicyGolden(t *testing.T) {
 }
 
 func TestTrustPolicyGolden(t *testing.T) {
-	got, err := EC2TrustPolicy().JSON()
+	got, err := EC2TrustPolicy("aws").JSON()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -186,7 +186,11 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 	for _, e := range catalogue() {
 		amis = append(amis, e.AMI)
 	}
-	ms, err := moto.Start(ctx, filepath.Join(o.StateDir, "moto"), 0, amis)
+	var motoEnv []string
+	if a := cfg.Realism.AccountID; a != "" {
+		motoEnv = append(motoEnv, "MOTO_ACCOUNT_ID="+a)
+	}
+	ms, err := moto.Start(ctx, filepath.Join(o.StateDir, "moto"), 0, amis, motoEnv...)
 	if err != nil {
 		return err
 	}

@@ -231,3 +231,51 @@ var windowsBuildDeps = &BuildDeps{
 		},
 	},
 }
+
+// The devguide has no tab for Alpine, Arch or NixOS. Their lists are the
+// components of its Debian / Ubuntu list ("to build all optional
+// modules", with git and /etc/services as aptBuildDeps takes them) under
+// each distribution's names: the toolchain, git, gdb, lcov, pkg-config,
+// and the library and headers of bz2, ctypes (libffi), dbm (gdbm), lzma
+// (xz), curses, readline, sqlite3, ssl, tkinter, uuid, zlib, decimal
+// (mpdecimal), zstd and pyexpat (expat).
+
+// alpineBuildDeps: Alpine's names (build-base is its toolchain, headers
+// are in the -dev packages, linux-headers are the kernel's; uuid is
+// util-linux's, /etc/services is alpine-baselayout's, in the base image).
+var alpineBuildDeps = &BuildDeps{
+	Source: "no devguide tab for Alpine: the components of its Debian / Ubuntu list (to build all optional modules, with git) " +
+		"under Alpine's names: build-base and linux-headers for the toolchain, each module's -dev package",
+	Packages: []string{
+		"git", "build-base", "linux-headers", "gdb", "lcov", "pkgconf",
+		"bzip2-dev", "libffi-dev", "gdbm-dev", "xz-dev", "ncurses-dev",
+		"readline-dev", "sqlite-dev", "openssl-dev", "tk-dev", "util-linux-dev",
+		"zlib-dev", "mpdecimal-dev", "zstd-dev", "expat-dev",
+	},
+}
+
+// archBuildDeps: Arch's names (base-devel is its toolchain; a library's
+// package holds its headers; util-linux-libs is libuuid; /etc/services is
+// iana-etc's, in the base system).
+var archBuildDeps = &BuildDeps{
+	Source: "no devguide tab for Arch: the components of its Debian / Ubuntu list (to build all optional modules, with git) " +
+		"under Arch's names: base-devel for the toolchain, each module's library package (headers included)",
+	Packages: []string{
+		"git", "base-devel", "gdb", "lcov", "pkgconf",
+		"bzip2", "libffi", "gdbm", "xz", "ncurses", "readline", "sqlite",
+		"openssl", "tk", "util-linux-libs", "zlib", "mpdecimal", "zstd", "expat",
+	},
+}
+
+// nixosBuildDeps: nixpkgs' attribute names, which the nix fragment adds to
+// environment.systemPackages with their dev outputs, headers and pkg-config
+// files linked into the system profile (/etc/services is NixOS's own).
+var nixosBuildDeps = &BuildDeps{
+	Source: "no devguide tab for NixOS: the components of its Debian / Ubuntu list (to build all optional modules, with git) " +
+		"as nixpkgs attributes, added to the system's packages with their dev outputs (headers and pkg-config files)",
+	Packages: []string{
+		"git", "gcc", "gnumake", "gdb", "lcov", "pkg-config",
+		"bzip2", "libffi", "gdbm", "xz", "ncurses", "readline", "sqlite",
+		"openssl", "tk", "libuuid", "zlib", "mpdecimal", "zstd", "expat",
+	},
+}

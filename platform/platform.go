@@ -54,6 +54,11 @@ const (
 	// the account, directories and service made by hand (the guide's
 	// fallback).
 	Pip Install = "pip"
+	// NixOSModule is NixOS's services.buildbot-worker module, enabled by a
+	// fragment of /etc/nixos/configuration.nix and nixos-rebuild switch
+	// (the guide's advice for NixOS): the module makes the account, the
+	// worker's directory, its buildbot.tac and the systemd unit.
+	NixOSModule Install = "nixos-module"
 )
 
 // Service is what starts the worker at boot.
@@ -62,6 +67,9 @@ type Service string
 // Service mechanisms.
 const (
 	Systemd       Service = "systemd"        // a templated unit buildbot-worker@NAME.service
+	SysVInit      Service = "sysv-init"      // /etc/init.d/buildbot-worker and its /etc/default/buildbot-worker, enabled with update-rc.d
+	OpenRC        Service = "openrc"         // an openrc-run service buildbot-worker.NAME, added to the default runlevel
+	Cron          Service = "cron"           // the guide's cron job: @reboot buildbot-worker restart DIR
 	RCd           Service = "rc.d"           // BSD rc.d script
 	Launchd       Service = "launchd"        // a LaunchDaemon plist
 	ScheduledTask Service = "scheduled-task" // a Windows task "at startup"

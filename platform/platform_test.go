@@ -3,6 +3,7 @@ package platform
 import (
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"slices"
 	"strings"
@@ -26,7 +27,7 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("%s: SSH port %d", p.Name, p.SSHPort)
 		case p.KeyType != Ed25519 && p.KeyType != RSA:
 			t.Errorf("%s: key type %q", p.Name, p.KeyType)
-		case p.Install != Package && p.Install != Pip:
+		case p.Install != Package && p.Install != Pip && p.Install != NixOSModule:
 			t.Errorf("%s: install %q", p.Name, p.Install)
 		case p.Install == Package && p.Package == "":
 			t.Errorf("%s: installs a package but names none", p.Name)
@@ -64,7 +65,7 @@ func TestRegistry(t *testing.T) {
 		case p.OfficialBase() != (p.SSHUser != ""):
 			t.Errorf("%s: a platform with an official image names its login user, one without leaves it to the user", p.Name)
 		}
-		if p.Service == Systemd && !strings.Contains(p.ServiceName, "%s") {
+		if p.Service == Systemd && p.Install != NixOSModule && !strings.Contains(p.ServiceName, "%s") {
 			t.Errorf("%s: systemd unit %q is not a template", p.Name, p.ServiceName)
 		}
 	}
@@ -143,5 +144,50 @@ func TestUnitAndDir(t *testing.T) {
 	win := &Platform{Shell: PowerShell, WorkersDir: `C:\buildbot\`}
 	if got, want := win.WorkerDir("w1"), `C:\buildbot\w1`; got != want {
 		t.Errorf("Windows WorkerDir(w1) = %q; want %q", got, want)
+	}
+}
+
+// TestNoSystemd pins the guide's other Linux systems (issue 19): their AWS
+// filters (or none), users, install methods and services.
+func TestNoSystemd(t *testing.T) {
+	for _, tc := range []struct {
+		name, owner, pattern, user, pm string
+		root                           Root
+		key                            KeyType
+		install                        Install
+		service                        Service
+		unit                           string
+		proof                          Proof
+	}{
+		{"debian-12-sysvinit", "self", "debian-12-sysvinit-amd64-*", "admin", "apt", Sudo, Ed25519, Pip, SysVInit, "buildbot-worker", ProvedByLab},
+		{"debian-12-openrc", "self", "debian-12-openrc-amd64-*", "admin", "apt", Sudo, Ed25519, Pip, OpenRC, "buildbot-worker.w1", ProvedByLab},
+		{"alpine", "538276064493", "alpine-3.*-x86_64-bios-cloudinit-r*", "alpine", "apk", Doas, Ed25519, Pip, OpenRC, "buildbot-worker.w1", ProvedByStatic},
+		{"arch", "", "", "", "pacman", Sudo, RSA, Pip, Systemd, "buildbot-worker@w1.service", ProvedByStatic},
+		{"nixos", "427812963091", "nixos/2?.?[15].*-x86_64-linux", "root", "nix", Elevated, Ed25519, NixOSModule, Systemd, "buildbot-worker.service", ProvedByStatic},
+	} {
+		p := MustLookup(tc.name)
+		got := []any{p.BaseOwner, p.BaseName, p.SSHUser, p.PackageManager, p.Root, p.KeyType, p.Install, p.Service, p.Unit("w1"), p.ProvedBy, p.Family}
+		want := []any{tc.owner, tc.pattern, tc.user, tc.pm, tc.root, tc.key, tc.install, tc.service, tc.unit, tc.proof, Linux}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s = %v; want %v", tc.name, got, want)
+		}
+		if p.WithPip() != p && p.Install == Pip {
+			t.Errorf("%s: WithPip changes a platform that installs with pip already", tc.name)
+		}
+	}
+	for _, name := range []string{"debian-12-sysvinit", "debian-12-openrc", "alpine", "arch"} {
+		if p := MustLookup(name); p.WorkerUser != PipWorkerUser || p.WorkersDir != PipWorkersDir {
+			t.Errorf("%s: pip's user and directory are the guide's: %s %s", name, p.WorkerUser, p.WorkersDir)
+		}
+	}
+	for _, name := range []string{"nixos/25.05.806195.0f5b4f1c6a91-x86_64-linux", "nixos/24.11.719113.50ab793786d9-x86_64-linux"} {
+		if ok, _ := path.Match(MustLookup("nixos").BaseName, name); !ok {
+			t.Errorf("nixos pattern does not find %s", name)
+		}
+	}
+	for _, name := range []string{"nixos/25.11pre801234.abcdef012345-x86_64-linux", "nixos/25.05.806195.0f5b4f1c6a91-aarch64-linux"} {
+		if ok, _ := path.Match(MustLookup("nixos").BaseName, name); ok {
+			t.Errorf("nixos pattern finds %s", name)
+		}
 	}
 }

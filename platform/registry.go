@@ -174,6 +174,126 @@ var registry = []*Platform{
 	}(),
 }
 
+// Linux without systemd, and the guide's other Linux systems (issue 19):
+// the SysV init and cron tabs, Alpine with OpenRC, Arch and NixOS.
+
+// What verification must see on a worker started by SysV init or OpenRC
+// (service says how it is enabled).
+func initVerify(service string) []string {
+	return []string{
+		systemdVerify[0], systemdVerify[1],
+		service + ", and the worker running after the boot (or started in this boot and refused by a master that runs it as a latent worker)",
+	}
+}
+
+// The guide's pip layout without systemd: the worker's account and
+// directory, and a service the init system starts.
+const (
+	sysvService   = "buildbot-worker"
+	openrcService = "buildbot-worker.%s"
+)
+
+// debianInit completes an entry of Debian 12 booted with another init
+// than systemd: apt, buildbot-worker from PyPI in a venv (the guide's
+// pip path: Debian's package brings a systemd unit only), the guide's
+// user and directory, admin with sudo and cloud-init's console host keys.
+// There is no official AMI of such a Debian: the base is an image of your
+// own, found in your account ("self") by name, or image.base_ami.
+func debianInit(p Platform) *Platform {
+	p.Family, p.Shell, p.PackageManager = Linux, POSIX, "apt"
+	p.BaseOwner, p.SSHUser = "self", "admin"
+	p.SSHPort, p.KeyType, p.Root, p.HostKeys = 22, Ed25519, Sudo, CloudInit
+	p.Install, p.WorkerUser, p.WorkersDir = Pip, PipWorkerUser, PipWorkersDir
+	// Debian 12's archive: no libmpdec-dev (as debian-12).
+	p.BuildDeps = aptBuildDeps("libmpdec-dev")
+	p.RebootCheck = aptRebootCheck
+	p.ImageWait = linuxImageWait
+	p.ProvedBy = ProvedByLab
+	return &p
+}
+
+// initLabProof is the proof of a Debian guest booted with init: what the
+// lab proves and what is left.
+func initLabProof(init, service string) string {
+	return "baked in the lab, a substitute for a distribution without systemd: no official AMI boots Debian with " + init + ", so the lab builds one " +
+		"(debootstrap, " + init + " as PID 1 under systemd-nspawn, published in the lab's own account as debian-12-*-amd64-*), " +
+		"where buildbot-worker from PyPI is installed with " + service + ", updated, rebooted for real, imaged and booted again and connects to a real buildbot master; " +
+		"left to prove on AWS: a base image of your own with this init, its kernel, console and cloud-init"
+}
+
+var noSystemd = []*Platform{
+	debianInit(Platform{
+		Name: "debian-12-sysvinit", Title: "Debian 12 with SysV init (sysvinit-core)",
+		BaseName: "debian-12-sysvinit-amd64-*",
+		Service:  SysVInit, ServiceName: sysvService,
+		Verify: initVerify("/etc/init.d/buildbot-worker enabled with update-rc.d and the worker enabled in /etc/default/buildbot-worker"),
+		Proof:  initLabProof("sysvinit-core", "the guide's SysV init script (/etc/init.d/buildbot-worker, /etc/default/buildbot-worker, update-rc.d)"),
+	}),
+	debianInit(Platform{
+		Name: "debian-12-openrc", Title: "Debian 12 with OpenRC (openrc on sysvinit-core)",
+		BaseName: "debian-12-openrc-amd64-*",
+		Service:  OpenRC, ServiceName: openrcService,
+		Verify: initVerify("the OpenRC service buildbot-worker.NAME in the default runlevel"),
+		Proof:  initLabProof("OpenRC", "the OpenRC service Alpine uses too (/etc/init.d/buildbot-worker.NAME, /etc/conf.d, rc-update)"),
+	}),
+	{
+		// Alpine's cloud images, the cloud-init flavour (its tiny-cloud
+		// flavour prints no host keys): alpinelinux.org/cloud publishes
+		// them from 538276064493 as alpine-VERSION-ARCH-FIRMWARE-BOOTSTRAP-rN
+		// (the alpine-cloud-images README), user alpine with doas.
+		Name: "alpine", Title: "Alpine Linux 3 (OpenRC, BusyBox)",
+		Family: Linux, Shell: POSIX, PackageManager: "apk",
+		BaseOwner: "538276064493", BaseName: "alpine-3.*-x86_64-bios-cloudinit-r*", SSHUser: "alpine",
+		SSHPort: 22, KeyType: Ed25519, Root: Doas, HostKeys: CloudInit,
+		Install: Pip, WorkerUser: PipWorkerUser, WorkersDir: PipWorkersDir, BuildDeps: alpineBuildDeps,
+		Service: OpenRC, ServiceName: openrcService, ImageWait: linuxImageWait,
+		RebootCheck: "the kernel modules of the running kernel gone (apk replaced the kernel package)",
+		Verify:      initVerify("the OpenRC service buildbot-worker.NAME in the default runlevel"),
+		ProvedBy:    ProvedByStatic,
+		Proof: "static: no Alpine repository or image is reachable here, so its apk half (python3, py3-pip, runuser, apk upgrade) and BusyBox's adduser are only golden-tested and shellchecked, " +
+			"while its OpenRC service and configure half run in the lab on Debian 12 with OpenRC (debian-12-openrc: a worker that connects after a real reboot); " +
+			"left to prove on AWS: doas without a password for alpine, cloud-init's console host keys, apk and musl's Python with the newest buildbot-worker, and every name of the build dependencies' list",
+	},
+	{
+		// No official AMI: ArchWiki ("Arch Linux AMIs for Amazon Web
+		// Services") lists community images only, whose cloud-init took
+		// RSA keys only; pacman for Python, pip for the worker (the guide:
+		// the AUR packages are unmaintained).
+		Name: "arch", Title: "Arch Linux",
+		Family: Linux, Shell: POSIX, PackageManager: "pacman",
+		SSHPort: 22, KeyType: RSA, Root: Sudo, HostKeys: CloudInit,
+		Install: Pip, WorkerUser: PipWorkerUser, WorkersDir: PipWorkersDir, BuildDeps: archBuildDeps,
+		Service: Systemd, ServiceName: workerUnit, ImageWait: linuxImageWait,
+		RebootCheck: "the kernel modules of the running kernel gone (pacman replaced the linux package), or the installed linux package's version not the running kernel's",
+		Verify:      systemdVerify,
+		ProvedBy:    ProvedByStatic,
+		Proof: "static: there is no official Arch AMI (the community's, listed at arch-ami-list.drzee.net, log in as arch) and no Arch repository is reachable here, " +
+			"so its pacman half (python, pacman -Syu, the kernel check) is only golden-tested and shellchecked, while its pip half and the guide's unit are what the lab bakes on Debian 12 with image.install = \"pip\"; " +
+			"left to prove on AWS: the image you name, its sudo and cloud-init, pacman -Syu and Arch's Python with the newest buildbot-worker, and every name of the build dependencies' list",
+	},
+	{
+		// nixos.org/download (Amazon EC2) and the NixOS AMIs' users find
+		// them from 427812963091 as nixos/RELEASE.REV-ARCH-linux; YY.05
+		// and YY.11 releases, not unstable (YY.11pre...).
+		Name: "nixos", Title: "NixOS (services.buildbot-worker)",
+		Family: Linux, Shell: POSIX, PackageManager: "nix",
+		BaseOwner: "427812963091", BaseName: "nixos/2?.?[15].*-x86_64-linux", SSHUser: "root",
+		SSHPort: 22, KeyType: Ed25519, Root: Elevated, HostKeys: CloudInit,
+		Install: NixOSModule, Package: "services.buildbot-worker", BuildDeps: nixosBuildDeps,
+		WorkerUser: "bbworker", WorkersDir: "/home/bbworker",
+		Service: Systemd, ServiceName: "buildbot-worker.service", ImageWait: linuxImageWait,
+		RebootCheck: "the booted system's kernel, initrd or kernel modules not the current system's (/run/booted-system against /run/current-system)",
+		Verify: []string{
+			"the module's buildbot.tac (in the Nix store) naming the master, the worker and the password file, with keepalive = 60 (the module has no delete_leftover_dirs)",
+			"info/admin with the obfuscated contact and info/host",
+			systemdVerify[2],
+		},
+		ProvedBy: ProvedByStatic,
+		Proof: "static: no Nix channel or NixOS image is reachable here, so the module fragment, nixos-rebuild switch and the NixOS scripts are only golden-tested and shellchecked; " +
+			"left to prove on AWS: that the fragment evaluates with the image's nixpkgs, root's login, the fingerprints NixOS prints on the console, the module's worker connecting after a reboot, and a CPython build finding the build dependencies' headers in the system profile",
+	},
+}
+
 // Beyond Linux: platforms no machine here can boot, proved by static checks
 // only (golden files, shellcheck, a PowerShell parser, unit tests of the
 // shell's commands and of each console's host-key format).
@@ -294,4 +414,4 @@ var beyondLinux = []*Platform{
 	},
 }
 
-func init() { registry = append(registry, beyondLinux...) }
+func init() { registry = append(append(registry, noSystemd...), beyondLinux...) }

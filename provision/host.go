@@ -11,8 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skeema/knownhosts"
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
+	xknownhosts "golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/latentworker/latentworker/platform"
 	"github.com/latentworker/latentworker/scripts"
@@ -42,8 +43,16 @@ type HostOptions struct {
 	// ServiceTimeout bounds the wait for the service after a boot (default
 	// 5 minutes).
 	ServiceTimeout time.Duration
-	Progress       io.Writer
+	// ConnectTimeout bounds the first connection, its retries included
+	// (default DefaultConnectTimeout): a machine that refuses or does not
+	// answer is an error, not a wait forever. A reconnection after a
+	// reboot is bounded by RebootTimeout (default 10 minutes).
+	ConnectTimeout, RebootTimeout time.Duration
+	Progress                      io.Writer
 }
+
+// DefaultConnectTimeout bounds Host's first connection.
+const DefaultConnectTimeout = time.Minute
 
 // Script is an extra script to run as root.
 type Script struct {
@@ -71,7 +80,15 @@ func Host(ctx context.Context, o HostOptions) (*HostResult, error) {
 	if o.ServiceTimeout <= 0 {
 		o.ServiceTimeout = 5 * time.Minute
 	}
-	c, err := Dial(ctx, o.Target)
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.RebootTimeout <= 0 {
+		o.RebootTimeout = 10 * time.Minute
+	}
+	dctx, cancel := context.WithTimeoutCause(ctx, o.ConnectTimeout, fmt.Errorf("no SSH connection within %s", o.ConnectTimeout))
+	c, err := Dial(dctx, o.Target)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +97,13 @@ func Host(ctx context.Context, o HostOptions) (*HostResult, error) {
 			c.Close()
 		}
 	}()
-	redial := func(ctx context.Context) (*Client, error) { return Dial(ctx, o.Target) }
+	// The next connections ask for the key type that matched.
+	o.Target.HostKeyAlgorithms, o.Target.ProbeHostKey = c.HostKeyAlgorithms(), false
+	redial := func(ctx context.Context) (*Client, error) {
+		rctx, cancel := context.WithTimeoutCause(ctx, o.RebootTimeout, fmt.Errorf("no SSH connection within %s of the reboot", o.RebootTimeout))
+		defer cancel()
+		return Dial(rctx, o.Target)
+	}
 	d := &Driver{Platform: o.Platform, Progress: o.Progress}
 	d.Reconnect = func(ctx context.Context, old *Client) (*Client, error) {
 		old.Close()
@@ -166,9 +189,14 @@ func Host(ctx context.Context, o HostOptions) (*HostResult, error) {
 }
 
 // KnownHosts returns a host key callback that accepts only keys listed for
-// the host in files (OpenSSH known_hosts format), and the key algorithms
-// listed there, or an error naming the files when none can be read.
-func KnownHosts(files ...string) (ssh.HostKeyCallback, error) {
+// the host in files (OpenSSH known_hosts format), and the host key
+// algorithms of the keys listed for addr (host:port), for
+// Target.HostKeyAlgorithms: the server then presents a key of a type that
+// is listed (x/crypto/ssh would otherwise ask for ECDSA before Ed25519, and
+// a known_hosts holding only the Ed25519 key, as ssh-keyscan -t ed25519
+// writes it, would not match). An error names the files when none can be
+// read.
+func KnownHosts(addr string, files ...string) (ssh.HostKeyCallback, []string, error) {
 	var ok []string
 	for _, f := range files {
 		if _, err := os.Stat(f); err == nil {
@@ -176,15 +204,16 @@ func KnownHosts(files ...string) (ssh.HostKeyCallback, error) {
 		}
 	}
 	if len(ok) == 0 {
-		return nil, fmt.Errorf("no known_hosts file among %s: add the host's key (ssh-keyscan HOST >> ~/.ssh/known_hosts, after checking it) or give its fingerprint", strings.Join(files, ", "))
+		return nil, nil, fmt.Errorf("no known_hosts file among %s: add the host's key (ssh-keyscan HOST >> ~/.ssh/known_hosts, after checking it) or give its fingerprint", strings.Join(files, ", "))
 	}
-	cb, err := knownhosts.New(ok...)
+	db, err := knownhosts.NewDB(ok...)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", strings.Join(ok, ", "), err)
+		return nil, nil, fmt.Errorf("reading %s: %w", strings.Join(ok, ", "), err)
 	}
+	cb := db.HostKeyCallback()
 	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
 		err := cb(hostname, remote, key)
-		var ke *knownhosts.KeyError
+		var ke *xknownhosts.KeyError
 		if !errors.As(err, &ke) {
 			return err
 		}
@@ -196,11 +225,13 @@ func KnownHosts(files ...string) (ssh.HostKeyCallback, error) {
 			he.Want = append(he.Want, ssh.FingerprintSHA256(k.Key)+" ("+filepath.Base(k.Filename)+" line "+fmt.Sprint(k.Line)+")")
 		}
 		return he
-	}, nil
+	}, db.HostKeyAlgorithms(addr), nil
 }
 
 // Fingerprint returns a host key callback that accepts only the key whose
-// SHA256 fingerprint ("SHA256:...") is fp.
+// SHA256 fingerprint ("SHA256:...") is fp. A fingerprint does not say the
+// key's type: dial with Target.ProbeHostKey, so that a server asked for
+// another type first is asked for the others.
 func Fingerprint(fp string) ssh.HostKeyCallback {
 	return func(hostname string, _ net.Addr, key ssh.PublicKey) error {
 		if got := ssh.FingerprintSHA256(key); got != fp {

@@ -32,13 +32,20 @@ type HostKeyError struct {
 	Type        string   // type of the offered key, e.g. "ssh-ed25519"
 	Want        []string // SHA256 fingerprints that would have been accepted
 	Source      string   // where Want comes from: "console output" or "first connection"
+	// Others are the server's other keys, "TYPE SHA256:...", when it was
+	// asked for every type it has (Target.ProbeHostKey).
+	Others []string
 }
 
 // Error names the host, the offered key and the expected ones.
 func (e *HostKeyError) Error() string {
-	return fmt.Sprintf("SSH host key mismatch for %s: the server offered %s %s, expected %s (from the %s); "+
+	offered := e.Type + " " + e.Fingerprint
+	for _, o := range e.Others {
+		offered += ", " + o
+	}
+	return fmt.Sprintf("SSH host key mismatch for %s: the server offered %s, expected %s (from the %s); "+
 		"the address may not belong to the instance that was launched, or its host keys changed",
-		e.Host, e.Type, e.Fingerprint, strings.Join(e.Want, " or "), e.Source)
+		e.Host, offered, strings.Join(e.Want, " or "), e.Source)
 }
 
 // Unwrap returns ErrHostKeyMismatch.

@@ -42,7 +42,9 @@ func ShellFor(p *platform.Platform, user string) (Shell, error) {
 		case platform.Linux:
 			sh.JobRoot = "/run" // root's, and empty after a boot
 			sh.BootIDCmd = "cat /proc/sys/kernel/random/boot_id"
-			sh.RebootCmd = "systemctl reboot"
+			// reboot is systemctl's under systemd; without it, it asks
+			// init for runlevel 6 (sysvinit, OpenRC) or is BusyBox's.
+			sh.RebootCmd = "reboot"
 			sh.OSNameCmd = "cat /etc/os-release"
 		default:
 			// The BSDs and macOS: the boot time, in seconds and

@@ -45,6 +45,13 @@ type Target struct {
 	// client accepts (HostKeys.Algorithms), so that the server presents a
 	// key that was pinned.
 	HostKeyAlgorithms []string
+	// ProbeHostKey is for a HostKey that knows a key but not its type (a
+	// fingerprint): when the server presents a key of another type, Dial
+	// asks it at once for a key of each other type it has, in the order
+	// of algorithmPreference, before it reports a mismatch naming every
+	// key the server offered. Client.HostKeyAlgorithms then says the type
+	// that matched, for the next connections.
+	ProbeHostKey bool
 
 	// AttemptTimeout bounds one attempt: TCP connect and SSH handshake.
 	AttemptTimeout time.Duration
@@ -76,9 +83,15 @@ type Client struct {
 
 	ssh        *ssh.Client
 	addr, user string
+	hostAlgos  []string
 	stop       chan struct{}
 	closeOnce  sync.Once
 }
+
+// HostKeyAlgorithms are the host key algorithms this connection was made
+// with (nil: the library's defaults): give them to the next Target for the
+// same machine so that it presents the same key without probing.
+func (c *Client) HostKeyAlgorithms() []string { return c.hostAlgos }
 
 // Addr is the address the client dialled, host:port.
 func (c *Client) Addr() string { return c.addr }
@@ -116,15 +129,28 @@ func Dial(ctx context.Context, t Target) (*Client, error) {
 	}
 	t = t.withDefaults()
 	authFailures := 0
+	var offered []*HostKeyError // keys of the wrong type, while probing
 	for attempt := 1; ; attempt++ {
 		c, err := t.dialOnce(ctx)
 		if err == nil {
 			return c, nil
 		}
 		var hk hostKeyRejection
+		var hke *HostKeyError
+		var neg *ssh.AlgorithmNegotiationError
 		switch {
+		case errors.As(err, &hk) && t.ProbeHostKey && errors.As(hk.err, &hke):
+			offered = append(offered, hke)
+			if next := remainingAlgorithms(offered); len(next) > 0 {
+				t.HostKeyAlgorithms = next
+				continue
+			}
+			return nil, fmt.Errorf("ssh %s@%s: %w", t.User, t.Addr, probeMismatch(offered))
 		case errors.As(err, &hk):
 			return nil, fmt.Errorf("ssh %s@%s: %w", t.User, t.Addr, hk.err)
+		case len(offered) > 0 && errors.As(err, &neg) && neg.What == "host key":
+			// The server has no key of the types left.
+			return nil, fmt.Errorf("ssh %s@%s: %w", t.User, t.Addr, probeMismatch(offered))
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("ssh %s@%s: gave up after %d attempt(s): %w (last error: %w)", t.User, t.Addr, attempt, context.Cause(ctx), err)
 		case errors.Is(err, ErrAuth):
@@ -209,6 +235,7 @@ func (t Target) dialOnce(ctx context.Context) (*Client, error) {
 	stopClose := context.AfterFunc(actx, func() { conn.Close() })
 
 	var rejected atomic.Pointer[error]
+	var accepted atomic.Pointer[string] // the type of the key accepted
 	var authTried atomic.Bool
 	cfg := &ssh.ClientConfig{
 		User: t.User,
@@ -223,6 +250,9 @@ func (t Target) dialOnce(ctx context.Context) (*Client, error) {
 			err := t.HostKey(hostname, remote, key)
 			if err != nil {
 				rejected.Store(&err)
+			} else {
+				typ := key.Type()
+				accepted.Store(&typ)
 			}
 			return err
 		},
@@ -250,15 +280,66 @@ func (t Target) dialOnce(ctx context.Context) (*Client, error) {
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
 	c := &Client{
-		ssh:  ssh.NewClient(sc, chans, reqs),
-		addr: t.Addr,
-		user: t.User,
-		stop: make(chan struct{}),
+		ssh:       ssh.NewClient(sc, chans, reqs),
+		addr:      t.Addr,
+		user:      t.User,
+		hostAlgos: t.HostKeyAlgorithms,
+		stop:      make(chan struct{}),
+	}
+	if p := accepted.Load(); t.ProbeHostKey && p != nil {
+		c.hostAlgos = algorithmsOfType(*p)
 	}
 	if t.KeepAlive > 0 {
 		go c.keepAlive(t.KeepAlive)
 	}
 	return c, nil
+}
+
+// remainingAlgorithms are the host key algorithms, in order of preference,
+// whose key types the server has not offered yet.
+func remainingAlgorithms(offered []*HostKeyError) []string {
+	var out []string
+	for _, a := range algorithmPreference {
+		seen := false
+		for _, o := range offered {
+			seen = seen || keyTypeOf(a) == o.Type
+		}
+		if !seen {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// algorithmsOfType are the host key algorithms of key type typ, in order
+// of preference.
+func algorithmsOfType(typ string) []string {
+	var out []string
+	for _, a := range algorithmPreference {
+		if keyTypeOf(a) == typ {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// keyTypeOf is the key type (ssh.PublicKey.Type) of a host key algorithm:
+// the rsa-sha2-* signatures are made with ssh-rsa keys.
+func keyTypeOf(algo string) string {
+	if algo == ssh.KeyAlgoRSASHA256 || algo == ssh.KeyAlgoRSASHA512 {
+		return ssh.KeyAlgoRSA
+	}
+	return algo
+}
+
+// probeMismatch is the mismatch of a probe that found no matching key: the
+// first error, naming every key the server offered.
+func probeMismatch(offered []*HostKeyError) *HostKeyError {
+	e := *offered[0]
+	for _, o := range offered[1:] {
+		e.Others = append(e.Others, o.Type+" "+o.Fingerprint)
+	}
+	return &e
 }
 
 func isNetError(err error) bool {

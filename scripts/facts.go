@@ -217,7 +217,11 @@ func (f Facts) Check(p *platform.Platform, w Worker) error {
 		want("tac_mode", f.TacMode, mode)
 		want("tac_owner", f.TacOwner, owner)
 		want("keepalive", f.Keepalive, "60")
-		want("delete_leftover_dirs", f.DeleteLeftoverDirs, "1")
+		// NixOS's module writes its own buildbot.tac, with no
+		// delete_leftover_dirs (it has no option for it).
+		if p.Install != platform.NixOSModule {
+			want("delete_leftover_dirs", f.DeleteLeftoverDirs, "1")
+		}
 		want("buildmaster_host", f.MasterHost, host)
 		want("port", f.MasterPort, strconv.Itoa(port))
 		want("workername", f.WorkerName, w.Name)

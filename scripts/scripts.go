@@ -103,6 +103,7 @@ func workerData(p *platform.Platform, w Worker) (map[string]any, error) {
 		"Install":        string(p.Install),
 		"Package":        packageName(p),
 		"Unit":           p.Unit(w.Name),
+		"Service":        string(p.Service),
 		"VenvDir":        VenvDir,
 		"PipRequirement": PipRequirement(w),
 		"BuildbotWorker": BuildbotWorker(p),
@@ -136,6 +137,7 @@ func Verify(p *platform.Platform, w Worker) ([]byte, error) {
 		"WorkerDir":  p.WorkerDir(w.Name),
 		"WorkerUser": p.WorkerUser,
 		"Unit":       p.Unit(w.Name),
+		"Service":    string(p.Service),
 		"VenvDir":    VenvDir,
 	}, pythonData(p))
 }

@@ -240,7 +240,11 @@ func (j *bakeJob) run(ctx context.Context, o *bakeOptions, p printer, stdout io.
 		// The image is the product and it is done: never lose it because
 		// cleanup failed. The leftovers were printed as they were found.
 		printResult(stdout, p, res, manifest, runID)
-		return exitCode{code: exitBakedWithLeftovers, err: fmt.Errorf("baked %s, but cleanup left resources behind: %w", res.Manifest.ImageID, err)}
+		what := "cleanup left resources behind"
+		if errors.Is(err, bake.ErrCopy) {
+			what = "not every copy succeeded (the image and the other copies are kept)"
+		}
+		return exitCode{code: exitBakedWithLeftovers, err: fmt.Errorf("baked %s, but %s: %w", res.Manifest.ImageID, what, err)}
 	}
 	if err != nil && res != nil && res.State != nil && res.State.ImageKept() {
 		st := res.State
@@ -294,6 +298,9 @@ func printResult(stdout io.Writer, p printer, res *bake.Result, manifest, runID 
 		if len(m.Copies) > 0 {
 			ev["copies"] = m.Copies
 		}
+		if len(m.CopyFailures) > 0 {
+			ev["copy_failures"] = m.CopyFailures
+		}
 		if m.Encrypted {
 			ev["encrypted"] = true
 		}
@@ -304,6 +311,9 @@ func printResult(stdout io.Writer, p printer, res *bake.Result, manifest, runID 
 	fmt.Fprintf(&b, "image_id: %s\nimage_name: %s\nregion: %s\n", m.ImageID, m.ImageName, m.Region)
 	for _, r := range slices.Sorted(maps.Keys(m.Copies)) {
 		fmt.Fprintf(&b, "copy: %s %s\n", r, m.Copies[r])
+	}
+	for _, r := range slices.Sorted(maps.Keys(m.CopyFailures)) {
+		fmt.Fprintf(&b, "copy_failed: %s\n", r)
 	}
 	if m.Replaces != "" {
 		fmt.Fprintf(&b, "replaces: %s\n", m.Replaces)

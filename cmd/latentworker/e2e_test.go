@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 
@@ -363,6 +364,48 @@ func TestValidateAgainstLab(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "base_image: ami-") || !strings.Contains(string(out), "debian-12-amd64-20261101-1234") {
 		t.Fatalf("validate: %v\n%s", err, out)
 	}
+	// The lab's own identity (moto's) cannot be simulated: said, and
+	// validation goes on.
+	if !strings.Contains(string(out), "permissions: not checked") || !strings.Contains(string(out), "subnet: subnet-") {
+		t.Errorf("validate as the lab's identity: want the subnet and \"permissions: not checked\":\n%s", out)
+	}
+	t.Run("the caller's permissions, simulated", func(t *testing.T) {
+		ic := iam.NewFromConfig(e.lab.AWS)
+		const user = "lw-validate-denied"
+		policy := `{"Version": "2012-10-17", "Statement": [
+  {"Sid": "Everything", "Effect": "Allow", "Action": "*", "Resource": "*"},
+  {"Sid": "NoLaunches", "Effect": "Deny", "Action": "ec2:RunInstances", "Resource": "*"}
+]}`
+		if _, err := ic.CreateUser(ctx, &iam.CreateUserInput{UserName: aws.String(user)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ic.PutUserPolicy(ctx, &iam.PutUserPolicyInput{UserName: aws.String(user), PolicyName: aws.String("baker"), PolicyDocument: aws.String(policy)}); err != nil {
+			t.Fatal(err)
+		}
+		k, err := ic.CreateAccessKey(ctx, &iam.CreateAccessKeyInput{UserName: aws.String(user)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := e.command(ctx, "validate")
+		cmd.Env = append(cmd.Env, "AWS_ACCESS_KEY_ID="+aws.ToString(k.AccessKey.AccessKeyId), "AWS_SECRET_ACCESS_KEY="+aws.ToString(k.AccessKey.SecretAccessKey))
+		out, err := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != exitBadInput || !strings.Contains(string(out), "ec2:RunInstances") ||
+			!strings.Contains(string(out), "explicitDeny by policy user/baker (the statement at line 3") || strings.Contains(string(out), "ec2:DescribeImages") {
+			t.Errorf("validate as a user denied RunInstances = exit %d (%v):\n%s\nwant exit %d naming ec2:RunInstances and the statement (policy user/baker, line 3), and no other action", code, err, out, exitBadInput)
+		}
+	})
+	// The instance type is offered in some zones only: a subnet in
+	// another is bad input (moto's us-east-1e offers no t3).
+	subs, err := e.lab.EC2("").DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{Filters: []types.Filter{{Name: aws.String("availability-zone"), Values: []string{"us-east-1e"}}}})
+	if err != nil || len(subs.Subnets) == 0 {
+		t.Fatalf("the subnet of us-east-1e: %v, %v", subs, err)
+	}
+	if cmd := e.command(ctx, "validate", "--subnet-id", aws.ToString(subs.Subnets[0].SubnetId), "--instance-type", "t3.small"); true {
+		out, err := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != exitBadInput || !strings.Contains(string(out), "us-east-1e") || !strings.Contains(string(out), "aws.instance_type") {
+			t.Errorf("validate with a subnet whose zone does not offer the type = exit %d (%v):\n%s\nwant exit %d naming aws.instance_type and us-east-1e", code, err, out, exitBadInput)
+		}
+	}
 	k := kms.NewFromConfig(e.lab.AWS)
 	key := func(in *kms.CreateKeyInput, disable bool) string {
 		out, err := k.CreateKey(ctx, in)
@@ -494,7 +537,11 @@ func TestBakeKeepOnFailure(t *testing.T) {
 // the 0600 file (and stdout only with --show-secret), a refresh reports the
 // one value that changed, and the two key slots are managed.
 func TestHandoffCLI(t *testing.T) {
-	e := newCLIEnv(t)
+	// IAM as AWS's: a new instance profile and a new access key are not
+	// known to EC2 for a while. Every handoff that makes them checks the
+	// launch with them: it waits them out (before, the profile's
+	// InvalidParameterValue failed the check).
+	e := newCLIEnvWith(t, "[realism]\niam_profile_delay = \"8s\"\niam_key_delay = \"8s\"\n", "")
 	ctx := context.Background()
 	run := func(args ...string) (string, string, int) {
 		t.Helper()

@@ -11,11 +11,13 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/latentworker/latentworker/bake"
 	"github.com/latentworker/latentworker/config"
 )
 
 // runFleet bakes several workers at once, one configuration file each
-// (--fleet): every configuration is checked before anything is created;
+// (--fleet): every configuration is checked, locally and against AWS
+// (preflight), before anything is created;
 // then each worker bakes with its own run ID, undo stack and manifest, and
 // one failing stops or leaks none of the others. Progress lines carry the
 // worker's name, --json events a "worker" field; the summary lists each
@@ -33,6 +35,7 @@ func runFleet(ctx context.Context, o *bakeOptions) error {
 		return badInput{errors.New("--fleet: not with --resume, --manifest or --debug-key (each is one run's)")}
 	}
 	var jobs []*bakeJob
+	var paths []string
 	var errs []error
 	names := map[string]string{}
 	for _, path := range o.fleet {
@@ -52,9 +55,27 @@ func runFleet(ctx context.Context, o *bakeOptions) error {
 			continue
 		}
 		jobs = append(jobs, job)
+		paths = append(paths, path)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return badInput{err}
+	}
+	// Each file is also checked against AWS (preflight: credentials, base
+	// image, instance type, subnet, KMS keys, copy regions), creating
+	// nothing, before any bake starts: a file bad only on AWS stops the
+	// whole fleet with nothing created.
+	for i, j := range jobs {
+		opts := bakeOptionsFor(j.cfg, j.password, j.awsCfg)
+		opts.FromPrevious = o.fromPrevious
+		if _, err := bake.Check(ctx, opts); err != nil {
+			errs = append(errs, fmt.Errorf("--fleet %s: %w", paths[i], fieldError(err)))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		if errors.Is(err, errBadInput) {
+			return badInput{fmt.Errorf("%w (nothing was baked: fix it, or leave the file out)", err)}
+		}
+		return fmt.Errorf("checking the fleet against AWS, nothing baked: %w", err)
 	}
 
 	type outcome struct {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -139,14 +140,39 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 		if err != nil {
 			return badInput{fmt.Errorf("--public-key: %w", err)}
 		}
-		if _, _, _, _, err := ssh.ParseAuthorizedKey(b); err != nil {
+		k, _, _, _, err := ssh.ParseAuthorizedKey(b)
+		if err != nil {
 			return badInput{fmt.Errorf("--public-key %s: not an SSH public key (%v)", o.publicKey, err)}
+		}
+		p, _ := cfg.Image.PlatformInfo()
+		if err := handoff.CheckImportable(k, p); err != nil {
+			return badInput{fmt.Errorf("--public-key %s: %w", o.publicKey, err)}
 		}
 		pub = string(b)
 	}
 	for _, r := range o.encryptTo {
 		if _, err := handoff.ParseRecipient(r); err != nil {
 			return badInput{fmt.Errorf("--encrypt-to: %w", err)}
+		}
+	}
+	// Where a new secret goes is checked before anything is created: a key
+	// whose secret cannot be written is never made.
+	encFile := cfg.Worker.Name + "-handoff.age"
+	if !o.check {
+		var err error
+		if o.secretFile != "" {
+			err = handoff.CheckSecretFile(o.secretFile, true)
+		} else {
+			// WORKER-KEYID.secret here: the key's ID is not known yet.
+			err = handoff.CheckOutputDir(cfg.Worker.Name + "-KEYID.secret")
+		}
+		if err != nil {
+			return badInput{fmt.Errorf("--secret-file: %w", err)}
+		}
+		if len(o.encryptTo) > 0 {
+			if err := handoff.CheckOutputDir(encFile); err != nil {
+				return badInput{fmt.Errorf("--encrypt-to: %w", err)}
+			}
 		}
 	}
 	// The worker password goes into the private settings (the 0600 file),
@@ -164,11 +190,26 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 	if err != nil {
 		return err
 	}
+	secretFile := o.secretFile
+	stored := false
+	store := func(b handoff.Bundle) error {
+		if secretFile == "" {
+			// One file per key: a rotation never meets the previous file.
+			secretFile = b.WorkerName + "-" + b.AccessKeyID + ".secret"
+		}
+		b.Password = password
+		if err := handoff.WriteSecretFile(secretFile, b, o.secretFile != ""); err != nil {
+			return fmt.Errorf("writing the secret file: %w", err)
+		}
+		stored = true
+		return nil
+	}
 	res, err := handoff.Run(ctx, handoff.Options{
 		Worker: cfg.Worker.Name, MasterAddress: cfg.Worker.Master, Region: awsCfg.Region,
 		InstanceTypes: []string{cfg.AWS.InstanceType}, SubnetID: cfg.AWS.SubnetID,
 		AMI: o.ami, FindNewest: o.findNewest, NamePrefix: cfg.Image.NamePrefix, KeyPairName: o.keyPair, PublicKey: pub, Rotate: o.rotate, RetireOld: o.retireOld,
 		BuildWaitTimeout: o.buildWait, CheckOnly: o.check,
+		WantNewSecret: o.showSecret || len(o.encryptTo) > 0, StoreSecret: store,
 		// A copy region's master (handoff --region R, R in
 		// aws.copy_to_regions) gets a key of its own, scoped to R.
 		RegionalUser: slices.Contains(cfg.AWS.CopyToRegions, awsCfg.Region),
@@ -176,7 +217,7 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 		IAM: awsiam.NewFromConfig(awsCfg), STS: sts.NewFromConfig(awsCfg),
 	})
 	if err != nil {
-		if errors.Is(err, handoff.ErrPublicImage) || errors.Is(err, handoff.ErrNoImage) {
+		if errors.Is(err, handoff.ErrPublicImage) || errors.Is(err, handoff.ErrNoImage) || errors.Is(err, handoff.ErrNoNewSecret) {
 			return badInput{err}
 		}
 		return err
@@ -234,15 +275,7 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 	if b.Changes.OldAMI != "" {
 		fmt.Fprintf(o.stderr, "latentworker: changed since the last handoff: AMI %s -> %s (the admins swap this one value)\n", b.Changes.OldAMI, b.AMI)
 	}
-	secretFile := o.secretFile
-	if secretFile == "" {
-		// One file per key: a rotation never meets the previous file.
-		secretFile = b.WorkerName + "-" + b.AccessKeyID + ".secret"
-	}
-	if !b.SecretAccessKey.IsZero() {
-		if err := handoff.WriteSecretFile(secretFile, b, o.secretFile != ""); err != nil {
-			return fmt.Errorf("writing the secret file: %w", err)
-		}
+	if stored {
 		fmt.Fprintf(o.stderr, "latentworker: wrote the bundle with the secret access key to %s (0600)\n", secretFile)
 		if len(o.encryptTo) > 0 {
 			full, err := handoff.Full(b)
@@ -253,9 +286,8 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 			if err != nil {
 				return err
 			}
-			encFile := b.WorkerName + "-handoff.age"
 			if err := os.WriteFile(encFile, enc, 0o644); err != nil {
-				return err
+				return fmt.Errorf("writing %s (the secret is in %s): %w", encFile, secretFile, err)
 			}
 			fmt.Fprintf(o.stderr, "latentworker: wrote the bundle encrypted to %s to %s, to mail\n", strings.Join(o.encryptTo, ", "), encFile)
 		}
@@ -285,7 +317,7 @@ func runHandoff(ctx context.Context, o *handoffOptions) error {
 		return err
 	}
 	fmt.Fprint(o.stdout, strings.TrimRight(out, "\n")+"\n")
-	return check(secretFile)
+	return check(cmp.Or(secretFile, o.secretFile))
 }
 
 // secretKeyRE finds a secret access key in a handoff secret file, whatever

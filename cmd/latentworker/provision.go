@@ -12,11 +12,14 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
+	"github.com/latentworker/latentworker/config"
+	"github.com/latentworker/latentworker/platform"
 	"github.com/latentworker/latentworker/provision"
 )
 
@@ -46,10 +49,13 @@ reboot the worker's service must come up on its own.
 Run it again to change the master, the password or the info files: it
 converges. The login user (default image.ssh_user, else the platform's)
 needs passwordless sudo. The host key is checked against --known-hosts
-(default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts) or --host-key
-SHA256:...; an unknown key is refused. The key is --ssh-key, else the SSH
-agent (SSH_AUTH_SOCK), else ~/.ssh/id_ed25519. The worker password travels
-only on the scripts' stdin.
+(default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts; the server is
+asked for a key of a type listed there) or --host-key SHA256:... (the
+server is asked for each key type it has); an unknown key is refused. The
+key is --ssh-key (mode 0600 or stricter, as OpenSSH requires), else the
+SSH agent (SSH_AUTH_SOCK), else ~/.ssh/id_ed25519. HOST may be an IPv6
+address in brackets ([2001:db8::7]:2222). The first connection is given up
+after a minute. The worker password travels only on the scripts' stdin.
 
 ` + exitCodesHelp,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -74,27 +80,49 @@ only on the scripts' stdin.
 
 var fingerprintRE = regexp.MustCompile(`^SHA256:[A-Za-z0-9+/]{43}$`)
 
-// parseHost splits [USER@]HOST[:PORT] and checks each part.
-func parseHost(arg, defUser string, defPort int) (user, addr string, err error) {
+// parseHost splits [USER@]HOST[:PORT] (an IPv6 address in brackets, as
+// [::1] or [::1]:2222, or bare) and checks each part; the user is checked
+// as p's login user (Windows: Administrator).
+func parseHost(arg string, p *platform.Platform, defUser string) (user, addr string, err error) {
 	user, hostPort, found := strings.Cut(arg, "@")
 	if !found {
 		user, hostPort = defUser, arg
 	}
-	if !regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`).MatchString(user) {
-		return "", "", fmt.Errorf("HOST %q: the user %q must be a login name (lower-case letters, digits, '_' and '-')", arg, user)
+	if rule := config.CheckLoginUser(p, user); rule != "" {
+		return "", "", fmt.Errorf("HOST %q: the user %q must be %s", arg, user, rule)
 	}
-	host, port := hostPort, strconv.Itoa(defPort)
-	if h, p, err := net.SplitHostPort(hostPort); err == nil {
-		host, port = h, p
+	host, port := hostPort, strconv.Itoa(p.SSHPort)
+	switch {
+	case strings.HasPrefix(hostPort, "[") && strings.HasSuffix(hostPort, "]"):
+		host = hostPort[1 : len(hostPort)-1]
+	case strings.HasPrefix(hostPort, "["):
+		h, pt, err := net.SplitHostPort(hostPort)
+		if err != nil {
+			return "", "", fmt.Errorf("HOST %q: %q is not [IPv6 address] or [IPv6 address]:port", arg, hostPort)
+		}
+		host, port = h, pt
+	case strings.Count(hostPort, ":") > 1:
+		// A bare IPv6 address: no port.
+	case strings.Contains(hostPort, ":"):
+		host, port, _ = strings.Cut(hostPort, ":")
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", "", fmt.Errorf("HOST %q: port must be 1-65535", arg)
+	if n, err := strconv.Atoi(port); !portRE.MatchString(port) || err != nil || n < 1 || n > 65535 {
+		return "", "", fmt.Errorf("HOST %q: the port %q must be a number from 1 to 65535", arg, port)
 	}
-	if _, err := netip.ParseAddr(host); err != nil && !regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$`).MatchString(host) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.Zone() != "" {
+			return "", "", fmt.Errorf("HOST %q: %q: an address with a zone is not supported", arg, host)
+		}
+	} else if strings.Contains(host, ":") || !hostNameRE.MatchString(host) {
 		return "", "", fmt.Errorf("HOST %q: %q is not a host name or an IP address", arg, host)
 	}
 	return user, net.JoinHostPort(host, port), nil
 }
+
+var (
+	portRE     = regexp.MustCompile(`^[0-9]{1,5}$`)
+	hostNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$`)
+)
 
 func runProvision(ctx context.Context, o *provisionOptions, hostArg string) error {
 	cfg, err := o.cf.load()
@@ -110,7 +138,7 @@ func runProvision(ctx context.Context, o *provisionOptions, hostArg string) erro
 	if perr != nil {
 		return badInput{perr}
 	}
-	user, addr, err := parseHost(hostArg, cfg.Image.EffectiveSSHUser(), p.SSHPort)
+	user, addr, err := parseHost(hostArg, p, cfg.Image.EffectiveSSHUser())
 	if err != nil {
 		return badInput{err}
 	}
@@ -119,14 +147,16 @@ func runProvision(ctx context.Context, o *provisionOptions, hostArg string) erro
 	}
 	t := provision.Target{Addr: addr, User: user}
 	if o.hostKey != "" {
-		t.HostKey = provision.Fingerprint(o.hostKey)
+		// A fingerprint does not say the key's type: the server is asked
+		// for each type it has until one matches.
+		t.HostKey, t.ProbeHostKey = provision.Fingerprint(o.hostKey), true
 	} else {
 		files := o.knownHosts
 		if len(files) == 0 {
 			home, _ := os.UserHomeDir()
 			files = []string{filepath.Join(home, ".ssh", "known_hosts"), "/etc/ssh/ssh_known_hosts"}
 		}
-		if t.HostKey, err = provision.KnownHosts(files...); err != nil {
+		if t.HostKey, t.HostKeyAlgorithms, err = provision.KnownHosts(addr, files...); err != nil {
 			return badInput{fmt.Errorf("--known-hosts: %w", err)}
 		}
 	}
@@ -176,6 +206,9 @@ func loginKey(o *provisionOptions, t *provision.Target) error {
 		home, _ := os.UserHomeDir()
 		path = filepath.Join(home, ".ssh", "id_ed25519")
 	}
+	if err := checkKeyFile(path); err != nil {
+		return err
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("--ssh-key: %w", err)
@@ -189,5 +222,20 @@ func loginKey(o *provisionOptions, t *provision.Target) error {
 		return fmt.Errorf("--ssh-key %s: not a private key: %w", path, err)
 	}
 	t.Signer = signer
+	return nil
+}
+
+// checkKeyFile refuses a private key file that others may read, as
+// OpenSSH does ("UNPROTECTED PRIVATE KEY FILE"): one owned by the user
+// that group or others may access.
+func checkKeyFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("--ssh-key: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if perm := fi.Mode().Perm(); ok && int(st.Uid) == os.Getuid() && perm&0o077 != 0 {
+		return fmt.Errorf("--ssh-key %s: permissions %04o are too open: a private key must be readable by its owner only, as OpenSSH requires (chmod 600 %s)", path, perm, path)
+	}
 	return nil
 }

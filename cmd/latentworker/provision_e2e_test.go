@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/latentworker/latentworker/lab/labtest"
 	"github.com/latentworker/latentworker/lab/master"
@@ -20,10 +21,12 @@ import (
 
 // TestProvisionHost: latentworker provision on a plain lab instance,
 // launched as anybody would (no tag of this tool), its host key checked
-// against a known_hosts file made with ssh-keyscan: the worker connects to
-// a real master. Then the master changes the worker's password, and a
-// second provision with the new password makes the worker reconnect with
-// it.
+// against a known_hosts file that lists only its Ed25519 key, as
+// `ssh-keyscan -t ed25519` writes it: the worker connects to a real master.
+// Then the master changes the worker's password, and a second provision
+// with the new password, the host key given as its Ed25519 fingerprint
+// (--host-key), makes the worker reconnect with it. (Before, both failed
+// with a host key mismatch: the client asked for the ECDSA key.)
 func TestProvisionHost(t *testing.T) {
 	labtest.Require(t)
 	l := labtest.Start(t, "[master]\nenabled = false\n")
@@ -56,13 +59,18 @@ func TestProvisionHost(t *testing.T) {
 	}
 	ip := aws.ToString(out.Reservations[0].Instances[0].PublicIpAddress)
 	kh := filepath.Join(dir, "known_hosts")
-	scan, err := exec.CommandContext(ctx, "ssh-keyscan", "-T", "10", ip).Output()
+	scan, err := exec.CommandContext(ctx, "ssh-keyscan", "-T", "10", "-t", "ed25519", ip).Output()
 	if err != nil || len(scan) == 0 {
-		t.Fatalf("ssh-keyscan %s: %v", ip, err)
+		t.Fatalf("ssh-keyscan -t ed25519 %s: %v", ip, err)
 	}
 	if err := os.WriteFile(kh, scan, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	_, _, hostKey, _, _, err := ssh.ParseKnownHosts(scan)
+	if err != nil || hostKey.Type() != ssh.KeyAlgoED25519 {
+		t.Fatalf("ssh-keyscan -t ed25519 %s: %q: %v", ip, scan, err)
+	}
+	fingerprint := ssh.FingerprintSHA256(hostKey)
 
 	const worker = "provision-e2e"
 	masters := 0
@@ -75,14 +83,14 @@ func TestProvisionHost(t *testing.T) {
 		t.Cleanup(func() { _ = m.Stop(context.Background()) })
 		return m
 	}
-	provisionWith := func(m *master.Master, pw string) {
+	provisionWith := func(m *master.Master, pw string, hostKeyArgs ...string) {
 		t.Helper()
 		cfg := filepath.Join(dir, "lw.toml")
 		if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[worker]\nname = %q\nmaster = %q\nadmin_name = \"Host Admin\"\nadmin_email = \"host@example.org\"\n[image]\ncpython_build_deps = false\n", worker, m.PBAddr())), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		stop := labtest.ScanArgv(t, pw)
-		cmd := exec.CommandContext(ctx, bin, "provision", "-c", cfg, "--ssh-key", key, "--known-hosts", kh, "admin@"+ip)
+		cmd := exec.CommandContext(ctx, bin, append(append([]string{"provision", "-c", cfg, "--ssh-key", key}, hostKeyArgs...), "admin@"+ip)...)
 		cmd.Env = append(os.Environ(), "LATENTWORKER_PASSWORD="+pw)
 		b, err := cmd.CombinedOutput()
 		stop()
@@ -97,14 +105,14 @@ func TestProvisionHost(t *testing.T) {
 		}
 	}
 	m1 := startMaster("first-pw")
-	provisionWith(m1, "first-pw")
+	provisionWith(m1, "first-pw", "--known-hosts", kh)
 	if err := m1.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// The admins change the password (a new master with the same address
 	// would do; here the worker follows the new master's address too).
 	m2 := startMaster("second-pw")
-	provisionWith(m2, "second-pw")
+	provisionWith(m2, "second-pw", "--host-key", fingerprint)
 
 	// A host key that is not the one listed is refused before anything runs.
 	bad := filepath.Join(dir, "bad_known_hosts")

@@ -34,7 +34,7 @@ const exitCodesHelp = `Exit codes:
   0    success
   1    failure (what was left behind, if anything, is printed with the command that removes it)
   2    bad input: a flag, the config file, or a value in it (the message names the field)
-  4    bake: the image is baked and verified (result printed) but cleanup left resources (printed with the commands that remove them)
+  4    bake: the image is baked and verified (result printed) but cleanup left resources (printed with the commands that remove them) or a copy to another region failed (named; the image and the other copies are kept)
   5    bake: the run failed but kept its image (still pending when the wait ran out, or verified
        before a later step failed) for bake --resume RUN_ID; the rest removed
   130  interrupted (Ctrl-C or SIGTERM), after cleaning up`

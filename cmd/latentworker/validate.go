@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/spf13/cobra"
@@ -35,7 +38,14 @@ environment variables, then flags) and that the worker password can be read
 Then, unless --offline, it asks AWS, creating nothing: that the credentials
 work (STS), that the base AMI exists (or which one the owner + name filter
 picks), that its architecture fits the instance type, and that the instance
-type has at least 2 vCPUs and 512 MiB, the buildbot worker guide's minimum.
+type has at least 2 vCPUs and 512 MiB, the buildbot worker guide's minimum,
+that the subnet (aws.subnet_id, or the default VPC's) exists, offers the
+type and lets bake reach the builder, that the copy regions are enabled
+and allowed, and, with IAM's simulation of the caller's policies
+(iam:SimulatePrincipalPolicy), that the caller may take every action bake
+takes: a denied one is named with the policy IAM says denies it (exit 2).
+A caller that cannot be simulated (the root user, or one not allowed to
+simulate) is told so, and validation goes on.
 
 ` + exitCodesHelp,
 		Args: noArgs,
@@ -76,13 +86,64 @@ func runValidate(ctx context.Context, o *validateOptions) error {
 	if err != nil {
 		return fieldError(err)
 	}
-	fmt.Fprintf(o.stdout, "caller: %s\nregion: %s\nbase_image: %s (%s)\ninstance_type: %s\nssh_cidr: %s\n",
-		st.CallerARN, awsCfg.Region, st.BaseAMI, st.BaseName, cfg.AWS.InstanceType, st.SSHCIDR)
+	fmt.Fprintf(o.stdout, "caller: %s\nregion: %s\nbase_image: %s (%s)\ninstance_type: %s\nsubnet: %s (%s, %s)\nssh: %s, from %s\n",
+		st.CallerARN, awsCfg.Region, st.BaseAMI, st.BaseName, cfg.AWS.InstanceType,
+		st.Network.SubnetID, st.Network.VpcID, st.Network.AvailabilityZone, st.Network.Address(), st.SSHCIDR)
 	if st.Replaces != "" {
 		fmt.Fprintf(o.stdout, "replaces: %s\n", st.Replaces)
 	}
+	if err := checkPermissions(ctx, o.stdout, st, awsCfg); err != nil {
+		return err
+	}
 	fmt.Fprintln(os.Stderr, "latentworker: configuration is valid")
 	return nil
+}
+
+// checkPermissions asks IAM whether the caller may take the actions bake
+// takes (iam:SimulatePrincipalPolicy on the caller's identity, with the
+// run's resources). A denied action is bad input naming the action, the
+// resource and the statements IAM names; a caller that cannot be simulated
+// (the root user, one not allowed to simulate) is told so, and validation
+// goes on.
+func checkPermissions(ctx context.Context, stdout io.Writer, st *bake.State, awsCfg aws.Config) error {
+	source, err := bake.SimulationSource(st.CallerARN)
+	var denied []bake.Denial
+	perms := st.Permissions(accountOf(st.CallerARN))
+	if err == nil {
+		denied, err = bake.SimulatePermissions(ctx, iam.NewFromConfig(awsCfg), source, perms)
+	}
+	switch {
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "latentworker: not checking the caller's permissions (iam:SimulatePrincipalPolicy): %v\n", err)
+		fmt.Fprintln(stdout, "permissions: not checked")
+		return nil
+	case len(denied) > 0:
+		// One line per action and reason, its resources together.
+		var lines []string
+		actions := map[string]bool{}
+		for i := 0; i < len(denied); {
+			d, j := denied[i], i+1
+			res := []string{d.Resource}
+			for ; j < len(denied) && denied[j].Action == d.Action && denied[j].Decision == d.Decision && slices.Equal(denied[j].Statements, d.Statements); j++ {
+				res = append(res, denied[j].Resource)
+			}
+			d.Resource = strings.Join(res, ", ")
+			lines = append(lines, "  "+d.String())
+			actions[d.Action] = true
+			i = j
+		}
+		return badInput{fmt.Errorf("the caller %s may not take %d of the actions bake takes (IAM's simulation of its policies):\n%s", st.CallerARN, len(actions), strings.Join(lines, "\n"))}
+	}
+	fmt.Fprintf(stdout, "permissions: the %d actions bake takes are allowed to %s\n", len(perms), source)
+	return nil
+}
+
+// accountOf is the account of an ARN.
+func accountOf(arn string) string {
+	if parts := strings.SplitN(arn, ":", 6); len(parts) == 6 {
+		return parts[4]
+	}
+	return ""
 }
 
 // bakeOptionsFor are the options every AWS-facing command shares.
@@ -115,6 +176,9 @@ func fieldError(err error) error {
 		return badInput{fmt.Errorf("aws.ssh_cidr: %w", err)}
 	case errors.Is(err, bake.ErrBadKMSKey):
 		return badInput{fmt.Errorf("image.kms_key_id: %w", err)}
+	case errors.Is(err, bake.ErrNetwork), errors.Is(err, bake.ErrRootVolume), errors.Is(err, bake.ErrCopyRegion):
+		// The message names the key.
+		return badInput{err}
 	}
 	return err
 }

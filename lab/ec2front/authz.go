@@ -1,6 +1,7 @@
 package ec2front
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"sort"
 	"strconv"
@@ -930,7 +932,20 @@ func (f *Front) simulatePrincipalPolicy(c *call) (int, []byte, http.Header) {
 		m.CreateElement("EvalDecision").SetText(map[string]string{
 			iameval.Allowed: "allowed", iameval.ImplicitlyDenied: "implicitDeny", iameval.ExplicitlyDenied: "explicitDeny",
 		}[r.Decision])
-		m.CreateElement("MatchedStatements")
+		ms := m.CreateElement("MatchedStatements")
+		if r.Decision == iameval.ExplicitlyDenied {
+			// The evaluator says denied, not by what: name the Deny
+			// statements of the action (conditions not weighed) and
+			// where they start, as AWS names the matched statements.
+			for _, d := range denyingPolicies(policies, checks[i].Action) {
+				st := ms.CreateElement("member")
+				st.CreateElement("SourcePolicyId").SetText(d.policy)
+				st.CreateElement("SourcePolicyType").SetText("IAM Policy")
+				start := st.CreateElement("StartPosition")
+				start.CreateElement("Line").SetText(strconv.Itoa(d.line))
+				start.CreateElement("Column").SetText(strconv.Itoa(d.column))
+			}
+		}
 		m.CreateElement("MissingContextValues")
 	}
 	resp.CreateElement("ResponseMetadata").CreateElement("RequestId").SetText(requestID())
@@ -959,4 +974,113 @@ func (f *Front) decodeAuthorizationMessage(c *call) (int, []byte, http.Header) {
 // memberList reads the query protocol's prefix.member.N.
 func memberList(c *call, prefix string) []string {
 	return formList(c, prefix+".member")
+}
+
+// denial is a Deny statement: its policy and where it starts in the
+// policy's document (1-based line and column, as IAM's StartPosition).
+type denial struct {
+	policy       string
+	line, column int
+}
+
+// denyingPolicies finds the Deny statements whose Action matches action
+// (IAM's * and ? wildcards, case-insensitive) in policies.
+func denyingPolicies(policies []iameval.Policy, action string) []denial {
+	var out []denial
+	for _, p := range policies {
+		for _, st := range statements(p.Document) {
+			if st.Effect != "Deny" {
+				continue
+			}
+			for _, a := range st.Action {
+				if ok, _ := path.Match(strings.ToLower(a), strings.ToLower(action)); ok {
+					line, col := position(p.Document, st.offset)
+					out = append(out, denial{policy: p.Name, line: line, column: col})
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+// statement is what denyingPolicies reads of a policy statement.
+type statement struct {
+	Effect string
+	Action stringList
+	offset int64 // where it starts in the document
+}
+
+// stringList is a policy element that is a string or a list of them.
+type stringList []string
+
+func (l *stringList) UnmarshalJSON(b []byte) error {
+	var one string
+	if json.Unmarshal(b, &one) == nil {
+		*l = []string{one}
+		return nil
+	}
+	return json.Unmarshal(b, (*[]string)(l))
+}
+
+// statements reads a policy document's statements with their offsets.
+func statements(doc []byte) []statement {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		if key != "Statement" {
+			var skip json.RawMessage
+			if dec.Decode(&skip) != nil {
+				return nil
+			}
+			continue
+		}
+		var out []statement
+		if t, err := dec.Token(); err != nil || t != json.Delim('[') {
+			var st statement
+			off := skipSpace(doc, dec.InputOffset())
+			if json.Unmarshal([]byte(strings.TrimSpace(string(doc[off:]))), &st) == nil {
+				st.offset = off
+			}
+			return append(out, st)
+		}
+		for dec.More() {
+			off := skipSpace(doc, dec.InputOffset())
+			var st statement
+			if dec.Decode(&st) != nil {
+				return out
+			}
+			st.offset = off
+			out = append(out, st)
+		}
+		return out
+	}
+	return nil
+}
+
+// skipSpace moves past white space and a comma from off.
+func skipSpace(doc []byte, off int64) int64 {
+	for off < int64(len(doc)) && strings.ContainsRune(" \t\r\n,", rune(doc[off])) {
+		off++
+	}
+	return off
+}
+
+// position is the 1-based line and column of offset in doc.
+func position(doc []byte, off int64) (int, int) {
+	line, col := 1, 1
+	for _, c := range doc[:min(off, int64(len(doc)))] {
+		if c == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+	}
+	return line, col
 }

@@ -320,3 +320,16 @@ func TestEvaluatorDecides(t *testing.T) {
 		t.Errorf("DryRun RunInstances after ec2:InstanceType changed in the policy = %v; want UnauthorizedOperation", err)
 	}
 }
+
+// The lab names a Deny statement and where it starts, as IAM's
+// MatchedStatements do.
+func TestDenyingPolicies(t *testing.T) {
+	doc := []byte("{\"Version\": \"2012-10-17\", \"Statement\": [\n  {\"Effect\": \"Allow\", \"Action\": \"*\", \"Resource\": \"*\"},\n  {\"Effect\": \"Deny\", \"Action\": [\"ec2:Run*\"], \"Resource\": \"*\"}\n]}")
+	got := denyingPolicies([]iameval.Policy{{Name: "baker", Document: doc}}, "ec2:RunInstances")
+	if len(got) != 1 || got[0].policy != "baker" || got[0].line != 3 || got[0].column != 3 {
+		t.Errorf("denyingPolicies = %+v; want baker at line 3, column 3", got)
+	}
+	if got := denyingPolicies([]iameval.Policy{{Name: "baker", Document: doc}}, "ec2:DescribeImages"); len(got) != 0 {
+		t.Errorf("denyingPolicies(DescribeImages) = %+v; want none", got)
+	}
+}

@@ -18,3 +18,7 @@ func ChildText(e *etree.Element, tag string) string { return childText(e, tag) }
 
 // SetChild sets the text of e's child tag, creating it if needed.
 func SetChild(e *etree.Element, tag, text string) { setChild(e, tag, text) }
+
+// AccessKeyID is the access key that signed a request (its Authorization
+// header), "" when unsigned.
+func AccessKeyID(authorization string) string { return accessKeyID(authorization) }

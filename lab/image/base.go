@@ -33,6 +33,9 @@ func BaseKey(r Recipe) string {
 	parts := []string{r.Name, string(r.Family), r.Suite, r.Mirror, r.Security,
 		strings.Join(r.Components, ","), r.Keyring, strings.Join(r.AllPackages(), ","),
 		fmt.Sprint(r.Deb822), r.User, prepVersion}
+	if r.Init != "" {
+		parts = append(parts, "init "+string(r.Init), strings.Join(r.AfterPackages(), ","))
+	}
 	h := sha256.Sum256([]byte(strings.Join(parts, "\n")))
 	return hex.EncodeToString(h[:6])
 }
@@ -234,12 +237,16 @@ func prepareBase(ctx context.Context, root string, r Recipe) error {
 		}
 	}
 	_ = os.Remove(filepath.Join(root, "var/lib/dbus/machine-id"))
-	// The release's updates, as in a freshly published AMI.
-	if err := upgrade(ctx, root); err != nil {
+	// The release's updates, as in a freshly published AMI (and what
+	// replaces a package debootstrap chose).
+	if err := upgrade(ctx, root, r.AfterPackages()); err != nil {
 		return err
 	}
-	switch r.Family {
-	case Debian:
+	switch {
+	case r.Init != "":
+		// No systemd, no timers to mask: apt's cron.daily job does
+		// nothing while APT::Periodic is not configured (it is not).
+	case r.Family == Debian:
 		// Timers that would race provisioning for the apt lock; masked
 		// as on many cloud images.
 		for _, unit := range []string{"apt-daily.timer", "apt-daily-upgrade.timer"} {
@@ -249,7 +256,7 @@ func prepareBase(ctx context.Context, root string, r Recipe) error {
 				return err
 			}
 		}
-	case Ubuntu:
+	case r.Family == Ubuntu:
 		if err := firstBootApt(root); err != nil {
 			return err
 		}
@@ -294,9 +301,10 @@ func aptSources(root string, r Recipe) (rel, content string) {
 		stanza(r.Mirror, r.Suite+" "+r.Suite+"-updates") + "\n" + stanza(r.Security, r.Suite+"-security")
 }
 
-// upgrade installs the release's pending updates in the tree, with /proc
-// mounted for maintainer scripts and no service started.
-func upgrade(ctx context.Context, root string) (err error) {
+// upgrade installs the release's pending updates in the tree, then the
+// packages after (if any), with /proc mounted for maintainer scripts and no
+// service started.
+func upgrade(ctx context.Context, root string, after []string) (err error) {
 	policy := filepath.Join(root, "usr/sbin/policy-rc.d")
 	if err := os.WriteFile(policy, []byte("#!/bin/sh\nexit 101\n"), 0o755); err != nil {
 		return err
@@ -311,10 +319,14 @@ func upgrade(ctx context.Context, root string) (err error) {
 			err = fmt.Errorf("unmount %s: %w", proc, uerr)
 		}
 	}()
-	for _, args := range [][]string{
+	steps := [][]string{
 		{"apt-get", "-q", "update"},
 		{"apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confold", "dist-upgrade"},
-	} {
+	}
+	if len(after) > 0 {
+		steps = append(steps, append([]string{"apt-get", "-q", "-y", "--no-install-recommends", "install"}, after...))
+	}
+	for _, args := range steps {
 		cmd := exec.CommandContext(ctx, "chroot", append([]string{root}, args...)...)
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 		if out, err := cmd.CombinedOutput(); err != nil {

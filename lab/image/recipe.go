@@ -3,6 +3,7 @@ package image
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -39,6 +40,10 @@ type Recipe struct {
 	// User is the login user of the release's cloud images, which the lab
 	// creates with passwordless sudo and gives the key pair's public key.
 	User string
+	// Init is what boots the guest: "" (systemd, as every cloud image of
+	// these releases), or InitSysV or InitOpenRC for a Debian without
+	// systemd, a lab substitute for the distributions that have none.
+	Init Init
 
 	// Owner is the AWS account that publishes the release's AMIs.
 	Owner string
@@ -69,6 +74,19 @@ type AMI struct {
 // recipe's amd64 base.
 func (a AMI) Bootable() bool { return a.Arch == "x86_64" }
 
+// Init is a guest's init system when it is not systemd.
+type Init string
+
+// Inits other than systemd.
+const (
+	// InitSysV: Debian's sysvinit-core as PID 1 with sysv-rc and
+	// initscripts, and cron.
+	InitSysV Init = "sysvinit"
+	// InitOpenRC: Debian's openrc as the rc system on sysvinit-core's
+	// PID 1 (as Debian ships it), and cron.
+	InitOpenRC Init = "openrc"
+)
+
 // Family is how a release is prepared: what its cloud images do at boot.
 type Family string
 
@@ -86,6 +104,10 @@ const (
 const (
 	DebianOwner    = "136693071363" // Debian's cloud team
 	CanonicalOwner = "099720109477" // Canonical
+	// LabOwner is the lab's own account (moto's), which owns the images no
+	// one publishes: a Debian without systemd is an image its user makes
+	// (owner "self" on AWS).
+	LabOwner = "123456789012"
 )
 
 // Archives.
@@ -98,10 +120,35 @@ const (
 )
 
 // CommonPackages are in every base image: what a cloud AMI has that
-// provisioning relies on.
+// provisioning relies on. A recipe with an Init other than systemd has
+// that init's packages (InitPackages) instead of the first three.
 var CommonPackages = []string{
 	"systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "python3",
 	"ca-certificates", "procps", "iproute2", "curl",
+}
+
+// systemdPackages are CommonPackages' init: what a recipe with another
+// Init leaves out.
+var systemdPackages = []string{"systemd", "systemd-sysv", "dbus"}
+
+// InitPackages are what debootstrap includes for a recipe's Init instead
+// of systemd's packages: Debian's sysvinit-core (with sysv-rc and
+// initscripts) and cron, which a system without systemd's timers has.
+// OpenRC is installed after debootstrap (AfterPackages): debootstrap
+// resolves sysvinit-core's "sysv-rc | openrc" to sysv-rc, which openrc
+// replaces.
+var InitPackages = map[Init][]string{
+	InitSysV:   {"sysvinit-core", "cron"},
+	InitOpenRC: {"sysvinit-core", "cron"},
+}
+
+// AfterPackages are installed in the base after debootstrap, with its
+// updates.
+func (r Recipe) AfterPackages() []string {
+	if r.Init == InitOpenRC {
+		return []string{"openrc"}
+	}
+	return nil
 }
 
 // recipes are the releases the lab can boot. Keep them in this order:
@@ -127,6 +174,26 @@ var recipes = []Recipe{
 		AMIs: []AMI{
 			debianAMI("ami-03a1d5e7c9b24f680", "13", "amd64", "20261001-1180", "12:10"),
 			debianAMI("ami-04b2e6f8dac35a791", "13", "amd64", "20261101-1234", "11:55"),
+		},
+	},
+	// Debian 12 without systemd: no one publishes such an AMI, so the lab
+	// makes one in its own account, as a user would.
+	{
+		Name: "debian-12-sysvinit", Family: Debian, VersionID: "12", Suite: "bookworm", Init: InitSysV,
+		Mirror: DebianMirror, Security: DebianSecurity, Components: []string{"main"},
+		User:  "admin",
+		Owner: LabOwner, NamePattern: "debian-12-sysvinit-amd64-*",
+		AMIs: []AMI{
+			labAMI("ami-0e1f3a5c7b9d20461", "debian-12-sysvinit-amd64-20261101", "Debian 12 booted with sysvinit-core (no systemd): a lab substitute, no official AMI"),
+		},
+	},
+	{
+		Name: "debian-12-openrc", Family: Debian, VersionID: "12", Suite: "bookworm", Init: InitOpenRC,
+		Mirror: DebianMirror, Security: DebianSecurity, Components: []string{"main"},
+		User:  "admin",
+		Owner: LabOwner, NamePattern: "debian-12-openrc-amd64-*",
+		AMIs: []AMI{
+			labAMI("ami-0f2a4b6d8c0e31572", "debian-12-openrc-amd64-20261101", "Debian 12 booted with OpenRC on sysvinit-core (no systemd): a lab substitute, no official AMI"),
 		},
 	},
 	{
@@ -163,6 +230,17 @@ func debianAMI(id, version, arch, serial, at string) AMI {
 		Created:     mustTime(serial[:8] + " " + at),
 		Location:    DebianOwner + "/" + name,
 		RootDevice:  "/dev/xvda",
+	}
+}
+
+// labAMI is an image of the lab's own account (a Debian without systemd,
+// made as a user makes one): name ends in YYYYMMDD.
+func labAMI(id, name, description string) AMI {
+	return AMI{
+		ID: id, Name: name, Arch: "x86_64", Description: description,
+		Created:    mustTime(name[len(name)-8:] + " 12:00"),
+		Location:   LabOwner + "/" + name,
+		RootDevice: "/dev/xvda",
 	}
 }
 
@@ -245,7 +323,13 @@ func ArchiveHosts() []string {
 
 // AllPackages are the packages debootstrap includes for r, sorted.
 func (r Recipe) AllPackages() []string {
-	pkgs := append(append([]string(nil), CommonPackages...), r.Packages...)
+	var pkgs []string
+	for _, p := range CommonPackages {
+		if r.Init == "" || !slices.Contains(systemdPackages, p) {
+			pkgs = append(pkgs, p)
+		}
+	}
+	pkgs = append(append(pkgs, InitPackages[r.Init]...), r.Packages...)
 	sort.Strings(pkgs)
 	return pkgs
 }

@@ -5,6 +5,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -22,15 +23,21 @@ func TestRecipes(t *testing.T) {
 			t.Errorf("recipe %s: name used twice", r.Name)
 		}
 		names[r.Name] = true
-		if r.Name != string(r.Family)+"-"+r.VersionID {
-			t.Errorf("recipe %s: name is not family-VERSION_ID (%s-%s)", r.Name, r.Family, r.VersionID)
+		if want := strings.TrimSuffix(string(r.Family)+"-"+r.VersionID+"-"+string(r.Init), "-"); r.Name != want {
+			t.Errorf("recipe %s: name is not family-VERSION_ID[-init] (%s)", r.Name, want)
 		}
 		if r.Suite == "" || r.Mirror == "" || r.Security == "" || len(r.Components) == 0 || r.User == "" || r.Owner == "" {
 			t.Errorf("recipe %s is incomplete: %+v", r.Name, r)
 		}
 		switch r.Family {
 		case Debian:
-			if r.Owner != DebianOwner || r.User != "admin" {
+			if r.Init != "" {
+				// No one publishes a Debian without systemd: the lab's
+				// own account does, as its user would.
+				if r.Owner != LabOwner || r.User != "admin" || !slices.Contains(r.AllPackages(), "sysvinit-core") || slices.Contains(r.AllPackages(), "systemd") {
+					t.Errorf("recipe %s: owner %s user %s packages %v; a Debian without systemd is the lab's own, user admin, sysvinit-core and no systemd", r.Name, r.Owner, r.User, r.AllPackages())
+				}
+			} else if r.Owner != DebianOwner || r.User != "admin" {
 				t.Errorf("recipe %s: owner %s user %s; Debian's AMIs are %s's with user admin", r.Name, r.Owner, r.User, DebianOwner)
 			}
 		case Ubuntu:

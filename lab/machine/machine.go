@@ -1,7 +1,8 @@
 // Package machine gives a lab instance its body: an overlayfs root made of
 // image layers plus the instance's own upper layer, booted with systemd-nspawn
-// (real systemd, real services, real reboots), and supervised so that a guest
-// reboot boots it again and a guest poweroff ends as stopped.
+// (real systemd, or sysvinit where the image has it instead; real services,
+// real reboots), and supervised so that a guest reboot boots it again and a
+// guest poweroff ends as stopped.
 //
 // It owns mounts, the nspawn process, the console log and the cloud-init-like
 // preparation of the upper layer (address, hostname, host keys, the key pair's
@@ -102,6 +103,10 @@ type Machine struct {
 	mounted   bool
 	hostKeys  []string // public host keys, authorized_keys format
 	bootCount int
+	// otherInit: the current boot's init is not systemd (sysvinit, as
+	// Debian's sysvinit-core and openrc packages boot): it takes its
+	// requests through telinit, not signals (see initRequest).
+	otherInit bool
 	baseReady bool               // Spec.Layers holds the base (always, without Spec.Base)
 	baseStop  context.CancelFunc // cancels a Spec.Base in progress
 	changed   chan struct{}      // closed and replaced on every state change
@@ -480,6 +485,7 @@ func (m *Machine) bootOnce() (int, error) {
 		return -1, err
 	}
 	defer console.Close()
+	otherInit := !systemdInit(m.merged())
 	cgroups, err := cgroupDirs(m.spec.Name)
 	if err != nil {
 		return -1, fmt.Errorf("machine %s: cgroups: %w", m.spec.ID, err)
@@ -508,6 +514,7 @@ func (m *Machine) bootOnce() (int, error) {
 	m.mu.Lock()
 	m.cmd = cmd
 	m.bootCount++
+	m.otherInit = otherInit
 	boot := m.bootCount
 	if m.stopReq {
 		// Stopped while this boot was being set up: Stop found no
@@ -520,6 +527,12 @@ func (m *Machine) bootOnce() (int, error) {
 	go m.watchSSH(boot, waitErr)
 	err = <-waitErr
 	removePropagate(m.spec.Name)
+	if otherInit {
+		// sysvinit's shutdown remounts the root read-only, which is the
+		// overlay's superblock the host's mount shares: writable again,
+		// as a new boot of a real disk is.
+		_ = syscall.Mount("overlay", m.merged(), "overlay", syscall.MS_REMOUNT, "")
+	}
 	var exitErr *exec.ExitError
 	if errors.As(err, &exitErr) {
 		return exitErr.ExitCode(), nil
@@ -638,8 +651,9 @@ func keyBits(pub ssh.PublicKey) int {
 	return 0
 }
 
-// Reboot reboots the guest: its systemd starts reboot.target, nspawn exits
-// 133 and the supervisor boots it again. The state stays running, as on EC2.
+// Reboot reboots the guest: its systemd starts reboot.target (another init
+// is asked for runlevel 6), nspawn exits 133 and the supervisor boots it
+// again. The state stays running, as on EC2.
 func (m *Machine) Reboot() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -649,11 +663,38 @@ func (m *Machine) Reboot() error {
 	if !m.baseReady {
 		return nil // still waiting for its base: it boots afresh anyway
 	}
+	if m.otherInit {
+		return m.initRequest("6")
+	}
 	pid := m.initPID()
 	if pid <= 0 {
 		return fmt.Errorf("machine %s: container init not found", m.spec.ID)
 	}
 	return syscall.Kill(pid, sigRebootSystemd)
+}
+
+// systemdInit reports whether root's /sbin/init is systemd (a link to
+// it), rather than sysvinit's or another init.
+func systemdInit(root string) bool {
+	target, err := os.Readlink(filepath.Join(root, "sbin/init"))
+	return err == nil && filepath.Base(target) == "systemd"
+}
+
+// initRequest asks an init other than systemd for runlevel level, as the
+// guest's own telinit does (through init's /run/initctl): "0" halts, "6"
+// reboots. sysvinit ignores the signals systemd takes (SIGRTMIN+3 and +5);
+// a real machine's power button and reboot go through acpid and shutdown
+// to the same request.
+func (m *Machine) initRequest(level string) error {
+	pid := m.initPID()
+	if pid <= 0 {
+		return fmt.Errorf("machine %s: container init not found", m.spec.ID)
+	}
+	out, err := exec.Command("nsenter", "--target", strconv.Itoa(pid), "--mount", "--pid", "--", "/sbin/telinit", level).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("machine %s: telinit %s: %v: %s", m.spec.ID, level, err, bytes.TrimSpace(out))
+	}
+	return nil
 }
 
 // initPID finds the container's PID 1 as seen from the host: the process
@@ -689,12 +730,14 @@ func (m *Machine) Stop(ctx context.Context, timeout time.Duration) error {
 	if m.state != ShuttingDown {
 		m.setState(Stopping)
 	}
-	cmd, done := m.cmd, m.done
+	cmd, done, otherInit := m.cmd, m.done, m.otherInit
 	if !m.baseReady && m.baseStop != nil {
 		m.baseStop() // a machine waiting for its base has nothing to shut down
 	}
 	m.mu.Unlock()
-	if cmd != nil && cmd.Process != nil {
+	// SIGTERM makes nspawn ask systemd to power off; another init is asked
+	// for runlevel 0 (SIGTERM still, should it not answer yet).
+	if cmd != nil && cmd.Process != nil && (!otherInit || m.initRequest("0") != nil) {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 	}
 	if done == nil {

@@ -59,8 +59,10 @@ func FreePort() (int, error) {
 }
 
 // Start writes the catalogue into dir and starts moto_server on 127.0.0.1
-// (port 0 picks a free one). It returns once moto answers.
-func Start(ctx context.Context, dir string, port int, amis []AMI) (*Server, error) {
+// (port 0 picks a free one), with env (KEY=value) added to its
+// environment: MOTO_ACCOUNT_ID=012345678901 gives the lab another account.
+// It returns once moto answers.
+func Start(ctx context.Context, dir string, port int, amis []AMI, env ...string) (*Server, error) {
 	bin, err := exec.LookPath("moto_server")
 	if err != nil {
 		return nil, errors.New("the lab needs moto_server (Python package moto with its server extra) on PATH (sudo resets PATH: run latentlab as root with your PATH, or sudo env PATH=\"$PATH\" ...)")
@@ -89,7 +91,7 @@ func Start(ctx context.Context, dir string, port int, amis []AMI) (*Server, erro
 		return nil, err
 	}
 	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", fmt.Sprint(port))
-	cmd.Env = append(os.Environ(), "MOTO_AMIS_PATH="+catalogue)
+	cmd.Env = append(append(os.Environ(), "MOTO_AMIS_PATH="+catalogue), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -55,6 +55,50 @@ type Config struct {
 	// XenTypes are the instance types (globs: "t2.*") LatestNitroOnly
 	// treats as Xen. Empty: DefaultXenTypes.
 	XenTypes []string `toml:"xen_types"`
+
+	// The shape of the account, unlike the lab's default one (a default
+	// VPC whose subnets map public IPs, IAM in force at once, every region
+	// enabled, account 123456789012).
+
+	// NoDefaultVPC: the regions have no default VPC, as many accounts of
+	// an organisation: DescribeVpcs shows none (is-default finds
+	// nothing), DescribeSubnets no default subnet, and RunInstances
+	// without a subnet or CreateSecurityGroup without a VPC answer
+	// VPCIdNotSpecified. The VPC moto made stays, as an ordinary one.
+	NoDefaultVPC bool `toml:"no_default_vpc"`
+	// NoPublicIPs: subnets do not map public IPs (mapPublicIpOnLaunch is
+	// false, as for every subnet not of a default VPC): an instance has a
+	// public address only when its launch asks for one (a network
+	// interface with AssociatePublicIpAddress), else its private one only.
+	NoPublicIPs bool `toml:"no_public_ips"`
+	// IAMProfileDelay: an instance profile created through the endpoint
+	// is unknown to EC2 this long (IAM propagates): RunInstances naming it
+	// (DryRun too) answers InvalidParameterValue "Invalid IAM Instance
+	// Profile name".
+	IAMProfileDelay Duration `toml:"iam_profile_delay"`
+	// IAMKeyDelay: an access key created through the endpoint is not yet
+	// valid this long: its requests answer AuthFailure (EC2) or
+	// InvalidClientTokenId (IAM, STS).
+	IAMKeyDelay Duration `toml:"iam_key_delay"`
+	// DisabledRegions are opt-in regions not enabled for the account:
+	// DescribeRegions lists them (with AllRegions) as not-opted-in, and
+	// every EC2 request there answers AuthFailure.
+	DisabledRegions []string `toml:"disabled_regions"`
+	// DeniedRegions are regions an organisation's service control policy
+	// denies: every EC2 request there (DryRun too) answers
+	// UnauthorizedOperation.
+	DeniedRegions []string `toml:"denied_regions"`
+	// FailedCopies are regions where CopyImage is accepted and the copy
+	// then ends failed, with a state reason, as AWS's does when the
+	// destination refuses it late (a KMS grant, a quota).
+	FailedCopies []string `toml:"failed_copies"`
+	// InsufficientCapacity are instance types (globs) whose launches are
+	// accepted and then end terminated with the state reason
+	// Server.InsufficientInstanceCapacity.
+	InsufficientCapacity []string `toml:"insufficient_capacity"`
+	// AccountID is the lab's account (moto's MOTO_ACCOUNT_ID), e.g. one
+	// with a leading zero; empty: 123456789012.
+	AccountID string `toml:"account_id"`
 }
 
 // DefaultXenTypes are the instance families AWS runs on the Xen hypervisor
@@ -71,7 +115,9 @@ var DefaultXenTypes = []string{
 func (c Config) Enabled() bool {
 	return c.Throttle > 0 || c.ServerErrors > 0 || c.LostAnswers > 0 ||
 		c.Consistency.Duration > 0 || c.TerminatedListed.Duration > 0 ||
-		c.BootDelay.Duration > 0 || c.ConsoleDelay.Duration > 0 || c.LatestNitroOnly
+		c.BootDelay.Duration > 0 || c.ConsoleDelay.Duration > 0 || c.LatestNitroOnly ||
+		c.NoDefaultVPC || c.NoPublicIPs || c.IAMProfileDelay.Duration > 0 || c.IAMKeyDelay.Duration > 0 ||
+		len(c.DisabledRegions) > 0 || len(c.DeniedRegions) > 0 || len(c.FailedCopies) > 0 || len(c.InsufficientCapacity) > 0
 }
 
 // Validate checks the section; errors name the key as written in the lab
@@ -92,7 +138,8 @@ func (c Config) Validate() error {
 		key string
 		v   time.Duration
 	}{{"consistency", c.Consistency.Duration}, {"terminated_listed", c.TerminatedListed.Duration},
-		{"boot_delay", c.BootDelay.Duration}, {"console_delay", c.ConsoleDelay.Duration}} {
+		{"boot_delay", c.BootDelay.Duration}, {"console_delay", c.ConsoleDelay.Duration},
+		{"iam_profile_delay", c.IAMProfileDelay.Duration}, {"iam_key_delay", c.IAMKeyDelay.Duration}} {
 		if d.v < 0 {
 			return fmt.Errorf("lab file: realism.%s = %s: must not be negative", d.key, d.v)
 		}
@@ -107,6 +154,24 @@ func (c Config) Validate() error {
 			return fmt.Errorf("lab file: realism.fault_actions: %q: must be an API action name like CreateSecurityGroup", a)
 		}
 	}
+	for _, l := range []struct {
+		key     string
+		regions []string
+	}{{"disabled_regions", c.DisabledRegions}, {"denied_regions", c.DeniedRegions}, {"failed_copies", c.FailedCopies}} {
+		for _, r := range l.regions {
+			if !regionName.MatchString(r) {
+				return fmt.Errorf("lab file: realism.%s: %q: must be a region name like eu-west-1", l.key, r)
+			}
+		}
+	}
+	if a := c.AccountID; a != "" && !accountID.MatchString(a) {
+		return fmt.Errorf("lab file: realism.account_id = %q: must be 12 digits (a leading zero is allowed)", a)
+	}
+	for _, g := range c.InsufficientCapacity {
+		if _, err := path.Match(g, "t2.micro"); err != nil || g == "" {
+			return fmt.Errorf("lab file: realism.insufficient_capacity: %q: must be an instance type or a glob like \"t3.*\"", g)
+		}
+	}
 	for _, g := range c.XenTypes {
 		if _, err := path.Match(g, "t2.micro"); err != nil || g == "" {
 			return fmt.Errorf("lab file: realism.xen_types: %q: must be an instance type or a glob like \"t2.*\"", g)
@@ -115,7 +180,21 @@ func (c Config) Validate() error {
 	return nil
 }
 
-var actionName = regexp.MustCompile(`^[A-Z][A-Za-z0-9]+$`)
+var (
+	actionName = regexp.MustCompile(`^[A-Z][A-Za-z0-9]+$`)
+	regionName = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+	accountID  = regexp.MustCompile(`^[0-9]{12}$`)
+)
+
+// matchType reports whether instanceType matches one of globs.
+func matchType(globs []string, instanceType string) bool {
+	for _, g := range globs {
+		if ok, _ := path.Match(g, instanceType); ok {
+			return true
+		}
+	}
+	return false
+}
 
 // Xen reports whether instanceType is one of the Xen types.
 func (c Config) Xen(instanceType string) bool {

@@ -44,6 +44,13 @@ type Handler struct {
 	booting  map[string]*boot     // instance ID -> its latest launch or start
 	rebooted map[string]time.Time // instance ID -> its latest RebootInstances
 	types    map[string]string    // instance ID -> instance type
+
+	// The account's shape (Config's account knobs).
+	profiles map[string]time.Time // instance profile name -> created
+	keys     map[string]time.Time // access key ID -> created
+	public   map[string]bool      // instance ID -> its launch asked for a public IP
+	doomed   map[string]bool      // instance ID -> its launch ends terminated
+	failed   map[string]bool      // image ID -> a copy that ends failed
 }
 
 // boot is an instance's launch or start through the endpoint.
@@ -145,6 +152,8 @@ func New(cfg Config, next http.Handler, logf func(format string, args ...any)) *
 		rng:   mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		young: map[string]born{}, gone: map[string]time.Time{},
 		booting: map[string]*boot{}, rebooted: map[string]time.Time{}, types: map[string]string{},
+		profiles: map[string]time.Time{}, keys: map[string]time.Time{}, public: map[string]bool{},
+		doomed: map[string]bool{}, failed: map[string]bool{},
 	}
 }
 
@@ -191,6 +200,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.next.ServeHTTP(w, r)
 		return
 	}
+	if e := h.refuseAccount(r, q, h.now()); e != nil {
+		h.fail(w, q, e, "")
+		return
+	}
 	f, which := noFault, 0
 	if h.cfg.faultsOn(q.Service, q.Action) {
 		f, which = h.draw()
@@ -202,7 +215,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case f == serverError:
 		h.fail(w, q, serverFault(q.Service, which), "")
 		return
-	case q.Service != "ec2" && f == noFault:
+	case q.Service != "ec2" && f == noFault && !h.learnsFrom(q):
 		h.next.ServeHTTP(w, r)
 		return
 	}
@@ -220,6 +233,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out := rec.body.Bytes()
 	if q.Service == "ec2" && rec.status == http.StatusOK {
 		out = h.observe(q, out, asked)
+	}
+	if q.Service == "iam" && rec.status == http.StatusOK {
+		h.learnIAM(q, out)
 	}
 	if f == lostAnswer {
 		h.fail(w, q, serverFault(q.Service, 0), fmt.Sprintf(" after the endpoint answered %d (the call took effect)", rec.status))
@@ -318,6 +334,9 @@ func (h *Handler) refuse(q ec2front.Request, now time.Time) *apiError {
 			}
 		}
 	}
+	if e := h.refuseShape(q, now); e != nil {
+		return e
+	}
 	if q.Action == "GetConsoleOutput" && h.cfg.LatestNitroOnly && strings.EqualFold(q.Form.Get("Latest"), "true") {
 		id := q.Form.Get("InstanceId")
 		if t, ok := h.types[id]; ok && h.cfg.Xen(t) {
@@ -340,7 +359,8 @@ func (h *Handler) unlisted(id string, now time.Time) bool {
 func (h *Handler) observe(q ec2front.Request, body []byte, asked time.Time) []byte {
 	switch q.Action {
 	case "RunInstances", "StartInstances", "RebootInstances", "TerminateInstances", "ModifyInstanceAttribute",
-		"DescribeInstances", "DescribeInstanceStatus", "GetConsoleOutput":
+		"DescribeInstances", "DescribeInstanceStatus", "GetConsoleOutput",
+		"DescribeVpcs", "DescribeSubnets", "DescribeImages", "DescribeRegions":
 	default:
 		if _, ok := creates[q.Action]; !ok {
 			return body
@@ -379,7 +399,15 @@ func (h *Handler) observe(q ec2front.Request, body []byte, asked time.Time) []by
 			id := ec2front.ChildText(item, "instanceId")
 			h.types[id] = ec2front.ChildText(item, "instanceType")
 			h.booting[id] = &boot{at: now}
+			h.public[id] = strings.EqualFold(q.Form.Get("NetworkInterface.1.AssociatePublicIpAddress"), "true")
+			if matchType(h.cfg.InsufficientCapacity, h.types[id]) {
+				h.doomed[id] = true
+				h.logf("realism: ec2 RunInstances (%s): %s (%s) will end terminated, Server.InsufficientInstanceCapacity", q.Region, id, h.types[id])
+			}
 		}
+		changed = h.rewriteShape(q, doc) || changed
+	case "DescribeVpcs", "DescribeSubnets", "DescribeImages", "DescribeRegions", "CopyImage":
+		changed = h.rewriteShape(q, doc) || changed
 	case "StartInstances":
 		for _, item := range doc.FindElements("//instancesSet/item") {
 			id := ec2front.ChildText(item, "instanceId")
@@ -412,7 +440,8 @@ func (h *Handler) observe(q ec2front.Request, body []byte, asked time.Time) []by
 			h.types[id] = q.Form.Get("Value")
 		}
 	case "DescribeInstances", "DescribeInstanceStatus":
-		changed = h.rewriteInstances(q, doc, asked, now)
+		changed = h.rewriteShape(q, doc)
+		changed = h.rewriteInstances(q, doc, asked, now) || changed
 	case "GetConsoleOutput":
 		if !h.consolePosted(q.Form.Get("InstanceId"), now) {
 			if o := doc.Root().SelectElement("output"); o != nil {

@@ -4,6 +4,7 @@ package mototest
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +14,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 )
 
 // lockedBuffer collects moto_server's output for failure messages.
@@ -87,4 +92,35 @@ func Start(tb testing.TB) string {
 			tb.Fatalf("moto_server on port %s not ready after 30s: %s", port, out.String())
 		}
 	}
+}
+
+// Image makes an available AMI named name with tags (as bake tags its
+// images) in c's moto: from an instance of one of moto's amd64 AMIs, which
+// is terminated again.
+func Image(tb testing.TB, c *ec2.Client, name string, tags map[string]string) string {
+	tb.Helper()
+	ctx := context.Background()
+	base, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"amazon"},
+		Filters: []types.Filter{{Name: aws.String("architecture"), Values: []string{"x86_64"}}}, MaxResults: aws.Int32(5)})
+	if err != nil || len(base.Images) == 0 {
+		tb.Fatalf("a moto AMI: %v", err)
+	}
+	in, err := c.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: base.Images[0].ImageId, InstanceType: types.InstanceTypeT3Small,
+		MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var ts []types.Tag
+	for k, v := range tags {
+		ts = append(ts, types.Tag{Key: aws.String(k), Value: aws.String(v)})
+	}
+	out, err := c.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: in.Instances[0].InstanceId, Name: aws.String(name),
+		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeImage, Tags: ts}}})
+	if err != nil {
+		tb.Fatalf("CreateImage %s: %v", name, err)
+	}
+	if _, err := c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{aws.ToString(in.Instances[0].InstanceId)}}); err != nil {
+		tb.Fatal(err)
+	}
+	return aws.ToString(out.ImageId)
 }

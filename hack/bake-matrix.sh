@@ -107,12 +107,12 @@ for r in "${rows[@]}"; do
 	start=$SECONDS
 	if bake_one "$r" >"$work/$r.log" 2>&1; then
 		passed=$((passed + 1))
-		line=$(printf '%-18s ok    %5ds  bake %4ss  build %5ss (%s)' "$r" $((SECONDS - start)) "$(cat "$work/$r.bake")" \
+		line=$(printf '%-20s ok    %5ds  bake %4ss  build %5ss (%s)' "$r" $((SECONDS - start)) "$(cat "$work/$r.bake")" \
 			"$(awk '$1 == "total" { sub(/s$/, "", $3); print $3 }' "$work/$r.build")" \
 			"$(awk '$1 != "total" { printf "%s%s %s", sep, $1, $3; sep = ", " }' "$work/$r.build")")
 	else
 		failed=$((failed + 1))
-		line=$(printf '%-18s FAIL  %5ds (last lines of its log:)\n%s' "$r" $((SECONDS - start)) "$(tail -n 25 "$work/$r.log" | sed 's/^/    /')")
+		line=$(printf '%-20s FAIL  %5ds (last lines of its log:)\n%s' "$r" $((SECONDS - start)) "$(tail -n 25 "$work/$r.log" | sed 's/^/    /')")
 	fi
 	printf '%s\n' "$line"
 done

@@ -24,8 +24,9 @@ import (
 // sshds must not collide on the shared network), SSH as the image's default
 // user, the release's VERSION_ID, buildbot-worker installed through the lab's
 // apt cache (from universe on Ubuntu, after Ubuntu's first-boot apt run), and
-// a reboot that changes the boot ID. Bases not cached yet are built on first
-// launch, the instances pending meanwhile.
+// a reboot that changes the boot ID (RebootInstances: systemd's signal, or
+// sysvinit's runlevel 6 for the releases without systemd). Bases not cached
+// yet are built on first launch, the instances pending meanwhile.
 func TestReleases(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a lab")
@@ -127,7 +128,7 @@ func testRelease(t *testing.T, l *labtest.Lab, c *ec2.Client, key keyPair, r ima
 			var err error
 			got, err = sshRun(in.addr, r.User, key.signer, in.hostKeys,
 				`. /etc/os-release && echo "$VERSION_ID" && id -un && hostname && sudo -n true && echo sudo-ok && `+
-					`if systemctl -q is-active ssh.socket; then systemctl show -p Listen --value ssh.socket; else echo no-socket; fi`)
+					`if command -v systemctl >/dev/null && systemctl -q is-active ssh.socket; then systemctl show -p Listen --value ssh.socket; else echo no-socket; fi`)
 			return err
 		})
 		if in.id == insts[0].id {

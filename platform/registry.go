@@ -214,9 +214,9 @@ func debianInit(p Platform) *Platform {
 
 // initLabProof is the proof of a Debian guest booted with init: what the
 // lab proves and what is left.
-func initLabProof(init, service string) string {
+func initLabProof(init, boot, service string) string {
 	return "baked in the lab, a substitute for a distribution without systemd: no official AMI boots Debian with " + init + ", so the lab builds one " +
-		"(debootstrap, " + init + " as PID 1 under systemd-nspawn, published in the lab's own account as debian-12-*-amd64-*), " +
+		"(debootstrap, " + boot + " under systemd-nspawn, published in the lab's own account as debian-12-*-amd64-*), " +
 		"where buildbot-worker from PyPI is installed with " + service + ", updated, rebooted for real, imaged and booted again and connects to a real buildbot master; " +
 		"left to prove on AWS: a base image of your own with this init, its kernel, console and cloud-init"
 }
@@ -227,14 +227,14 @@ var noSystemd = []*Platform{
 		BaseName: "debian-12-sysvinit-amd64-*",
 		Service:  SysVInit, ServiceName: sysvService,
 		Verify: initVerify("/etc/init.d/buildbot-worker enabled with update-rc.d and the worker enabled in /etc/default/buildbot-worker"),
-		Proof:  initLabProof("sysvinit-core", "the guide's SysV init script (/etc/init.d/buildbot-worker, /etc/default/buildbot-worker, update-rc.d)"),
+		Proof:  initLabProof("sysvinit-core", "sysvinit-core as PID 1", "the guide's SysV init script (/etc/init.d/buildbot-worker, /etc/default/buildbot-worker, update-rc.d)"),
 	}),
 	debianInit(Platform{
 		Name: "debian-12-openrc", Title: "Debian 12 with OpenRC (openrc on sysvinit-core)",
 		BaseName: "debian-12-openrc-amd64-*",
 		Service:  OpenRC, ServiceName: openrcService,
 		Verify: initVerify("the OpenRC service buildbot-worker.NAME in the default runlevel"),
-		Proof:  initLabProof("OpenRC", "the OpenRC service Alpine uses too (/etc/init.d/buildbot-worker.NAME, /etc/conf.d, rc-update)"),
+		Proof:  initLabProof("OpenRC", "OpenRC on sysvinit-core's PID 1 (Debian's openrc)", "the OpenRC service Alpine uses too (/etc/init.d/buildbot-worker.NAME, /etc/conf.d, rc-update)"),
 	}),
 	{
 		// Alpine's cloud images, the cloud-init flavour (its tiny-cloud

@@ -34,10 +34,10 @@ bench-matrix: ## N bakes (MATRIX_N, default 4) in one lab one after another, the
 bench-bake: ## bake in the lab and split its wall time: remote commands, waits for EC2, the tool's overhead
 	$(GO) test -count=1 -timeout 30m -run '^$$' -bench BenchmarkBake -benchtime 3x ./bake/
 
-bake-matrix: deps build ## bake every platform the lab proves, boot each AMI, see its worker connect and build; N passed, N failed
+bake-matrix: deps build ## bake every platform the lab proves (and the pip path, and a bare worker), boot each AMI, build CPython on it; bake and build times
 	hack/bake-matrix.sh
 
-demo: deps build ## the main job (installs what the lab needs first) in the lab: bake a worker AMI, boot it, see the worker connect and build
+demo: deps build ## the main job (installs what the lab needs first) in the lab: bake a worker AMI, boot it, see the worker connect and build CPython
 	hack/demo.sh
 
 lint: ## gofmt, go vet, shellcheck, and a real PowerShell parse of the Windows templates and scripts

@@ -88,7 +88,9 @@ func setupWith(t testing.TB, labFile string) *env {
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l := labtest.Start(t, labFile+fmt.Sprintf("[master]\n[[master.workers]]\nname = %q\npassword_file = %q\n", e2eWorker, pwFile))
+	// parallel_tests as latentworker handoff gives it for the instance
+	// type BootAndBuildCPython launches (t3.large: 2 vCPUs).
+	l := labtest.Start(t, labFile+fmt.Sprintf("[master]\n[[master.workers]]\nname = %q\npassword_file = %q\nparallel_tests = 2\n", e2eWorker, pwFile))
 	cfg := config.Default()
 	cfg.Worker.Name = e2eWorker
 	cfg.Worker.Master = l.State.MasterPB
@@ -114,8 +116,19 @@ func (e *env) options(t testing.TB, rec *recorder) bake.Options {
 	}
 }
 
+// TestBakeE2E bakes with the defaults (CPython's build dependencies
+// included), boots the AMI as a master does and builds CPython on it with
+// the lab master's CPython builder: the lab's CPython repository, configure
+// --with-pydebug, make, the optional modules imported, pythoninfo and the
+// short test run (test_socket, test_asyncio and the optional modules'
+// tests). Then a refresh, encrypted and copied, whose copy boots and
+// connects in the second region.
 func TestBakeE2E(t *testing.T) {
 	e := setup(t)
+	e.cfg.Image.CPythonBuildDeps = config.Default().Image.CPythonBuildDeps
+	if !e.cfg.Image.CPythonBuildDeps {
+		t.Fatal("image.cpython_build_deps does not default to true")
+	}
 	ctx := context.Background()
 	rec := &recorder{t: t, secret: e.password}
 	opts := e.options(t, rec)
@@ -141,7 +154,16 @@ func TestBakeE2E(t *testing.T) {
 	}
 	checkNoTemporaries(t, e.ec2, m.RunID)
 
-	e.lab.BootAndBuild(t, e2eWorker, m.ImageID)
+	cb := e.lab.BootAndBuildCPython(t, e2eWorker, m.ImageID)
+	t.Logf("CPython built and tested on %s in %s: %s", m.ImageID, cb.Total(), cb.Summary())
+	for step, out := range cb.Output {
+		t.Logf("%s:\n%s", step, out)
+	}
+	for _, want := range []string{"git version", "gcc", "pkg-config", "header openssl/ssl.h", "header tk.h"} {
+		if !strings.Contains(cb.Output["build-dependencies"], want) {
+			t.Errorf("the build-dependencies step's output lacks %q", want)
+		}
+	}
 
 	// The refresh is also encrypted with a customer key (an alias, made
 	// in both regions) and copied to a second region, where an instance

@@ -58,12 +58,14 @@ func provisionWorker(ctx context.Context, s *State) error {
 	}
 	s.OSName = name
 	s.Worker = s.opts.Config.ScriptWorker(s.OSName)
-	if err := d.Setup(ctx, s.client, s.Worker, s.opts.Password.Reveal()); err != nil {
-		return fmt.Errorf("setting up worker %s on instance %s: %w", s.Worker.Name, s.InstanceID, err)
-	}
+	// The packages first: a name the release lacks fails the bake within
+	// a minute of the connection, before the worker is set up.
 	img := s.opts.Config.Image
 	if err := d.BuildDeps(ctx, s.client, img.CPythonBuildDeps, img.ExtraPackages); err != nil {
 		return fmt.Errorf("installing CPython build dependencies and packages on instance %s: %w", s.InstanceID, err)
+	}
+	if err := d.Setup(ctx, s.client, s.Worker, s.opts.Password.Reveal()); err != nil {
+		return fmt.Errorf("setting up worker %s on instance %s: %w", s.Worker.Name, s.InstanceID, err)
 	}
 	for _, path := range s.opts.Config.Image.ExtraScripts {
 		content, err := os.ReadFile(path)

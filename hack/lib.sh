@@ -40,22 +40,3 @@ wait_connected() {
 	echo "worker $1 did not connect within ${2:-180}s (last try $n)" >&2
 	return 1
 }
-
-# force_build WORKER [SECONDS]: forces a build and waits until one succeeds
-# on WORKER.
-force_build() {
-	local api wid n
-	api=$(master_api)
-	wid=$(curl -fsS "$api/workers/$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["workers"][0]["workerid"])')
-	curl -fsS -H 'Content-Type: application/json' \
-		-d '{"jsonrpc":"2.0","method":"force","id":1,"params":{"builderid":1,"reason":"latentworker lab","username":"Lab <lab@example.com>"}}' \
-		"$api/forceschedulers/force" >/dev/null
-	for n in $(seq 1 "${2:-120}"); do
-		if curl -fsS "$api/builds?complete=true&workerid=$wid" | json 'any(b["results"] == 0 for b in d["builds"])'; then
-			return 0
-		fi
-		sleep 1
-	done
-	echo "no successful build on $1 within ${2:-120}s (last try $n)" >&2
-	return 1
-}

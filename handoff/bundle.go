@@ -93,6 +93,12 @@ type Bundle struct {
 	// DefaultBuildWaitTimeout.
 	BuildWaitTimeout time.Duration
 
+	// ParallelTests is the worker's parallelism as the fleet's worker
+	// declarations take it (CPythonWorker(..., parallel_tests=N): make -jN
+	// and the tests' -jN): the vCPUs of InstanceTypes[0]; 0 when unknown.
+	// An EC2 worker runs one build at a time (ParallelBuilders).
+	ParallelTests int
+
 	// SecretsDir is the directory on the master that holds the secret
 	// files the snippet reads (see MasterCfgSnippet); "" means the
 	// directory "secrets" in the master's base directory.
@@ -117,6 +123,22 @@ type Changes struct {
 
 // IsZero reports whether nothing changed.
 func (c Changes) IsZero() bool { return c == Changes{} }
+
+// ParallelBuilders is parallel_builders (the worker's max_builds) of
+// every EC2 worker: an instance runs one build at a time, so a build has
+// all its vCPUs.
+const ParallelBuilders = 1
+
+// parallelism says, for the admins, how the worker is declared on
+// CPython's master (the fleet's worker declarations).
+func (b Bundle) parallelism() string {
+	if b.ParallelTests == 0 {
+		return fmt.Sprintf("parallel_builders=%d; parallel_tests unknown (EC2 did not give %s's vCPUs)", ParallelBuilders, b.InstanceTypes[0])
+	}
+	return fmt.Sprintf("parallel_tests=%d, parallel_builders=%d: %s's %d vCPUs for make -j%d and the tests' -j%d, one build at a time "+
+		"(CPython's master: cpw(name=%q, ..., parallel_tests=%d) in get_workers)",
+		b.ParallelTests, ParallelBuilders, b.InstanceTypes[0], b.ParallelTests, b.ParallelTests, b.ParallelTests, b.WorkerName, b.ParallelTests)
+}
 
 // keepalive returns the keepalive interval in seconds.
 func (b Bundle) keepalive() int {

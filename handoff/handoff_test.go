@@ -31,6 +31,7 @@ func fixture() Bundle {
 		WorkerName:          "ware-debian-x86",
 		MasterAddress:       "buildbot-api.python.org:9020",
 		InstanceTypes:       []string{"t3.small"},
+		ParallelTests:       2,
 		Region:              "eu-west-1",
 		AMI:                 "ami-0123456789abcdef0",
 		AccessKeyID:         "AKIAIOSFODNN7EXAMPLE",
@@ -356,6 +357,9 @@ print(" ".join(names))
 		}
 		want := "name password instance_type " + image + " region identifier secret_identifier keypair_name " +
 			"security_group_ids subnet_id instance_profile_name tags keepalive_interval build_wait_timeout max_builds"
+		if b.ParallelTests > 0 {
+			want += " properties"
+		}
 		if got := strings.TrimSpace(string(out)); got != want {
 			t.Errorf("snippet keywords = %s; want %s", got, want)
 		}

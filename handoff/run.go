@@ -44,6 +44,7 @@ type EC2API interface {
 	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
 	ModifyImageAttribute(context.Context, *ec2.ModifyImageAttributeInput, ...func(*ec2.Options)) (*ec2.ModifyImageAttributeOutput, error)
 	DescribeSnapshots(context.Context, *ec2.DescribeSnapshotsInput, ...func(*ec2.Options)) (*ec2.DescribeSnapshotsOutput, error)
+	DescribeInstanceTypes(context.Context, *ec2.DescribeInstanceTypesInput, ...func(*ec2.Options)) (*ec2.DescribeInstanceTypesOutput, error)
 }
 
 // KMSAPI is the part of the KMS client a handoff uses: whether a key that
@@ -278,6 +279,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		b.FindNewest, b.AMIOwner = true, account
 		b.AMILocationRegex = AMILocationRegex(account, o.NamePrefix, o.Worker)
 	}
+	b.ParallelTests = o.vcpus(ctx, o.InstanceTypes[0])
 	if prevHandedOff != "" && prevHandedOff != ami && !o.FindNewest {
 		b.Changes.OldAMI = prevHandedOff
 	}
@@ -619,4 +621,15 @@ func tagValue(tags []types.Tag, key string) string {
 		}
 	}
 	return ""
+}
+
+// vcpus returns the default vCPUs of instance type t, the parallelism the
+// handoff gives the admins (Bundle.ParallelTests); 0 when EC2 does not say
+// (the bundle then says it is unknown).
+func (o Options) vcpus(ctx context.Context, t string) int {
+	out, err := o.EC2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: []types.InstanceType{types.InstanceType(t)}})
+	if err != nil || len(out.InstanceTypes) == 0 || out.InstanceTypes[0].VCpuInfo == nil {
+		return 0
+	}
+	return int(aws.ToInt32(out.InstanceTypes[0].VCpuInfo.DefaultVCpus))
 }

@@ -122,8 +122,14 @@ func MasterCfgSnippet(b Bundle) (string, error) {
 	p("        os.path.join(LATENTWORKER_SECRETS_DIR, %s),", pyString(SecretAccessKeySecretName(w)))
 	p("    ]")
 	p("    password = util.Secret(%s)", pyString(PasswordSecretName(w)))
+	props := ""
+	if b.ParallelTests > 0 {
+		// Builders read it as the fleet's factories read the worker's
+		// parallel_tests: make -jN, the tests' -jN.
+		props = fmt.Sprintf(", properties={\"parallel_tests\": %d}", b.ParallelTests)
+	}
 	p("    if not all(os.path.isfile(f) for f in key_files):")
-	p("        return worker.Worker(LATENTWORKER_WORKER_NAME, password, max_builds=1)")
+	p("        return worker.Worker(LATENTWORKER_WORKER_NAME, password, max_builds=1%s)", props)
 	p("    identifier, secret_identifier = [")
 	p("        open(f, encoding=\"utf-8\").read().rstrip(\"\\r\\n\") for f in key_files")
 	p("    ]")
@@ -175,6 +181,11 @@ func MasterCfgSnippet(b Bundle) (string, error) {
 	p("        # enough not to pay for idle hours.")
 	p("        build_wait_timeout=%d,", b.buildWait())
 	p("        max_builds=1,  # one build at a time on an instance")
+	if b.ParallelTests > 0 {
+		p("        # The instance type's vCPUs, for the builders' make -jN and tests -jN")
+		p("        # (util.Property(\"parallel_tests\")), as CPython's workers declare it.")
+		p("        properties={\"parallel_tests\": %d},", b.ParallelTests)
+	}
 	p("    )")
 	p("")
 	p("")

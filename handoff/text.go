@@ -46,6 +46,7 @@ func Text(b Bundle, opts TextOptions) (string, error) {
 	if len(b.InstanceTypes) > 1 {
 		item("Also allowed", strings.Join(b.InstanceTypes[1:], ", "))
 	}
+	item("Parallelism", b.parallelism())
 	p("2. Region:")
 	item("Region", b.Region)
 	p("3. AMI ID:")
@@ -140,6 +141,8 @@ type bundleJSON struct {
 	SubnetID            string            `json:"subnet_id"`
 	InstanceProfileName string            `json:"instance_profile_name"`
 	Tags                map[string]string `json:"tags"`
+	ParallelTests       int               `json:"parallel_tests,omitempty"`
+	ParallelBuilders    int               `json:"parallel_builders"`
 	KeepaliveInterval   int               `json:"keepalive_interval"`
 	BuildWaitTimeout    int               `json:"build_wait_timeout"`
 	Secrets             secretNamesJSON   `json:"secret_files"`
@@ -192,6 +195,8 @@ func JSON(b Bundle, showSecret bool) ([]byte, error) {
 		SubnetID:            b.SubnetID,
 		InstanceProfileName: b.InstanceProfileName,
 		Tags:                tags,
+		ParallelTests:       b.ParallelTests,
+		ParallelBuilders:    ParallelBuilders,
 		KeepaliveInterval:   b.keepalive(),
 		BuildWaitTimeout:    b.buildWait(),
 		Secrets: secretNamesJSON{

@@ -38,6 +38,11 @@ type Config struct {
 	// PyPICache is the loopback address of the lab's PyPI mirror, which
 	// instances' pip uses (/etc/pip.conf); "off" turns it off.
 	PyPICache string `toml:"pypi_cache"`
+	// CPythonGit is the loopback address where the lab serves its CPython
+	// repository over git's smart HTTP (lab/cpythonsrc: made on first use
+	// from Debian's source archive), which the master's CPython builder
+	// clones on instances; "off" turns it and the builder off.
+	CPythonGit string `toml:"cpython_git"`
 	// ImagePending is the least time a new AMI stays pending, so clients'
 	// progress reporting is exercised (AWS takes minutes; the lab's copy a
 	// fraction of a second).
@@ -73,6 +78,9 @@ type MasterConfig struct {
 	// definition); ExtraWorkers names the workers it defines.
 	Extra        string   `toml:"extra"`
 	ExtraWorkers []string `toml:"extra_workers"`
+	// CPythonTests are the CPython builder's short test run (regrtest
+	// names); empty: master.DefaultCPythonTests.
+	CPythonTests []string `toml:"cpython_tests"`
 }
 
 // WorkerConfig is a worker the master accepts.
@@ -80,6 +88,11 @@ type WorkerConfig struct {
 	Name         string `toml:"name"`
 	Password     string `toml:"password"`
 	PasswordFile string `toml:"password_file"`
+	// ParallelTests is the worker's parallel_tests, as CPython's master
+	// declares its workers (and latentworker handoff gives it for the
+	// instance type): the CPython builder's make -jN and test -jN; 0
+	// leaves it unset, as the fleet does (make without -j, tests -j2).
+	ParallelTests int `toml:"parallel_tests"`
 }
 
 // Duration is a time.Duration written as "5s" in TOML.
@@ -87,10 +100,11 @@ type Duration = realism.Duration
 
 // Defaults.
 const (
-	DefaultListen    = "127.0.0.1:4570"
-	DefaultAddresses = "127.0.10.0/24"
-	DefaultAptCache  = "127.0.0.1:4571"
-	DefaultPyPICache = "127.0.0.1:4572"
+	DefaultListen     = "127.0.0.1:4570"
+	DefaultAddresses  = "127.0.10.0/24"
+	DefaultAptCache   = "127.0.0.1:4571"
+	DefaultPyPICache  = "127.0.0.1:4572"
+	DefaultCPythonGit = "127.0.0.1:4573"
 )
 
 // MasterEnabled reports whether the lab runs a buildbot master.
@@ -124,6 +138,9 @@ func LoadConfig(path string) (Config, error) {
 	if c.PyPICache == "" {
 		c.PyPICache = DefaultPyPICache
 	}
+	if c.CPythonGit == "" {
+		c.CPythonGit = DefaultCPythonGit
+	}
 	if c.ImagePending.Duration == 0 {
 		c.ImagePending.Duration = 3 * time.Second
 	}
@@ -146,6 +163,11 @@ func (c Config) validate() error {
 	if c.PyPICache != "off" {
 		if ap, err := netip.ParseAddrPort(c.PyPICache); err != nil || !ap.Addr().IsLoopback() {
 			return fmt.Errorf("lab file: pypi_cache %q: must be a loopback address and port, like %s, or \"off\"", c.PyPICache, DefaultPyPICache)
+		}
+	}
+	if c.CPythonGit != "off" {
+		if ap, err := netip.ParseAddrPort(c.CPythonGit); err != nil || !ap.Addr().IsLoopback() {
+			return fmt.Errorf("lab file: cpython_git %q: must be a loopback address and port, like %s, or \"off\"", c.CPythonGit, DefaultCPythonGit)
 		}
 	}
 	p, err := netip.ParsePrefix(c.Addresses)
@@ -186,7 +208,10 @@ func (c Config) masterWorkers() ([]master.Worker, error) {
 				return nil, errors.New("lab file: worker " + w.Name + ": password_file is empty")
 			}
 		}
-		out = append(out, master.Worker{Name: w.Name, Password: pw})
+		if w.ParallelTests < 0 || w.ParallelTests > 1024 {
+			return nil, fmt.Errorf("lab file: worker %s: parallel_tests %d: must be 0 (unset) to 1024", w.Name, w.ParallelTests)
+		}
+		out = append(out, master.Worker{Name: w.Name, Password: pw, ParallelTests: w.ParallelTests})
 	}
 	return out, nil
 }

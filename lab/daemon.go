@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,9 +23,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/latentworker/latentworker/lab/aptcache"
+	"github.com/latentworker/latentworker/lab/cpythonsrc"
 	"github.com/latentworker/latentworker/lab/ec2front"
 	"github.com/latentworker/latentworker/lab/iameval"
 	"github.com/latentworker/latentworker/lab/image"
+	"github.com/latentworker/latentworker/lab/loopback"
 	"github.com/latentworker/latentworker/lab/machine"
 	"github.com/latentworker/latentworker/lab/master"
 	"github.com/latentworker/latentworker/lab/moto"
@@ -85,8 +88,12 @@ type State struct {
 	MasterPB   string    `json:"master_pb,omitempty"`
 	MasterPID  int       `json:"master_pid,omitempty"`
 	MasterPIDS uint64    `json:"master_pid_start,omitempty"`
-	StateDir   string    `json:"state_dir"`
-	RequestLog string    `json:"request_log"`
+	// CPythonGit is the URL of the lab's CPython repository
+	// (lab/cpythonsrc), which instances clone; CPythonBranch its branch.
+	CPythonGit    string `json:"cpython_git,omitempty"`
+	CPythonBranch string `json:"cpython_branch,omitempty"`
+	StateDir      string `json:"state_dir"`
+	RequestLog    string `json:"request_log"`
 	// Transitions is the file of every state change of the lab's
 	// instances and images, when it happened (ReadTransitions).
 	Transitions string `json:"transitions,omitempty"`
@@ -236,6 +243,34 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 		}
 		pipIndex = serveHelper("pypi cache", filepath.Join(o.CacheDir, "pypi"), ln, pypi.Serve, pypi.Stats, logf, &cleanups)
 	}
+	var cpython *master.CPythonBuilder
+	if cfg.CPythonGit != "off" {
+		repo, err := cpythonsrc.Ensure(ctx, o.CacheDir, log)
+		if err != nil {
+			return fmt.Errorf("the CPython repository: %w (cpython_git = \"off\" in the lab file goes without)", err)
+		}
+		h, err := cpythonsrc.Handler(cpythonsrc.Root(o.CacheDir))
+		if err != nil {
+			return err
+		}
+		ln, err := loopback.Listen("cpython git", cfg.CPythonGit, DefaultCPythonGit)
+		if err != nil {
+			return fmt.Errorf("%w (set cpython_git in the lab file)", err)
+		}
+		var served atomic.Int64
+		serve := func(ctx context.Context, ln net.Listener) error {
+			return loopback.Serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				served.Add(1)
+				h.ServeHTTP(w, r)
+			}), "cpython git")
+		}
+		addr := serveHelper("cpython git", repo.Dir, ln, serve, func() string {
+			return fmt.Sprintf("%d requests", served.Load())
+		}, logf, &cleanups)
+		st.CPythonGit, st.CPythonBranch = "http://"+addr+"/"+cpythonsrc.RepoName, repo.Branch
+		cpython = &master.CPythonBuilder{Repo: st.CPythonGit, Branch: repo.Branch, Tests: cfg.Master.CPythonTests}
+		logf("CPython %s (branch %s) at %s", repo.Version, repo.Branch, st.CPythonGit)
+	}
 	kmsClient := kms.New(kms.Options{
 		Region:       DefaultRegion,
 		BaseEndpoint: aws.String(ms.URL),
@@ -324,6 +359,7 @@ func Serve(ctx context.Context, o Options, log io.Writer) (err error) {
 			ExtraWorkerNames: cfg.Master.ExtraWorkers,
 			Env:              labEnv(st),
 			AWSEndpoint:      st.Endpoint,
+			CPython:          cpython,
 		})
 		if err != nil {
 			return fmt.Errorf("buildbot master: %w", err)

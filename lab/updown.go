@@ -165,6 +165,9 @@ func Env(st State) string {
 		fmt.Fprintf(&b, "export LATENTLAB_MASTER_URL=%s\n", st.MasterURL)
 		fmt.Fprintf(&b, "export LATENTLAB_MASTER_PB=%s\n", st.MasterPB)
 	}
+	if st.CPythonGit != "" {
+		fmt.Fprintf(&b, "export LATENTLAB_CPYTHON_GIT=%s\n", st.CPythonGit)
+	}
 	return b.String()
 }
 
@@ -183,6 +186,9 @@ func Status(o Options) (string, error) {
 	}
 	if st.MasterURL != "" {
 		fmt.Fprintf(&b, "master:     %s, workers connect to %s (pid %d)\n", st.MasterURL, st.MasterPB, st.MasterPID)
+	}
+	if st.CPythonGit != "" {
+		fmt.Fprintf(&b, "cpython:    %s (branch %s)\n", st.CPythonGit, st.CPythonBranch)
 	}
 	ids, _ := filepath.Glob(filepath.Join(o.StateDir, "i", "i-*"))
 	fmt.Fprintf(&b, "instances:  %d with a body (addresses from %s)\n", len(ids), st.Addresses)

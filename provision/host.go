@@ -126,11 +126,11 @@ func Host(ctx context.Context, o HostOptions) (*HostResult, error) {
 		w.HostInfo = name + " (conventional worker, set up by latentworker)"
 	}
 	res.Worker = w
-	if err := d.Setup(ctx, c, w, o.Password); err != nil {
-		return res, fmt.Errorf("setting up worker %s on %s: %w", w.Name, c.Addr(), err)
-	}
 	if err := d.BuildDeps(ctx, c, o.BuildDeps, o.Packages); err != nil {
 		return res, fmt.Errorf("installing CPython build dependencies and packages on %s: %w", c.Addr(), err)
+	}
+	if err := d.Setup(ctx, c, w, o.Password); err != nil {
+		return res, fmt.Errorf("setting up worker %s on %s: %w", w.Name, c.Addr(), err)
 	}
 	for _, s := range o.Extra {
 		if err := d.RunScript(ctx, c, s.Name, s.Content); err != nil {

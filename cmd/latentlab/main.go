@@ -58,6 +58,6 @@ Exit codes: 0 success, 1 failure, 2 bad input.`,
 	pf.StringVar(&o.StateDir, "state-dir", o.StateDir, "runtime state: lab.json, logs, layers, instances (env LATENTLAB_STATE)")
 	pf.StringVar(&o.CacheDir, "cache-dir", o.CacheDir, "where the base image is cached (env LATENTLAB_CACHE)")
 	pf.StringVar(&o.ConfigPath, "config", o.ConfigPath, "lab file (TOML; env LATENTLAB_CONFIG); defaults without one")
-	root.AddCommand(newUp(&o), newDown(&o), newEnv(&o), newStatus(&o), newServe(&o), newImages(&o), newBuildImage(&o))
+	root.AddCommand(newUp(&o), newDown(&o), newEnv(&o), newStatus(&o), newServe(&o), newImages(&o), newBuildImage(&o), newBuild(&o))
 	return root
 }

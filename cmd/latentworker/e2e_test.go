@@ -489,10 +489,43 @@ func TestValidateAgainstLab(t *testing.T) {
 
 // TestBakeKeepOnFailure fails a bake in an extra script with
 // --keep-on-failure --debug-key: the builder stays, the owner's key logs in,
-// and everything else of the run is removed.
+// and everything else of the run is removed. First, in the same lab, a
+// package the release does not have (with CPython's build dependencies):
+// the bake fails naming it, before installing any of them, and removes
+// everything it made.
 func TestBakeKeepOnFailure(t *testing.T) {
 	e := newCLIEnv(t)
 	ctx := context.Background()
+	t.Run("a package the release lacks", func(t *testing.T) {
+		const missing = "latentworker-no-such-package"
+		cmd := e.command(ctx, "bake", "--json", "--cpython-build-deps=true", "--extra-package", missing)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		e.noSecret(t, "output", append(out, stderr.Bytes()...))
+		if code := cmd.ProcessState.ExitCode(); code != exitFailure {
+			t.Fatalf("bake with package %s = exit %d (%v); want %d\n%s\n%s", missing, code, err, exitFailure, out, stderr.String())
+		}
+		run, msg := "", ""
+		for _, ev := range events(t, out) {
+			switch ev["type"] {
+			case "run":
+				run, _ = ev["run_id"].(string)
+			case "error":
+				msg, _ = ev["error"].(string)
+			}
+		}
+		if !strings.Contains(msg, "no such package in this release's repositories: "+missing) {
+			t.Errorf("the error event %q does not name the missing package %s", msg, missing)
+		}
+		if strings.Contains(string(out), "latentworker: installing: git ") {
+			t.Errorf("the build dependencies were installed before the missing name was found")
+		}
+		if left := labtest.RunResources(t, e.lab.EC2(""), run); run == "" || len(left) > 0 {
+			t.Errorf("run %q left %v; want nothing", run, left)
+		}
+		t.Logf("the error: %s", msg)
+	})
 	script := filepath.Join(e.dir, "fail.sh")
 	if err := os.WriteFile(script, []byte("#!/bin/sh\necho 'extra script: failing on purpose' >&2\nexit 3\n"), 0o755); err != nil {
 		t.Fatal(err)

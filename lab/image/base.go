@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/latentworker/latentworker/lab/flock"
 )
 
 // prepVersion changes whenever prepareBase changes, so caches are rebuilt.
@@ -79,7 +81,9 @@ func EnsureBase(ctx context.Context, cacheDir, name string, log io.Writer) (stri
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", err
 	}
-	unlock, err := lockFile(ctx, filepath.Join(cacheDir, ".base-"+r.Name+".lock"), log)
+	unlock, err := flock.Lock(ctx, filepath.Join(cacheDir, ".base-"+r.Name+".lock"), func() {
+		fmt.Fprintf(log, "latentlab: another lab is building the base image; waiting for it\n")
+	})
 	if err != nil {
 		return "", err
 	}
@@ -189,36 +193,6 @@ func removeBuild(dir string) {
 		_ = syscall.Unmount(mp, syscall.MNT_DETACH)
 	}
 	_ = os.RemoveAll(dir)
-}
-
-// lockFile takes an exclusive flock on path, waiting while another process
-// holds it (saying so once on log) until ctx ends. The lock goes with the
-// process, also when it crashes.
-func lockFile(ctx context.Context, path string, log io.Writer) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	for said := false; ; {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		if !said {
-			fmt.Fprintf(log, "latentlab: another lab is building the base image; waiting for it\n")
-			said = true
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
 }
 
 // prepareBase makes a debootstrapped tree look like the release's cloud

@@ -50,35 +50,10 @@ func (l *Lab) BootAndBuild(t testing.TB, worker, ami string) {
 
 // BootAndBuildIn is BootAndBuild in region ("" the lab's default).
 func (l *Lab) BootAndBuildIn(t testing.TB, region, worker, ami string) {
-	c := l.EC2(region)
 	t.Helper()
 	ctx := context.Background()
-	mc := &master.Client{BaseURL: l.State.MasterURL}
-	// An earlier instance of the worker (a bake's verify instance, the last
-	// boot) must be gone from the master first: its stale connection would
-	// pass for this instance's, and the new one be refused.
-	if err := mc.WaitWorkerDisconnected(ctx, worker, 2*time.Minute); err != nil {
-		t.Fatalf("before booting %s: %v", ami, err)
-	}
-	out, err := c.RunInstances(ctx, &ec2.RunInstancesInput{
-		ImageId: aws.String(ami), InstanceType: types.InstanceTypeT3Small, MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
-	})
-	if err != nil {
-		t.Fatalf("RunInstances(%s): %v", ami, err)
-	}
-	id := aws.ToString(out.Instances[0].InstanceId)
-	defer func() {
-		if _, err := c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
-			t.Errorf("TerminateInstances(%s): %v", id, err)
-		}
-		_ = ec2.NewInstanceTerminatedWaiter(c).Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, 2*time.Minute)
-	}()
-	if err := ec2.NewInstanceRunningWaiter(c).Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, 3*time.Minute); err != nil {
-		t.Fatalf("instance %s from %s: %v", id, ami, err)
-	}
-	if err := mc.WaitWorkerConnected(ctx, worker, 5*time.Minute); err != nil {
-		t.Fatalf("worker %s on %s: %v\n%s", worker, id, err, l.Diagnose(id))
-	}
+	mc, id, done := l.boot(t, region, worker, ami, types.InstanceTypeT3Small)
+	defer done()
 	req, err := mc.ForceBuild(ctx, master.DefaultSchedulerName, master.DefaultBuilderName, "bake e2e")
 	if err != nil {
 		t.Fatalf("ForceBuild: %v", err)
@@ -87,12 +62,48 @@ func (l *Lab) BootAndBuildIn(t testing.TB, region, worker, ami string) {
 	if err != nil || !build.Succeeded() {
 		t.Fatalf("build on %s: %+v, %v; want success\n%s", ami, build, err, l.Diagnose(id))
 	}
-	// Wait for the worker to go away before the next boot uses its name.
-	if _, err := c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
-		t.Errorf("TerminateInstances(%s): %v", id, err)
+}
+
+// boot launches an instance of ami in region the way buildbot would and
+// waits until its worker is connected to the lab master. done terminates
+// the instance and waits until the worker is gone, so that the next boot
+// can use its name: the master would refuse a second connection while it
+// shows the stale one.
+func (l *Lab) boot(t testing.TB, region, worker, ami string, typ types.InstanceType) (mc *master.Client, id string, done func()) {
+	t.Helper()
+	c := l.EC2(region)
+	ctx := context.Background()
+	mc = &master.Client{BaseURL: l.State.MasterURL}
+	// An earlier instance of the worker (a bake's verify instance, the last
+	// boot) must be gone from the master first: its stale connection would
+	// pass for this instance's, and the new one be refused.
+	if err := mc.WaitWorkerDisconnected(ctx, worker, 2*time.Minute); err != nil {
+		t.Fatalf("before booting %s: %v", ami, err)
 	}
-	_ = ec2.NewInstanceTerminatedWaiter(c).Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, 2*time.Minute)
-	_ = mc.WaitWorkerDisconnected(ctx, worker, time.Minute)
+	out, err := c.RunInstances(ctx, &ec2.RunInstancesInput{
+		ImageId: aws.String(ami), InstanceType: typ, MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+	})
+	if err != nil {
+		t.Fatalf("RunInstances(%s): %v", ami, err)
+	}
+	id = aws.ToString(out.Instances[0].InstanceId)
+	done = func() {
+		if _, err := c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+			t.Errorf("TerminateInstances(%s): %v", id, err)
+		}
+		_ = ec2.NewInstanceTerminatedWaiter(c).Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, 2*time.Minute)
+		_ = mc.WaitWorkerDisconnected(ctx, worker, time.Minute)
+	}
+	if err := ec2.NewInstanceRunningWaiter(c).Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}}, 3*time.Minute); err != nil {
+		done()
+		t.Fatalf("instance %s from %s: %v", id, ami, err)
+	}
+	if err := mc.WaitWorkerConnected(ctx, worker, 5*time.Minute); err != nil {
+		diag := l.Diagnose(id)
+		done()
+		t.Fatalf("worker %s on %s: %v\n%s", worker, id, err, diag)
+	}
+	return mc, id, done
 }
 
 // RunResources lists what run created that still exists.
@@ -183,4 +194,71 @@ func ScanArgv(t testing.TB, secret string) func() {
 		wg.Wait()
 		t.Logf("scanned every process's argv %d times: no password", scans)
 	}
+}
+
+// CPythonBuild is a CPython build on the lab master's CPython builder.
+type CPythonBuild struct {
+	Build master.Build
+	Steps []master.Step
+	// Output is the output of the steps that prove the worker's image:
+	// build-dependencies (git, gcc, pkg-config, the headers) and
+	// optional-modules (the imports).
+	Output map[string]string
+}
+
+// Total is the build's duration, from its first step's start to its last
+// step's end.
+func (b CPythonBuild) Total() time.Duration {
+	if len(b.Steps) == 0 {
+		return 0
+	}
+	return time.Duration((b.Steps[len(b.Steps)-1].Completed - b.Steps[0].Started) * float64(time.Second)).Round(time.Second)
+}
+
+// Summary lists the steps and their times on one line.
+func (b CPythonBuild) Summary() string {
+	var parts []string
+	for _, s := range b.Steps {
+		parts = append(parts, fmt.Sprintf("%s %s", s.Name, s.Duration()))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// BootAndBuildCPython launches an instance from ami the way buildbot
+// would, waits for its worker, and runs a build on the master's CPython
+// builder (the lab's CPython repository, configure, make, the short test
+// run): it fails the test unless the build succeeds. The instance is
+// terminated afterwards.
+func (l *Lab) BootAndBuildCPython(t testing.TB, worker, ami string) CPythonBuild {
+	t.Helper()
+	ctx := context.Background()
+	if l.State.CPythonGit == "" {
+		t.Fatalf("the lab has no CPython repository (cpython_git is off)")
+	}
+	// t3.large: 2 vCPUs, as the workers' parallel_tests in the lab tests.
+	mc, id, done := l.boot(t, "", worker, ami, types.InstanceTypeT3Large)
+	defer done()
+	req, err := mc.ForceBuild(ctx, master.DefaultSchedulerName, master.CPythonBuilderName, "CPython on "+ami)
+	if err != nil {
+		t.Fatalf("ForceBuild(%s): %v", master.CPythonBuilderName, err)
+	}
+	b, err := mc.WaitBuild(ctx, req, time.Hour)
+	res := CPythonBuild{Build: b, Output: map[string]string{}}
+	if err == nil {
+		res.Steps, _ = mc.Steps(ctx, b.BuildID)
+		for _, s := range []string{"build-dependencies", "optional-modules"} {
+			res.Output[s], _ = mc.StepOutput(ctx, b.BuildID, s)
+		}
+	}
+	if err != nil || !b.Succeeded() {
+		var why strings.Builder
+		for _, s := range res.Steps {
+			if s.Results != nil && *s.Results != master.Success {
+				o, _ := mc.StepOutput(ctx, b.BuildID, s.Name)
+				fmt.Fprintf(&why, "--- step %s (%s), the end of its output:\n%s\n", s.Name, s.StateString, lastLines(o, 60))
+			}
+		}
+		t.Fatalf("CPython build on %s: %+v, %v; want success (steps: %s)\n%s%s", ami, b, err, res.Summary(), why.String(), l.Diagnose(id))
+	}
+	return res
 }

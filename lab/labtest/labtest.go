@@ -28,7 +28,9 @@ import (
 )
 
 // Tools the lab needs on the host.
-var tools = []string{"systemd-nspawn", "debootstrap", "moto_server", "ssh-keygen", "/usr/bin/buildbot", "/usr/bin/buildbot-worker"}
+var tools = []string{"systemd-nspawn", "debootstrap", "moto_server", "ssh-keygen", "/usr/bin/buildbot", "/usr/bin/buildbot-worker",
+	// The lab's CPython repository (lab/cpythonsrc).
+	"apt-get", "gpg", "gpgv", "git"}
 
 // Require skips the test under -short (the fast tier starts no lab), and
 // when the lab cannot run here (not root, a tool missing), except that it
@@ -133,7 +135,8 @@ func Start(t testing.TB, extra string) *Lab {
 	port := freePort(t)
 	addresses := fmt.Sprintf("127.%d.%d.0/24", 20+rand.IntN(200), rand.IntN(256))
 	cfgPath := filepath.Join(stateDir, "lab.toml")
-	cfg := fmt.Sprintf("listen = \"127.0.0.1:%d\"\naddresses = %q\napt_cache = \"127.0.0.1:%d\"\npypi_cache = \"127.0.0.1:%d\"\n%s\n", port, addresses, freePort(t), freePort(t), extra)
+	cfg := fmt.Sprintf("listen = \"127.0.0.1:%d\"\naddresses = %q\napt_cache = \"127.0.0.1:%d\"\npypi_cache = \"127.0.0.1:%d\"\ncpython_git = \"127.0.0.1:%d\"\n%s\n",
+		port, addresses, freePort(t), freePort(t), freePort(t), extra)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

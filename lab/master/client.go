@@ -339,6 +339,35 @@ func (c *Client) WaitBuild(ctx context.Context, buildRequestID int, timeout time
 	return r.Builds[len(r.Builds)-1], nil
 }
 
+// Step is one step of a build as the REST API reports it.
+type Step struct {
+	Name        string  `json:"name"`
+	Number      int     `json:"number"`
+	Results     *int    `json:"results"` // nil until complete
+	StateString string  `json:"state_string"`
+	Started     float64 `json:"started_at"`
+	Completed   float64 `json:"complete_at"`
+}
+
+// Duration is how long the step took (0 before it completes).
+func (s Step) Duration() time.Duration {
+	if s.Started == 0 || s.Completed == 0 {
+		return 0
+	}
+	return time.Duration((s.Completed - s.Started) * float64(time.Second)).Round(time.Second)
+}
+
+// Steps returns the steps of the build with ID buildID, in order.
+func (c *Client) Steps(ctx context.Context, buildID int) ([]Step, error) {
+	var r struct {
+		Steps []Step `json:"steps"`
+	}
+	if err := c.get(ctx, "builds/"+strconv.Itoa(buildID)+"/steps", url.Values{"order": {"number"}}, &r); err != nil {
+		return nil, fmt.Errorf("steps of build %d: %w", buildID, err)
+	}
+	return r.Steps, nil
+}
+
 // StepOutput returns what the command of the step called step printed in
 // the build with ID buildID: the stdout and stderr lines of the step's stdio
 // log, without buildbot's header lines. For the lab builder's step "hello"

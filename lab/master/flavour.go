@@ -2,7 +2,6 @@ package master
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/latentworker/latentworker/lab/flock"
 	"github.com/latentworker/latentworker/lab/image"
 )
 
@@ -89,7 +89,7 @@ func EnsurePip(ctx context.Context, cacheDir, root, version string, log io.Write
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return Flavour{}, err
 	}
-	unlock, err := flock(ctx, dir+".lock")
+	unlock, err := flock.Lock(ctx, dir+".lock", nil)
 	if err != nil {
 		return Flavour{}, err
 	}
@@ -145,30 +145,6 @@ func rootPython(root string) (string, error) {
 		return "", fmt.Errorf("root filesystem %s: python3 is %s, not python3.N", root, target)
 	}
 	return py, nil
-}
-
-// flock takes an exclusive lock on path, waiting while ctx allows.
-func flock(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }
 
 // rootScript runs "$@" chrooted into an overlay of the root filesystem $1

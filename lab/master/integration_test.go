@@ -69,10 +69,13 @@ func testMasterRunsBuild(t *testing.T, flavour Flavour) {
 
 	const name, password = "lab-w1", "test-only-pw'\"\\"
 	t0 := time.Now()
+	// With the CPython builder, so that both buildbots load its factory
+	// (the build below is the trivial builder's).
 	m, err := Start(ctx, Config{
 		Dir:     filepath.Join(tmp, "master"),
-		Workers: []Worker{{Name: name, Password: password}},
+		Workers: []Worker{{Name: name, Password: password, ParallelTests: 2}},
 		Flavour: flavour,
+		CPython: &CPythonBuilder{Repo: "http://127.0.0.1:9/cpython.git", Branch: "3.13"},
 	})
 	if err != nil {
 		t.Fatalf("Start: %v", err)

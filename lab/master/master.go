@@ -53,7 +53,39 @@ const (
 type Worker struct {
 	Name     string // a buildbot identifier: letters, digits, '_', '-'
 	Password string
+	// ParallelTests is the worker's parallel_tests, as CPython's master
+	// declares it: the CPython builder's make -jN and test -jN; 0 leaves
+	// it unset (make without -j, tests -j2, as the fleet does).
+	ParallelTests int
 }
+
+// CPythonBuilder is the master's CPython builder: a factory shaped like
+// the fleet's UnixBuild (cpython.py) that builds Repo's Branch.
+type CPythonBuilder struct {
+	// Repo is the git URL the workers clone (the lab's repository, served
+	// on loopback); Branch its branch.
+	Repo, Branch string
+	// Tests are the short test run's tests (regrtest names: test_socket,
+	// test_asyncio.test_events); empty: DefaultCPythonTests.
+	Tests []string
+}
+
+// DefaultCPythonTests is the short test run: test_socket and the parts of
+// test_asyncio that resolve services and protocols (/etc/services and
+// /etc/protocols: netbase) or use sockets, and a test of each optional
+// module a build dependency brings. Measured on two busy cores (load 15),
+// the whole of test_asyncio adds about 9 minutes of its tasks, futures,
+// subprocess and sendfile tests to it.
+var DefaultCPythonTests = []string{
+	"test_socket", "test_asyncio.test_base_events", "test_asyncio.test_events",
+	"test_asyncio.test_sock_lowlevel", "test_asyncio.test_selector_events", "test_asyncio.test_streams",
+	"test_asyncio.test_unix_events", "test_asyncio.test_ssl",
+	"test_ssl", "test_ctypes", "test_zlib", "test_bz2", "test_lzma", "test_sqlite3",
+	"test_dbm", "test_uuid", "test_readline", "test_hashlib",
+}
+
+// CPythonBuilderName is the CPython builder's name.
+const CPythonBuilderName = "cpython"
 
 // Config describes a lab master.
 type Config struct {
@@ -76,9 +108,12 @@ type Config struct {
 	// snippet) and must then list their names in ExtraWorkerNames.
 	Extra            string
 	ExtraWorkerNames []string
-	// BuilderName names the one builder, which runs HelloCommand on any of
-	// the workers; default "lab-builder".
+	// BuilderName names the trivial builder, which runs HelloCommand on
+	// any of the workers; default "lab-builder".
 	BuilderName string
+	// CPython, when set, adds the CPython builder (CPythonBuilderName) on
+	// every worker, beside the trivial one.
+	CPython *CPythonBuilder
 	// SchedulerName names the ForceScheduler for that builder; default
 	// "force".
 	SchedulerName string

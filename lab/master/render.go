@@ -2,6 +2,7 @@ package master
 
 import (
 	"bytes"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +32,9 @@ var identRE = regexp.MustCompile(`^[A-Za-z_-][A-Za-z0-9_-]*$`)
 
 // secretNameRE is what a secret's file name may be.
 var secretNameRE = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]*$`)
+
+// testNameRE is what a regrtest test name looks like.
+var testNameRE = regexp.MustCompile(`^test_[A-Za-z0-9_]+(\.test_[A-Za-z0-9_]+)*$`)
 
 // maxWorkerName is buildbot's limit on worker names.
 const maxWorkerName = 50
@@ -118,6 +122,16 @@ func (cfg Config) validate() error {
 			bad("AWS endpoint %q is not an http URL on a loopback address", cfg.AWSEndpoint)
 		}
 	}
+	if cp := cfg.CPython; cp != nil {
+		if cp.Repo == "" || cp.Branch == "" || !printableASCII(cp.Repo) || !printableASCII(cp.Branch) {
+			bad("CPython builder: repository %q and branch %q must be set, printable ASCII", cp.Repo, cp.Branch)
+		}
+		for _, test := range cp.Tests {
+			if !testNameRE.MatchString(test) {
+				bad("CPython builder: test %q is not a regrtest name (test_x, test_x.test_y)", test)
+			}
+		}
+	}
 	for name := range cfg.Secrets {
 		if !secretNameRE.MatchString(name) {
 			bad("secret name %q is not a file name (letters, digits, '.', '_', '-')", name)
@@ -167,6 +181,12 @@ func pyStrList(names []string) string {
 	return "[" + strings.Join(q, ", ") + "]"
 }
 
+// cpythonFactory is the CPython builder's factory (Python), inserted into
+// master.cfg when the master has the builder.
+//
+//go:embed cpython.py
+var cpythonFactory string
+
 // HelloCommand is the shell command the lab builder runs on the worker.
 const HelloCommand = "echo hello from $(hostname)"
 
@@ -213,6 +233,12 @@ func Render(cfg Config) ([]byte, error) {
 
 	p("c['workers'] = [\n")
 	for _, w := range cfg.Workers {
+		if w.ParallelTests > 0 {
+			// As CPython's master's worker declarations carry it; the
+			// CPython builder reads it as a property.
+			p("    worker.Worker(%s, %s, properties={'parallel_tests': %d}),\n", pyStr(w.Name), pyStr(w.Password), w.ParallelTests)
+			continue
+		}
 		p("    worker.Worker(%s, %s),\n", pyStr(w.Name), pyStr(w.Password))
 	}
 	p("]\n\n")
@@ -234,13 +260,28 @@ func Render(cfg Config) ([]byte, error) {
 
 	p("factory = util.BuildFactory()\n")
 	p("factory.addStep(steps.ShellCommand(name='hello', command=%s))\n\n", pyStr(HelloCommand))
+	builders := []string{cfg.BuilderName}
+	if cfg.CPython != nil {
+		p("%s\n", strings.TrimRight(cpythonFactory, "\n"))
+		tests := cfg.CPython.Tests
+		if len(tests) == 0 {
+			tests = DefaultCPythonTests
+		}
+		p("\ncpython_factory = CPythonLabBuild(repourl=%s, branch=%s,\n                                  tests=%s)\n\n",
+			pyStr(cfg.CPython.Repo), pyStr(cfg.CPython.Branch), pyStrList(tests))
+		builders = append(builders, CPythonBuilderName)
+	}
 	p("c['builders'] = [\n")
 	p("    util.BuilderConfig(name=%s, workernames=%s, factory=factory),\n",
 		pyStr(cfg.BuilderName), pyStrList(names))
+	if cfg.CPython != nil {
+		p("    util.BuilderConfig(name=%s, workernames=%s, factory=cpython_factory),\n",
+			pyStr(CPythonBuilderName), pyStrList(names))
+	}
 	p("]\n\n")
 	p("c['schedulers'] = [\n")
-	p("    schedulers.ForceScheduler(name=%s, builderNames=[%s]),\n",
-		pyStr(cfg.SchedulerName), pyStr(cfg.BuilderName))
+	p("    schedulers.ForceScheduler(name=%s, builderNames=%s),\n",
+		pyStr(cfg.SchedulerName), pyStrList(builders))
 	p("]\n\n")
 
 	p("c['title'] = 'latentworker lab'\n")

@@ -46,6 +46,12 @@ func TestRenderGolden(t *testing.T) {
 			BuilderName:      "AMD64 Debian latent 3.x",
 			SchedulerName:    "force-latent",
 		}},
+		{"cpython.cfg", Config{
+			PBPort:  9989,
+			WWWPort: 8010,
+			Workers: []Worker{{Name: "w1", Password: "pw1", ParallelTests: 4}, {Name: "w2", Password: "pw2"}},
+			CPython: &CPythonBuilder{Repo: "http://127.0.0.1:4573/cpython.git", Branch: "3.13"},
+		}},
 		{"extra-only.cfg", Config{
 			PBPort:           9989,
 			WWWPort:          8010,
@@ -150,6 +156,10 @@ func TestRenderInvalid(t *testing.T) {
 		{"long name", func(c *Config) { c.Workers[0].Name = strings.Repeat("w", 51) }, "longer than 50"},
 		{"reserved name", func(c *Config) { c.Workers[0].Name = "debug" }, "reserved"},
 		{"duplicate", func(c *Config) { c.ExtraWorkerNames = []string{"w1"} }, "used twice"},
+		{"cpython test", func(c *Config) {
+			c.CPython = &CPythonBuilder{Repo: "http://127.0.0.1:1/cpython.git", Branch: "3.13", Tests: []string{"test_socket", "-x"}}
+		}, "regrtest name"},
+		{"cpython repo", func(c *Config) { c.CPython = &CPythonBuilder{Branch: "3.13"} }, "must be set"},
 		{"bad extra name", func(c *Config) { c.ExtraWorkerNames = []string{"a b"} }, "not an identifier"},
 		{"empty password", func(c *Config) { c.Workers[0].Password = "" }, "empty password"},
 		{"non-UTF-8 password", func(c *Config) { c.Workers[0].Password = "\xff" }, "UTF-8"},
